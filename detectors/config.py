@@ -1,0 +1,387 @@
+"""Detector settings: defaults, per-model overrides, validation and a fingerprint.
+
+Settings come from one TOML or YAML file. ``defaults`` applies to every model; a section
+under ``models`` overrides it field by field, so a model that sets only ``adwin.delta``
+keeps every other default::
+
+    [defaults]
+    task = "classification"        # optional; inferred from the first outcomes when absent
+
+    [defaults.adwin]
+    enabled = true
+    delta = 0.002                  # confidence, in (0, 1); smaller = fewer false alarms
+    clock = 32
+    max_buckets = 5                # >= 2
+    min_window_length = 5
+    grace_period = 10
+
+    [defaults.page_hinkley]
+    enabled = true
+    min_instances = 30
+    delta = 0.005                  # tolerated drift of the error, >= 0
+    threshold = 50                 # > 0; larger = fewer, later alarms
+    alpha = 0.9999                 # forgetting factor, in (0, 1]
+    mode = "up"                    # "up" (error increases), "down" or "both"
+    after_window = 100             # values reported as "after" when it fires
+
+    [models.fraud]
+    task = "regression"
+
+    [models.fraud.adwin]
+    delta = 0.0005
+
+The YAML form has the same shape (``defaults: {adwin: {delta: 0.002}}``). Every key and
+value is checked when the file is read, and the dataclasses check themselves again on
+construction, so a bad setting fails at startup with a message naming its dotted key,
+never mid-stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from detectors.exceptions import DetectorSettingsError
+
+__all__ = [
+    "AdwinConfig",
+    "DetectorSettings",
+    "MonitorConfig",
+    "PageHinkleyConfig",
+    "PageHinkleyMode",
+    "Task",
+    "apply_overrides",
+    "load_detector_settings",
+    "parse_detector_settings",
+]
+
+Task = Literal["classification", "regression"]
+PageHinkleyMode = Literal["up", "down", "both"]
+
+TASKS: tuple[str, ...] = get_args(Task)
+PAGE_HINKLEY_MODES: tuple[str, ...] = get_args(PageHinkleyMode)
+
+_FINGERPRINT_VERSION = "watchkeeper.detectors.config/1"
+_SECTION_ALIASES = {"ph": "page_hinkley"}
+
+
+def _describe(value: object) -> str:
+    text = f"got {value!r} ({type(value).__name__})"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return text
+        return text + "; a quoted number is a string (YAML also reads 5e-4 as one: write 5.0e-4)"
+    return text
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise DetectorSettingsError(key, f"must be true or false, {_describe(value)}")
+    return value
+
+
+def _int(key: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DetectorSettingsError(key, f"must be an integer >= {minimum}, {_describe(value)}")
+    if value < minimum:
+        raise DetectorSettingsError(key, f"must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _float(key: str, value: object, low: float, high: float, interval: str) -> float:
+    """Check ``value`` lies in ``interval``; ``low``/``high`` are inclusive bounds of it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DetectorSettingsError(key, f"must be a number in {interval}, {_describe(value)}")
+    number = float(value)
+    open_low, open_high = interval.startswith("("), interval.endswith(")")
+    inside = (
+        math.isfinite(number)
+        and (low < number if open_low else low <= number)
+        and (number < high if open_high else number <= high)
+    )
+    if not inside:
+        raise DetectorSettingsError(key, f"must be a number in {interval}, got {value!r}")
+    return number
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        valid = ", ".join(repr(choice) for choice in choices)
+        raise DetectorSettingsError(key, f"must be one of {valid}, {_describe(value)}")
+    return value
+
+
+def _model_id(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise DetectorSettingsError("models", f"model ids must be non-empty strings, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class AdwinConfig:
+    """Hyper-parameters of :class:`river.drift.ADWIN`, under river's names."""
+
+    enabled: bool = True
+    delta: float = 0.002
+    clock: int = 32
+    max_buckets: int = 5
+    min_window_length: int = 5
+    grace_period: int = 10
+
+    def __post_init__(self) -> None:
+        _bool("adwin.enabled", self.enabled)
+        # Normalise ints to floats so 1 and 1.0 give equal configs and fingerprints.
+        object.__setattr__(self, "delta", _float("adwin.delta", self.delta, 0.0, 1.0, "(0, 1)"))
+        _int("adwin.clock", self.clock, 1)
+        # river 0.26's Rust ADWIN panics with 1: a BaseException that would kill the worker.
+        _int("adwin.max_buckets", self.max_buckets, 2)
+        _int("adwin.min_window_length", self.min_window_length, 1)
+        _int("adwin.grace_period", self.grace_period, 0)
+
+
+@dataclass(frozen=True)
+class PageHinkleyConfig:
+    """Hyper-parameters of :class:`river.drift.PageHinkley`, plus the "after" window size.
+
+    ``mode`` defaults to ``"up"`` (river's default is ``"both"``): a rising error is the
+    degradation worth paging for.
+    """
+
+    enabled: bool = True
+    min_instances: int = 30
+    delta: float = 0.005
+    threshold: float = 50.0
+    alpha: float = 0.9999
+    mode: PageHinkleyMode = "up"
+    after_window: int = 100
+
+    def __post_init__(self) -> None:
+        inf = math.inf
+        _bool("page_hinkley.enabled", self.enabled)
+        _int("page_hinkley.min_instances", self.min_instances, 1)
+        delta = _float("page_hinkley.delta", self.delta, 0.0, inf, "[0, inf)")
+        threshold = _float("page_hinkley.threshold", self.threshold, 0.0, inf, "(0, inf)")
+        alpha = _float("page_hinkley.alpha", self.alpha, 0.0, 1.0, "(0, 1]")
+        object.__setattr__(self, "delta", delta)
+        object.__setattr__(self, "threshold", threshold)
+        object.__setattr__(self, "alpha", alpha)
+        _choice("page_hinkley.mode", self.mode, PAGE_HINKLEY_MODES)
+        _int("page_hinkley.after_window", self.after_window, 1)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Everything one model's monitor is built from; ``task=None`` means infer it."""
+
+    task: Task | None = None
+    adwin: AdwinConfig = field(default_factory=AdwinConfig)
+    page_hinkley: PageHinkleyConfig = field(default_factory=PageHinkleyConfig)
+
+    def __post_init__(self) -> None:
+        if self.task is not None:
+            _choice("task", self.task, TASKS)
+        if not isinstance(self.adwin, AdwinConfig):
+            raise DetectorSettingsError("adwin", f"must be an AdwinConfig, {_describe(self.adwin)}")
+        if not isinstance(self.page_hinkley, PageHinkleyConfig):
+            problem = f"must be a PageHinkleyConfig, {_describe(self.page_hinkley)}"
+            raise DetectorSettingsError("page_hinkley", problem)
+
+    def fingerprint(self) -> str:
+        """Short hash of every field, stable across processes and Python versions.
+
+        Stored next to checkpointed detector state, it tells a restarted worker whether
+        that state was built with the settings now in force.
+        """
+        canonical = json.dumps(
+            [_FINGERPRINT_VERSION, asdict(self)], sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Default monitor settings plus the per-model ones, already merged over the defaults."""
+
+    defaults: MonitorConfig = field(default_factory=MonitorConfig)
+    models: Mapping[str, MonitorConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.defaults, MonitorConfig):
+            problem = f"must be a MonitorConfig, {_describe(self.defaults)}"
+            raise DetectorSettingsError("defaults", problem)
+        if not isinstance(self.models, Mapping):
+            raise DetectorSettingsError("models", f"must be a mapping, {_describe(self.models)}")
+        for model_id, config in self.models.items():
+            _model_id(model_id)
+            if not isinstance(config, MonitorConfig):
+                problem = f"must be a MonitorConfig, {_describe(config)}"
+                raise DetectorSettingsError(f"models.{model_id}", problem)
+        # A private copy: the caller's dict cannot change settings after validation.
+        object.__setattr__(self, "models", dict(self.models))
+
+    def for_model(self, model_id: str) -> MonitorConfig:
+        """The configuration for ``model_id``: its own section, else the defaults."""
+        return self.models.get(model_id, self.defaults)
+
+
+_SECTIONS: dict[str, type[AdwinConfig] | type[PageHinkleyConfig]] = {
+    "adwin": AdwinConfig,
+    "page_hinkley": PageHinkleyConfig,
+}
+_MONITOR_KEYS = ("task", *_SECTIONS)
+_TOP_LEVEL_KEYS = ("defaults", "models")
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _unknown(key: str, valid: tuple[str, ...]) -> DetectorSettingsError:
+    return DetectorSettingsError(key, f"unknown key; valid keys: {', '.join(sorted(valid))}")
+
+
+def _mapping(key: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise DetectorSettingsError(key, f"must be a table/mapping, {_describe(value)}")
+    return value
+
+
+def _rekeyed(prefix: str, error: DetectorSettingsError) -> DetectorSettingsError:
+    return DetectorSettingsError(f"{prefix}.{error.key}", error.problem)
+
+
+def _parse_monitor(where: str, section: object, base: MonitorConfig) -> MonitorConfig:
+    section = _mapping(where, section)
+    for key in section:
+        if key not in _MONITOR_KEYS:
+            raise _unknown(f"{where}.{key}", _MONITOR_KEYS)
+    changes: dict[str, Any] = {}
+    if "task" in section:
+        changes["task"] = section["task"]
+    for name, cls in _SECTIONS.items():
+        if name not in section:
+            continue
+        values = _mapping(f"{where}.{name}", section[name])
+        valid = _field_names(cls)
+        for key in values:
+            if key not in valid:
+                raise _unknown(f"{where}.{name}.{key}", valid)
+        try:
+            changes[name] = replace(getattr(base, name), **values)
+        except DetectorSettingsError as error:
+            raise _rekeyed(where, error) from None
+    try:
+        return replace(base, **changes)
+    except DetectorSettingsError as error:
+        raise _rekeyed(where, error) from None
+
+
+def parse_detector_settings(data: Mapping[str, Any]) -> DetectorSettings:
+    """Build validated settings from a decoded TOML/YAML document (see the module docstring)."""
+    data = _mapping("<settings>", data)
+    for key in data:
+        if key not in _TOP_LEVEL_KEYS:
+            raise _unknown(str(key), _TOP_LEVEL_KEYS)
+    defaults = _parse_monitor("defaults", data.get("defaults", {}), MonitorConfig())
+    models: dict[str, MonitorConfig] = {}
+    for model_id, section in _mapping("models", data.get("models", {})).items():
+        models[_model_id(model_id)] = _parse_monitor(f"models.{model_id}", section, defaults)
+    return DetectorSettings(defaults=defaults, models=models)
+
+
+def load_detector_settings(path: str | Path) -> DetectorSettings:
+    """Read settings from a ``.toml``, ``.yaml`` or ``.yml`` file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            with path.open("rb") as handle:
+                data: object = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise DetectorSettingsError(str(path), f"invalid TOML: {error}") from error
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise DetectorSettingsError(str(path), f"invalid YAML: {error}") from error
+        if data is None:
+            data = {}
+    else:
+        raise DetectorSettingsError(str(path), "unsupported file type; use .toml, .yaml or .yml")
+    if not isinstance(data, Mapping):
+        raise DetectorSettingsError(str(path), f"must hold a mapping, {_describe(data)}")
+    return parse_detector_settings(data)
+
+
+def _from_text(key: str, text: str, current: object) -> object:
+    """Convert a command-line string to the type of the field it overrides."""
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "on", "1"):
+            return True
+        if lowered in ("false", "no", "off", "0"):
+            return False
+        raise DetectorSettingsError(key, f"must be true or false, got {text!r}")
+    try:
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        kind = "an integer" if isinstance(current, int) else "a number"
+        raise DetectorSettingsError(key, f"must be {kind}, got {text!r}") from None
+    return text
+
+
+def apply_overrides(settings: DetectorSettings, overrides: Mapping[str, Any]) -> DetectorSettings:
+    """Apply ``{"adwin.delta": 0.001, "ph.threshold": "80", "task": ...}`` to every model.
+
+    Meant for command-line ``--set`` flags: the override wins over the defaults and over
+    every per-model section. ``ph`` is accepted for ``page_hinkley`` and dashes for
+    underscores; string values are converted to the field's type.
+    """
+    task_changes: dict[str, Any] = {}
+    section_changes: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    valid_keys = (
+        "task",
+        *(f"{name}.{key}" for name, cls in _SECTIONS.items() for key in _field_names(cls)),
+    )
+    for raw_key, value in overrides.items():
+        key = str(raw_key).strip().replace("-", "_")
+        section, dot, name = key.partition(".")
+        section = _SECTION_ALIASES.get(section, section)
+        if not dot:
+            if key != "task":
+                raise _unknown(str(raw_key), valid_keys)
+            task_changes["task"] = None if value in (None, "", "none", "infer") else value
+            continue
+        cls = _SECTIONS.get(section)
+        if cls is None or name not in _field_names(cls):
+            raise _unknown(str(raw_key), valid_keys)
+        canonical = f"{section}.{name}"
+        if isinstance(value, str):
+            value = _from_text(canonical, value, getattr(cls(), name))
+        section_changes[section][name] = value
+
+    def merged(config: MonitorConfig) -> MonitorConfig:
+        changes: dict[str, Any] = dict(task_changes)
+        for section, values in section_changes.items():
+            if values:
+                changes[section] = replace(getattr(config, section), **values)
+        return replace(config, **changes)
+
+    return DetectorSettings(
+        defaults=merged(settings.defaults),
+        models={model_id: merged(config) for model_id, config in settings.models.items()},
+    )

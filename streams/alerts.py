@@ -1,0 +1,91 @@
+"""Alert events built from detector changes; the alert_id is derived, never random.
+
+The id hashes (model, kind, detector, outcome index): the same outcomes in the same order
+give the same id in the live stream, after a restart that re-processes a batch, and in
+replay, so consumers can deduplicate on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from detectors.base import Change
+
+__all__ = [
+    "ALERT_SCHEMA_VERSION",
+    "AlertKind",
+    "alert_id",
+    "build_alert",
+    "rfc3339_ms",
+    "severity_of",
+]
+
+ALERT_SCHEMA_VERSION = 1
+AlertKind = Literal[
+    "performance_degradation",
+    "performance_improvement",
+    "prediction_drift",
+    "labels_missing",
+    "model_silent",
+    "orphaned_model",
+]
+Severity = Literal["info", "warning", "critical"]
+
+
+def alert_id(model_id: str, kind: str, detector: str, index: int) -> str:
+    """Stable id of one detection."""
+    digest = hashlib.sha256(f"{model_id}\x1f{kind}\x1f{detector}\x1f{index}".encode())
+    return digest.hexdigest()[:32]
+
+
+def rfc3339_ms(epoch_ms: int) -> str:
+    """Epoch milliseconds as an RFC 3339 UTC string with a Z."""
+    stamp = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def severity_of(change: Change) -> Severity:
+    """Critical when the error rate rose by 10 points or at least doubled."""
+    if change.direction != "increase":
+        return "info"
+    rise = change.mean_after - change.mean_before
+    doubled = change.mean_before > 0 and change.mean_after >= 2 * change.mean_before
+    return "critical" if rise >= 0.10 or doubled else "warning"
+
+
+def build_alert(
+    change: Change,
+    *,
+    model_id: str,
+    model_version: str | None,
+    detected_at: datetime,
+    config_fingerprint: str,
+) -> dict[str, Any]:
+    """The alert event for one change (contract in DESIGN.md, schema_version 1)."""
+    kind = (
+        "performance_degradation" if change.direction == "increase" else "performance_improvement"
+    )
+    return {
+        "schema_version": ALERT_SCHEMA_VERSION,
+        "alert_id": alert_id(model_id, kind, change.detector, change.index),
+        "kind": kind,
+        "model_id": model_id,
+        "model_version": model_version,
+        "detector": change.detector,
+        "signal": "error",
+        "direction": change.direction,
+        "severity": severity_of(change),
+        "event_time": rfc3339_ms(change.event_time_ms),
+        "event_time_ms": change.event_time_ms,
+        "detected_at": detected_at.astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "outcome_index": change.index,
+        "before": {"error_rate": round(change.mean_before, 6), "count": change.n_before},
+        "after": {"error_rate": round(change.mean_after, 6), "count": change.n_after},
+        "config_fingerprint": config_fingerprint,
+        "owner": None,
+        "runbook": None,
+    }

@@ -1,0 +1,452 @@
+"""The Faust application: thin batched adapters from topics to the pure join and detectors.
+
+    predictions, ground-truth, rekey-*  ──► join_outcomes ──► outcomes (key = model_id)
+    outcomes                            ──► detect_changes ──► alerts  (key = model_id)
+    anything unparseable                ──► watchkeeper-dlq (reason + original bytes)
+
+Both agents take events in batches (``take_events``) and touch Faust tables through
+:class:`~streams.state.PartitionView`, so per-event framework work stays small while
+consumer groups, changelogs and recovery remain Faust's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from redis.asyncio import Redis
+
+from detectors.config import DetectorSettings
+from detectors.track import Detection, ModelTrack
+
+from .alerts import build_alert
+from .health import HealthStore
+from .join import Joiner
+from .partitioning import partition_for
+from .records import (
+    GroundTruth,
+    Outcome,
+    Prediction,
+    Rejected,
+    dead_letter,
+    decode_outcomes,
+    encode_outcomes,
+    parse_ground_truth,
+    parse_predictions,
+)
+from .settings import Settings
+from .state import PartitionView, load_changelog
+from .topology import join_topic_names
+
+__all__ = ["Pipeline", "prediction_event", "label_event"]
+
+log = logging.getLogger(__name__)
+
+
+async def _uninterrupted(work: Coroutine[Any, Any, None]) -> None:
+    """Finish a batch even when the worker is stopping.
+
+    Faust cancels agents on shutdown, and ``take_events`` acks its batch on the way out;
+    a batch cut short would be committed without its output. So the batch runs as its
+    own task, and a cancellation waits for it before passing on.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def _ack(stream: Any, events: list[Any]) -> None:
+    """Ack a processed batch now; ``take_events`` would only ack it when the next one
+    arrives, so a stopping worker would re-read its last batch after a restart."""
+    for event in events:
+        await stream.ack(event)
+
+
+def prediction_event(p: Prediction) -> dict[str, Any]:
+    """A prediction back in contract form (for the re-key topic)."""
+    return {
+        "prediction_id": p.prediction_id,
+        "model_id": p.model_id,
+        "model_version": p.model_version,
+        "timestamp": p.timestamp_ms,
+        "prediction": p.prediction,
+        "score": p.score,
+        "segment": p.segment,
+    }
+
+
+def label_event(g: GroundTruth) -> dict[str, Any]:
+    return {"prediction_id": g.prediction_id, "label": g.label, "timestamp": g.timestamp_ms}
+
+
+class Pipeline:
+    """Builds the Faust app, its topics, tables and agents from settings."""
+
+    def __init__(
+        self, settings: Settings, detector_settings: DetectorSettings, partitions: int
+    ) -> None:
+        self.settings = settings
+        self.detector_settings = detector_settings
+        self.partitions = partitions
+        s = settings
+        self.app = faust.App(
+            s.app_id,
+            broker=s.broker,
+            store="memory://",
+            web_enabled=False,
+            datadir=str(s.data_dir),
+            topic_partitions=partitions,
+            topic_replication_factor=s.replication_factor,
+            table_standby_replicas=0,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=s.heartbeat_interval_s,
+            broker_rebalance_timeout=s.rebalance_timeout_s,
+            broker_commit_interval=s.commit_interval_s,
+            stream_recovery_delay=0.0,
+            consumer_auto_offset_reset="earliest",
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        t = s.topics
+        pred, truth, rekey_pred, rekey_truth = join_topic_names(s)
+        self._kind_of = {pred: "p", rekey_pred: "p", truth: "g", rekey_truth: "g"}
+        self._rekey_topic = {"p": rekey_pred, "g": rekey_truth}
+
+        def raw(*names: str) -> Any:
+            return self.app.topic(*names, key_type=bytes, value_type=bytes)
+
+        self.join_source = raw(pred, truth, rekey_pred, rekey_truth)
+        self.rekey_topics = {k: raw(n) for k, n in self._rekey_topic.items()}
+        self.outcomes = raw(t.outcomes)
+        self.alerts = raw(t.alerts)
+        self.dlq = raw(t.dlq)
+        # values are pickled by PartitionView itself (bytes on the changelog)
+        self.join_table = self.app.Table(
+            "join-state", partitions=partitions, key_type=str, value_type=bytes
+        )
+        self.track_table = self.app.Table(
+            "detector-state", partitions=partitions, key_type=str, value_type=bytes
+        )
+        self.track_views: dict[int, PartitionView] = {}
+        self._last_offer: dict[str, tuple[float, int]] = {}
+        self.joiners: dict[int, Joiner] = {}
+        self._health: HealthStore | None = None
+        self.app.agent(self.join_source, name="join_outcomes")(self._join_agent())
+        self.app.agent(self.outcomes, name="detect_changes")(self._detect_agent())
+        self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+
+    async def _on_revoked(self, *_args: Any, **_kwargs: Any) -> None:
+        self.joiners.clear()
+        self.track_views.clear()
+        self._last_offer.clear()  # rebuilt from the (restored) table on next use
+
+    @property
+    def health(self) -> HealthStore:
+        if self._health is None:
+            self._health = HealthStore(
+                Redis.from_url(self.settings.redis_url), prefix=self.settings.redis_prefix
+            )
+        return self._health
+
+    async def _view(self, table: Any, partition: int) -> PartitionView:
+        """A partition's state, reloaded from its changelog on first use."""
+        n = self.partitions
+
+        def owns(key: str) -> bool:
+            return partition_for(key, n) == partition
+
+        applied = await load_changelog(
+            self.settings.bootstrap_servers,
+            table.changelog_topic.get_topic_name(),
+            partition,
+            table.data.data,
+        )
+        view = PartitionView(table, partition, owns)
+        log.info("%s partition %d: %d changelog records restored", table.name, partition, applied)
+        return view
+
+    async def joiner(self, partition: int) -> Joiner:
+        joiner = self.joiners.get(partition)
+        if joiner is None:
+            view = await self._view(self.join_table, partition)
+            joiner = Joiner(
+                view,
+                ttl_ms=self.settings.join_ttl_ms,
+                task_for=lambda m: self.detector_settings.for_model(m).task,
+            )
+            joiner.rebuild_index()
+            self.joiners[partition] = joiner
+        return joiner
+
+    async def _dead_letter(
+        self, rejected: list[Rejected], event: Any, reasons: Counter[str]
+    ) -> None:
+        msg = event.message
+        for r in rejected:
+            reasons[r.reason] += 1
+            await self.dlq.send(
+                key=msg.key,
+                value=dead_letter(
+                    r, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key
+                ),
+            )
+
+    def _join_agent(self) -> Callable[[Any], Any]:
+        s = self.settings
+
+        async def join_outcomes(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_max, s.batch_within_s):
+                await _uninterrupted(self._join_batch(events))
+                await _ack(stream, events)
+
+        return join_outcomes
+
+    async def _settled(self) -> None:
+        """Wait while a rebalance restores tables and re-seeks offsets.
+
+        Faust can hand over a batch before its table recovery finished; applying it then
+        would be overwritten by the restored state, so batches wait for recovery.
+        """
+        while self.app.rebalancing:
+            await asyncio.sleep(0.05)
+
+    async def _join_batch(self, events: list[Any]) -> None:
+        await self._settled()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "join batch %s",
+                [(e.message.topic, e.message.partition, e.message.offset) for e in events],
+            )
+        s = self.settings
+        n = self.partitions
+        by_model: dict[str, list[Outcome]] = defaultdict(list)
+        rekey: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+        reasons: Counter[str] = Counter()
+        touched: set[int] = set()
+        for event in events:
+            msg = event.message
+            kind = self._kind_of[msg.topic]
+            record_ms = int((msg.timestamp or 0) * 1000)
+            here = msg.partition
+            joiner = self.joiners.get(here) or await self.joiner(here)
+            view: PartitionView = joiner.store  # type: ignore[assignment]
+            if view.already_processed(msg.topic, msg.offset):
+                reasons["redelivered"] += 1
+                continue
+            view.processed(msg.topic, msg.offset)
+            touched.add(here)
+            if kind == "p":
+                preds, rejected = parse_predictions(
+                    msg.value, record_timestamp_ms=record_ms, max_bytes=s.max_message_bytes
+                )
+                for p in preds:
+                    home = partition_for(p.prediction_id, n)
+                    if home != here:
+                        rekey["p", home].append(prediction_event(p))
+                    elif (o := joiner.add_prediction(p)) is not None:
+                        by_model[o.model_id].append(o)
+            else:
+                labels, rejected = parse_ground_truth(
+                    msg.value, record_timestamp_ms=record_ms, max_bytes=s.max_message_bytes
+                )
+                for g in labels:
+                    home = partition_for(g.prediction_id, n)
+                    if home != here:
+                        rekey["g", home].append(label_event(g))
+                    elif (o := joiner.add_label(g)) is not None:
+                        by_model[o.model_id].append(o)
+            if rejected:
+                await self._dead_letter(rejected, event, reasons)
+        await self._publish_join(by_model, rekey, touched, reasons)
+
+    async def _publish_join(
+        self,
+        by_model: dict[str, list[Outcome]],
+        rekey: dict[tuple[str, int], list[dict[str, Any]]],
+        touched: set[int],
+        reasons: Counter[str],
+    ) -> None:
+        """Publish outputs, wait for the broker, then checkpoint the join state."""
+        sent = []
+        for model_id, outs in by_model.items():
+            sent.append(
+                await self.outcomes.send(key=model_id.encode(), value=encode_outcomes(outs))
+            )
+        for (kind, partition), items in rekey.items():
+            sent.append(
+                await self.rekey_topics[kind].send(value=orjson.dumps(items), partition=partition)
+            )
+        for partition in touched:
+            joiner = self.joiners.get(partition)
+            if joiner is None:
+                continue
+            for u in joiner.drain_unscorable():
+                reasons["unscorable"] += 1
+                body = orjson.dumps(
+                    {
+                        "reason": "unscorable",
+                        "detail": u.detail,
+                        "prediction_id": u.prediction_id,
+                        "model_id": u.model_id,
+                        "prediction": u.prediction,
+                        "label": u.label,
+                        "dlq_schema": 1,
+                    }
+                )
+                sent.append(await self.dlq.send(key=u.prediction_id.encode(), value=body))
+        if sent:
+            await asyncio.gather(*sent)
+        for partition in touched:
+            joiner = self.joiners.get(partition)
+            if joiner is None:
+                continue
+            await joiner.store.flush()  # type: ignore[attr-defined]
+            await self.health.add_join_stats(joiner.drain_stats())
+        await self.health.add_skipped(reasons)
+
+    def tracks(self, partition: int) -> PartitionView:
+        """The detection state (one :class:`ModelTrack` per model) of a loaded partition."""
+        return self.track_views[partition]
+
+    async def load_tracks(self, partition: int) -> PartitionView:
+        view = self.track_views.get(partition)
+        if view is None:
+            view = self.track_views[partition] = await self._view(self.track_table, partition)
+        return view
+
+    def _track(self, model_id: str, partition: int) -> ModelTrack:
+        view = self.tracks(partition)
+        track = view.get(model_id)
+        if track is None:
+            config = self.detector_settings.for_model(model_id)
+            track = ModelTrack(model_id, config, lag_ms=self.settings.reorder_lag_ms)
+            view[model_id] = track
+        return track
+
+    def _detect_agent(self) -> Callable[[Any], Any]:
+        s = self.settings
+
+        async def detect_changes(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_max, s.batch_within_s):
+                await _uninterrupted(self._detect_batch(events))
+                await _ack(stream, events)
+
+        return detect_changes
+
+    async def _detect_batch(self, events: list[Any]) -> None:
+        await self._settled()
+        touched: dict[str, int] = {}
+        touched_partitions: set[int] = set()
+        counters: dict[str, Counter[str]] = defaultdict(Counter)
+        reasons: Counter[str] = Counter()
+        now = time.monotonic()
+        for event in events:
+            msg = event.message
+            view = self.track_views.get(msg.partition) or await self.load_tracks(msg.partition)
+            if view.already_processed(msg.topic, msg.offset):
+                reasons["redelivered"] += 1
+                continue
+            view.processed(msg.topic, msg.offset)
+            touched_partitions.add(msg.partition)
+            try:
+                outcomes = decode_outcomes(msg.value)
+            except ValueError as exc:
+                rejected = Rejected("invalid_value", str(exc), None, msg.value or b"")
+                await self._dead_letter([rejected], event, reasons)
+                continue
+            for o in outcomes:
+                track = self._track(o.model_id, msg.partition)
+                track.push(o.completed_ms, o.prediction_id, o.error, o.model_version)
+                touched[o.model_id] = msg.partition
+                counters[o.model_id]["outcomes"] += 1
+        detections = {}
+        for model_id, partition in touched.items():
+            track = self.tracks(partition)[model_id]
+            detections[model_id] = track.release()
+            self._last_offer[model_id] = (now, partition)
+        await self._emit(detections, touched, counters, touched_partitions)
+        await self.health.add_skipped(reasons)
+
+    async def flush_idle(self) -> None:
+        await _uninterrupted(self._flush_idle())
+
+    async def _flush_idle(self) -> None:
+        if self.app.rebalancing:
+            return
+        """Release the held outcomes of models that received nothing for a while."""
+        cutoff = time.monotonic() - self.settings.idle_flush_s
+        idle = {m: p for m, (t, p) in self._last_offer.items() if t <= cutoff}
+        detections = {}
+        for model_id, partition in idle.items():
+            del self._last_offer[model_id]
+            views = self.track_views.get(partition)
+            track = views.get(model_id) if views is not None else None
+            if track is not None and track.pending:
+                detections[model_id] = track.flush()
+        touched = {m: idle[m] for m in detections}
+        await self._emit(detections, touched, {})
+
+    async def _emit(
+        self,
+        detections: dict[str, list[Detection]],
+        touched: dict[str, int],
+        counters: dict[str, Counter[str]],
+        partitions: set[int] | None = None,
+    ) -> None:
+        """Checkpoint touched tracks, publish alerts, update health snapshots."""
+        detected_at = datetime.now(tz=UTC)
+        alerts: list[dict[str, Any]] = []
+        counters = defaultdict(Counter, counters)
+        for model_id, found in detections.items():
+            for d in found:
+                track = self.tracks(touched[model_id])[model_id]
+                alert = build_alert(
+                    d.change,
+                    model_id=model_id,
+                    model_version=d.model_version,
+                    detected_at=detected_at,
+                    config_fingerprint=track.config.fingerprint(),
+                )
+                alerts.append(alert)
+                counters[model_id][alert["kind"]] += 1
+        sent = [
+            await self.alerts.send(key=alert["model_id"].encode(), value=orjson.dumps(alert))
+            for alert in alerts
+        ]
+        if sent:
+            await asyncio.gather(*sent)
+        for model_id, partition in touched.items():
+            self.tracks(partition).touch(model_id)
+        for partition in set(touched.values()) | (partitions or set()):
+            await self.tracks(partition).flush()
+        snapshots = {m: self._snapshot(self.tracks(p)[m], alerts) for m, p in touched.items()}
+        await self.health.put_health(snapshots, counters)
+
+    @staticmethod
+    def _snapshot(track: ModelTrack, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        monitor = track.monitor
+        snap: dict[str, Any] = {
+            "model_version": track.model_version or "",
+            "outcomes": monitor.n,
+            "held": track.pending,
+            "late_outcomes": track.sequencer.late,
+            "error_rate": round(monitor.error_rate, 6),
+            "recent_error_rate": round(monitor.recent_error_rate, 6),
+            "last_event_time_ms": monitor.last_event_time_ms or 0,
+        }
+        mine = [a for a in alerts if a["model_id"] == track.model_id]
+        if mine:
+            snap["last_alert_id"] = mine[-1]["alert_id"]
+            snap["last_alert_kind"] = mine[-1]["kind"]
+        return snap

@@ -1,0 +1,106 @@
+"""The ``watchkeeper`` command: a thin layer that parses flags, builds settings, and turns
+any :class:`~streams.errors.WatchkeeperError` into a message and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .errors import ConfigError, WatchkeeperError
+from .settings import Settings
+
+__all__ = ["build_parser", "main", "settings_from"]
+
+
+def _worker_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
+    p.add_argument(
+        "--redis", dest="redis_url", help="redis://host:port/db (env WATCHKEEPER_REDIS_URL)"
+    )
+    p.add_argument("--app-id", help="consumer group / app id (env WATCHKEEPER_APP_ID)")
+    p.add_argument("--partitions", type=int, help="partitions for topics the worker creates")
+    p.add_argument(
+        "--config",
+        dest="detector_config",
+        type=Path,
+        help="detector configuration, TOML or YAML (per-model overrides)",
+    )
+    p.add_argument("--data-dir", type=Path, help="Faust data directory")
+    p.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="watchkeeper", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="run the join + detection worker against a broker")
+    _worker_flags(worker)
+    demo = sub.add_parser("demo", help="everything embedded: broker, Redis, worker, traffic")
+    demo.add_argument("--models", type=int, default=24)
+    demo.add_argument("--predictions-per-model", type=int, default=3000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for the worker")
+    sim = sub.add_parser("simulate", help="publish seeded synthetic traffic to a broker")
+    sim.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
+    sim.add_argument("--models", type=int, default=24)
+    sim.add_argument("--predictions-per-model", type=int, default=3000)
+    sim.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from flags that were given, the environment, then defaults."""
+    names = (
+        "broker",
+        "redis_url",
+        "app_id",
+        "partitions",
+        "detector_config",
+        "data_dir",
+        "log_level",
+    )
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "worker":
+            from .worker import run_worker
+
+            run_worker(settings_from(args))
+            return 0
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(
+                models=args.models,
+                predictions_per_model=args.predictions_per_model,
+                seed=args.seed,
+                timeout=args.timeout,
+            )
+        if args.command == "simulate":
+            import asyncio
+
+            from .demo import produce_scenario
+            from .simulate import build_scenario
+
+            settings = settings_from(args)
+            scenario = build_scenario(
+                models=args.models, predictions_per_model=args.predictions_per_model, seed=args.seed
+            )
+            asyncio.run(produce_scenario(settings.bootstrap_servers, scenario, settings))
+            print(f"published {len(scenario.events)} events for {len(scenario.models)} models")
+            return 0
+    except WatchkeeperError as exc:
+        print(f"watchkeeper: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2

@@ -1,0 +1,302 @@
+"""``watchkeeper demo``: the whole pipeline on an embedded broker and Redis, end to end.
+
+Starts tansu and redis-server on free loopback ports, a real worker process, publishes a
+seeded scenario through the producer helper (plus a few malformed messages, which must
+land in the dead-letter topic), prints alerts as they appear on the ``alerts`` topic and
+a summary at the end, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from .embedded import embedded_stack
+from .errors import WatchkeeperError
+from .health import HealthStore
+from .producer import WatchkeeperProducer
+from .settings import Settings
+from .simulate import HOUR_MS, Scenario, build_scenario
+from .topology import ensure_topics
+from .worker import WorkerProcess
+
+__all__ = ["AlertCollector", "MALFORMED", "produce_scenario", "run_demo", "wait_for_pipeline"]
+
+# (topic kind, raw message) published next to the scenario; each must be dead-lettered.
+MALFORMED: list[tuple[Literal["p", "g"], bytes]] = [
+    ("p", b'{"prediction_id": "bad-1", "model_id": "fraud-eu", "prediction": '),
+    ("p", b'{"prediction_id": "bad-2", "prediction": 1}'),
+    ("p", b'[{"prediction_id": "bad-3", "model_id": "fraud-eu", "prediction": {"x": 1}}]'),
+    ("g", b'{"label": 1}'),
+    ("g", b'"just a string"'),
+]
+
+
+async def produce_scenario(
+    bootstrap: str,
+    scenario: Scenario,
+    settings: Settings,
+    *,
+    batch_size: int = 500,
+    malformed: bool = True,
+) -> None:
+    """Publish the scenario in arrival order, as serving systems and label pipelines would."""
+    t = settings.topics
+    async with WatchkeeperProducer(
+        bootstrap,
+        predictions_topic=t.predictions,
+        ground_truth_topic=t.ground_truth,
+        batch_size=batch_size,
+        validate=False,
+    ) as producer:
+        for kind, event in scenario.events:
+            if kind == "p":
+                await producer.predict(
+                    event["prediction_id"],
+                    event["model_id"],
+                    event["prediction"],
+                    model_version=event["model_version"],
+                    timestamp=event["timestamp"],
+                    score=event["score"],
+                    segment=event["segment"],
+                )
+            else:
+                await producer.label(
+                    event["prediction_id"], event["label"], timestamp=event["timestamp"]
+                )
+    if malformed:
+        raw = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await raw.start()
+        try:
+            for kind, value in MALFORMED:
+                topic = t.predictions if kind == "p" else t.ground_truth
+                await raw.send_and_wait(topic, value)
+        finally:
+            await raw.stop()
+
+
+@dataclass
+class AlertCollector:
+    """Reads the alerts topic from the beginning, in the background."""
+
+    bootstrap: str
+    topic: str
+    on_alert: Callable[[dict[str, Any]], None] | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> AlertCollector:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        self._task = asyncio.create_task(self._run(consumer))
+        return self
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        alert = orjson.loads(record.value)
+                        self.alerts.append(alert)
+                        if self.on_alert is not None:
+                            self.on_alert(alert)
+        finally:
+            await consumer.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+async def wait_for_pipeline(
+    health: HealthStore,
+    collector: AlertCollector,
+    *,
+    joined: int,
+    dlq: int,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+) -> dict[str, int]:
+    """Wait until every joinable pair went through the detectors and all alerts are read.
+
+    Outcomes held for event-time ordering are released once the stream is idle
+    (``idle_flush_s``), so this also waits for nothing to be held.
+    """
+    deadline = time.monotonic() + timeout
+    totals: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        if not alive():
+            raise WatchkeeperError("the worker process exited; see its log")
+        totals = await health.totals()
+        done = (
+            totals.get("joined", 0) + totals.get("unscorable", 0) >= joined
+            and totals.get("outcomes", 0) >= totals.get("joined", 0)
+            and totals.get("dlq", 0) >= dlq
+            and len(collector.alerts) >= totals.get("alerts", 0)
+            and await health.held() == 0
+        )
+        if done:
+            return totals
+        await asyncio.sleep(0.2)
+    raise WatchkeeperError(f"pipeline did not finish within {timeout:.0f}s; totals={totals}")
+
+
+def _print_alert(console: Console) -> Callable[[dict[str, Any]], None]:
+    def show(a: dict[str, Any]) -> None:
+        style = {"critical": "bold red", "warning": "yellow", "info": "green"}[a["severity"]]
+        b, f = a["before"], a["after"]
+        console.print(
+            f"[{style}]{a['severity'].upper():8}[/] {a['model_id']:<14} {a['kind']:<24} "
+            f"{a['detector']:<12} at {a['event_time']}  error {b['error_rate']:.3f} → "
+            f"{f['error_rate']:.3f} (n {b['count']}/{f['count']})  id {a['alert_id'][:12]}"
+        )
+
+    return show
+
+
+def summarize(
+    scenario: Scenario, alerts: list[dict[str, Any]], totals: dict[str, int]
+) -> tuple[Table, Table]:
+    """Totals, and per degraded model: detected or not, and the delay in event time."""
+    counts = Table(title="Watchkeeper demo summary")
+    counts.add_column("what")
+    counts.add_column("count", justify="right")
+    degradations = [a for a in alerts if a["kind"] == "performance_degradation"]
+    rows = [
+        ("models", len(scenario.models)),
+        ("events published", len(scenario.events) + len(MALFORMED)),
+        ("predictions", totals.get("predictions", 0)),
+        ("labels (incl. duplicates)", totals.get("labels", 0) + totals.get("duplicate_labels", 0)),
+        ("joined outcomes", totals.get("joined", 0)),
+        ("duplicate labels ignored", totals.get("duplicate_labels", 0)),
+        ("dead-lettered", totals.get("dlq", 0)),
+        ("degradation alerts", len(degradations)),
+        ("improvement (info) events", sum(a["kind"] == "performance_improvement" for a in alerts)),
+    ]
+    for name, value in rows:
+        counts.add_row(name, str(value))
+    delays = Table(title="Degraded models: detection")
+    for col in ("model", "error before → after", "changed at", "first alert", "delay", "detector"):
+        delays.add_column(col)
+    for spec in scenario.degraded:
+        assert spec.change_at_ms is not None
+        mine = sorted(
+            (
+                a
+                for a in degradations
+                if a["model_id"] == spec.model_id and a["event_time_ms"] >= spec.change_at_ms
+            ),
+            key=lambda a: a["event_time_ms"],
+        )
+        first = mine[0] if mine else None
+        delays.add_row(
+            spec.model_id,
+            f"{spec.base_error:.2f} → {spec.degraded_error:.2f}",
+            _hours(spec.change_at_ms - scenario.start_ms),
+            _hours(first["event_time_ms"] - scenario.start_ms) if first else "not detected",
+            _hours(first["event_time_ms"] - spec.change_at_ms) if first else "-",
+            first["detector"] if first else "-",
+        )
+    stable = {m.model_id for m in scenario.models if m.change_at_ms is None}
+    false_alarms = sum(a["model_id"] in stable for a in degradations)
+    delays.caption = f"degradation alerts on the {len(stable)} stable models: {false_alarms}"
+    return counts, delays
+
+
+def _hours(ms: int) -> str:
+    return f"{ms / HOUR_MS:+.1f} h" if ms < 0 else f"{ms / HOUR_MS:.1f} h"
+
+
+async def _drive(
+    settings: Settings,
+    bootstrap: str,
+    scenario: Scenario,
+    worker: WorkerProcess,
+    console: Console,
+    timeout: float,
+) -> None:
+    collector = await AlertCollector(
+        bootstrap, settings.topics.alerts, _print_alert(console)
+    ).start()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        health = HealthStore(redis, settings.redis_prefix)
+        started = time.monotonic()
+        await produce_scenario(bootstrap, scenario, settings)
+        console.print(
+            f"published {len(scenario.events):,} events in "
+            f"{time.monotonic() - started:.1f}s; waiting for the worker…"
+        )
+        totals = await wait_for_pipeline(
+            health,
+            collector,
+            joined=scenario.labelled_predictions,
+            dlq=len(MALFORMED),
+            timeout=timeout,
+            alive=worker.alive,
+        )
+        console.print(f"pipeline drained {time.monotonic() - started:.1f}s after publishing began")
+        for table in summarize(scenario, collector.alerts, totals):
+            console.print(table)
+    finally:
+        await collector.stop()
+        await redis.aclose()
+
+
+def run_demo(
+    *, models: int = 24, predictions_per_model: int = 3000, seed: int = 7, timeout: float = 150.0
+) -> int:
+    """Run the demo; returns the process exit code."""
+    console = Console()
+    scenario = build_scenario(models=models, predictions_per_model=predictions_per_model, seed=seed)
+    with embedded_stack() as (broker, redis), tempfile.TemporaryDirectory() as tmp:
+        console.print(f"embedded broker {broker.url}  redis {redis.url}")
+        settings = Settings(
+            broker=broker.url,
+            redis_url=redis.url,
+            app_id="watchkeeper-demo",
+            partitions=4,
+            data_dir=Path(tmp) / "data",
+        )
+        asyncio.run(ensure_topics(settings))
+        worker = WorkerProcess(
+            broker.url,
+            redis.url,
+            Path(tmp) / "worker.log",
+            args=["--app-id", settings.app_id, "--data-dir", str(settings.data_dir)],
+        ).start()
+        console.print(
+            f"worker pid {worker.proc.pid if worker.proc else '?'}; "
+            f"{len(scenario.models)} models, {scenario.predictions:,} predictions, "
+            f"{scenario.labels:,} labels"
+        )
+        try:
+            asyncio.run(_drive(settings, broker.bootstrap, scenario, worker, console, timeout))
+        except WatchkeeperError:
+            console.print("[red]worker log tail:[/]\n" + worker.log_tail())
+            raise
+        finally:
+            worker.stop()
+    return 0

@@ -1,0 +1,139 @@
+"""Seeded synthetic serving traffic: many models, realistic label delays, known degradations.
+
+Used by ``watchkeeper demo``, ``watchkeeper simulate`` and the integration tests. The
+scenario is a pure function of its parameters, so a test knows exactly which models
+degrade, when, and how many predictions can ever be joined.
+
+Label arrival, per prediction: ``early`` (the label is published before its prediction),
+``late`` (log-normal delay, median ~2 h, tail to days), ``never``, or ``duplicate``
+(late, then published again later).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["ModelSpec", "Scenario", "build_scenario"]
+
+HOUR_MS = 3_600_000
+Kind = Literal["p", "g"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One simulated model; ``change_at_ms`` is None for a stable model."""
+
+    model_id: str
+    version: str
+    base_error: float
+    degraded_error: float | None = None
+    change_at_ms: int | None = None
+
+
+@dataclass
+class Scenario:
+    """Events in arrival order plus what a checker needs to know about them."""
+
+    models: list[ModelSpec]
+    start_ms: int
+    end_ms: int
+    events: list[tuple[Kind, dict[str, Any]]] = field(default_factory=list)
+    predictions: int = 0
+    labels: int = 0
+    labelled_predictions: int = 0
+    duplicate_labels: int = 0
+
+    @property
+    def degraded(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.change_at_ms is not None]
+
+
+DEGRADATIONS = (
+    ("fraud-eu", 0.04, 0.20),
+    ("churn-us", 0.08, 0.20),
+    ("pricing-apac", 0.05, 0.15),
+)
+FAMILIES = ("fraud", "churn", "pricing", "credit", "ranking", "spam", "eta", "demand")
+REGIONS = ("eu", "us", "apac", "latam")
+
+
+def build_scenario(
+    *,
+    models: int = 24,
+    predictions_per_model: int = 3000,
+    degraded: int = 3,
+    span_hours: float = 48.0,
+    change_fraction: float = 0.5,
+    start_ms: int = 1_795_000_000_000,
+    seed: int = 7,
+    early: float = 0.08,
+    never: float = 0.12,
+    duplicate: float = 0.05,
+) -> Scenario:
+    """Build a deterministic scenario; ``degraded`` models change at ``change_fraction``."""
+    if not 0 <= degraded <= min(models, len(DEGRADATIONS)):
+        raise ValueError(f"degraded must be between 0 and {min(models, len(DEGRADATIONS))}")
+    rng = random.Random(seed)  # noqa: S311 - seeded simulation, not security
+    span_ms = int(span_hours * HOUR_MS)
+    change_at = start_ms + int(span_ms * change_fraction)
+    specs: list[ModelSpec] = []
+    for name, base, after in DEGRADATIONS[:degraded]:
+        specs.append(ModelSpec(name, "2.1.0", base, after, change_at))
+    names = [f"{f}-{r}" for r in REGIONS for f in FAMILIES]
+    stable = [n for n in names if n not in {s.model_id for s in specs}]
+    for name in stable[: models - len(specs)]:
+        specs.append(ModelSpec(name, "1.0.0", round(rng.uniform(0.03, 0.10), 3)))
+    if len(specs) < models:
+        specs.extend(
+            ModelSpec(f"model-{i:05d}", "1.0.0", round(rng.uniform(0.03, 0.10), 3))
+            for i in range(models - len(specs))
+        )
+
+    timed: list[tuple[int, int, Kind, dict[str, Any]]] = []
+    sc = Scenario(specs, start_ms, start_ms + span_ms)
+    seq = 0
+    for spec in specs:
+        for i in range(predictions_per_model):
+            ts = start_ms + int(rng.random() * span_ms)
+            pid = f"{spec.model_id}-{i:07d}"
+            prediction = rng.random() < 0.3
+            degraded_now = spec.change_at_ms is not None and ts >= spec.change_at_ms
+            rate = spec.degraded_error if degraded_now and spec.degraded_error else spec.base_error
+            wrong = rng.random() < rate
+            label = (not prediction) if wrong else prediction
+            event = {
+                "prediction_id": pid,
+                "model_id": spec.model_id,
+                "model_version": spec.version,
+                "timestamp": ts,
+                "prediction": int(prediction),
+                "score": round(rng.random(), 4),
+                "segment": spec.model_id.rsplit("-", 1)[-1],
+            }
+            timed.append((ts, seq, "p", event))
+            seq += 1
+            sc.predictions += 1
+            fate = rng.random()
+            if fate < never:
+                continue
+            sc.labelled_predictions += 1
+            if fate < never + early:
+                arrival = ts - int(rng.uniform(1_000, 600_000))
+            else:
+                arrival = ts + int(math.exp(rng.gauss(math.log(2 * HOUR_MS), 1.0)))
+            arrivals = [arrival]
+            if fate > 1 - duplicate:
+                arrivals.append(arrival + int(rng.uniform(60_000, 6 * HOUR_MS)))
+                sc.duplicate_labels += 1
+            for at in arrivals:
+                timed.append(
+                    (at, seq, "g", {"prediction_id": pid, "label": int(label), "timestamp": at})
+                )
+                seq += 1
+                sc.labels += 1
+    timed.sort(key=lambda item: (item[0], item[1]))
+    sc.events = [(kind, event) for _, _, kind, event in timed]
+    return sc

@@ -1,0 +1,113 @@
+"""Running the pipeline: in this process (``watchkeeper worker``) or as a child process.
+
+The child-process form is what the demo and the integration tests use: a real worker,
+started the way an operator starts it, stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from detectors.config import DetectorSettings, load_detector_settings
+
+from .errors import ConfigError
+from .settings import Settings
+from .topology import ensure_topics
+
+__all__ = ["WorkerProcess", "load_detectors", "run_worker"]
+
+
+def load_detectors(settings: Settings) -> DetectorSettings:
+    """The detector configuration file named in settings, or the defaults."""
+    if settings.detector_config is None:
+        return DetectorSettings()
+    try:
+        return load_detector_settings(settings.detector_config)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"detector config {settings.detector_config}: {exc}") from exc
+
+
+def run_worker(settings: Settings) -> None:
+    """Create topics if needed, then run the Faust worker until SIGTERM/SIGINT."""
+    import faust
+
+    from .app import Pipeline
+
+    detectors = load_detectors(settings)
+    partitions = asyncio.run(ensure_topics(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pipeline = Pipeline(settings, detectors, partitions)
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+@dataclass
+class WorkerProcess:
+    """``watchkeeper worker`` as a child process with its output in a log file."""
+
+    broker: str
+    redis_url: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self._log = open(self.log_path, "ab")
+        cmd = [
+            sys.executable,
+            "-m",
+            "streams",
+            "worker",
+            "--broker",
+            self.broker,
+            "--redis",
+            self.redis_url,
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """Ask the worker to stop (SIGTERM), then kill it if it does not."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return None if self.proc is None else self.proc.returncode
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would (SIGKILL)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])

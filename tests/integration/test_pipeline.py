@@ -1,0 +1,220 @@
+"""A seeded scenario through a real worker process on the real broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from streams.demo import MALFORMED, AlertCollector, produce_scenario, wait_for_pipeline
+from streams.health import HealthStore
+from streams.settings import Settings, Topics
+from streams.simulate import Scenario, build_scenario
+from streams.topology import ensure_topics
+from streams.worker import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+_ids = itertools.count()
+
+
+def isolated_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Settings:
+    """Fresh topics, consumer group and Redis keys for one test."""
+    n = f"{next(_ids)}-{tmp_path.name[-12:]}".replace("_", "-")
+    topics = Topics(
+        predictions=f"pred-{n}",
+        ground_truth=f"truth-{n}",
+        outcomes=f"outcomes-{n}",
+        alerts=f"alerts-{n}",
+        dlq=f"dlq-{n}",
+        rekey=f"rekey-{n}",
+    )
+    return Settings(
+        broker=f"kafka://{kafka_bootstrap}",
+        redis_url=redis_url,
+        app_id=f"wk-{n}",
+        topics=topics,
+        partitions=2,
+        redis_prefix=f"t{n}:",
+        data_dir=tmp_path / "data",
+    )
+
+
+def worker_for(settings: Settings, tmp_path: Path, name: str = "worker") -> WorkerProcess:
+    t = settings.topics
+    env = {
+        "WATCHKEEPER_TOPIC_PREDICTIONS": t.predictions,
+        "WATCHKEEPER_TOPIC_GROUND_TRUTH": t.ground_truth,
+        "WATCHKEEPER_TOPIC_OUTCOMES": t.outcomes,
+        "WATCHKEEPER_TOPIC_ALERTS": t.alerts,
+        "WATCHKEEPER_TOPIC_DLQ": t.dlq,
+        "WATCHKEEPER_TOPIC_REKEY": t.rekey,
+        "WATCHKEEPER_REDIS_PREFIX": settings.redis_prefix,
+    }
+    return WorkerProcess(
+        settings.broker,
+        settings.redis_url,
+        tmp_path / f"{name}.log",
+        env=env,
+        args=["--app-id", settings.app_id, "--data-dir", str(settings.data_dir)],
+    )
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(records) < expected and loop.time() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def run_scenario(
+    settings: Settings,
+    bootstrap: str,
+    scenario: Scenario,
+    worker: WorkerProcess,
+    *,
+    dlq: int,
+    malformed: bool = True,
+) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, tuple[dict, dict]]]:
+    """Publish, wait until the worker drained it; totals, alerts and per-model views."""
+    collector = await AlertCollector(bootstrap, settings.topics.alerts).start()
+    redis = Redis.from_url(settings.redis_url)
+    health = HealthStore(redis, settings.redis_prefix)
+    try:
+        await produce_scenario(bootstrap, scenario, settings, batch_size=200, malformed=malformed)
+        totals = await wait_for_pipeline(
+            health,
+            collector,
+            joined=scenario.labelled_predictions,
+            dlq=dlq,
+            timeout=120,
+            alive=worker.alive,
+        )
+        views = {
+            m.model_id: (await health.model_counters(m.model_id), await health.health(m.model_id))
+            for m in scenario.models
+        }
+    finally:
+        await collector.stop()
+        await redis.aclose()
+    return totals, collector.alerts, views
+
+
+def test_degraded_models_alert_after_their_change_and_stable_ones_stay_quiet(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(kafka_bootstrap, redis_url, tmp_path)
+    asyncio.run(ensure_topics(settings))
+    scenario = build_scenario(models=10, predictions_per_model=2500, degraded=2, seed=11)
+    worker = worker_for(settings, tmp_path).start()
+    try:
+        totals, alerts, _ = asyncio.run(
+            run_scenario(settings, kafka_bootstrap, scenario, worker, dlq=len(MALFORMED))
+        )
+        dlq_records = asyncio.run(read_topic(kafka_bootstrap, settings.topics.dlq, len(MALFORMED)))
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log_tail()
+
+    assert totals["joined"] == scenario.labelled_predictions
+    assert totals["outcomes"] == scenario.labelled_predictions
+    assert totals["predictions"] == scenario.predictions
+    assert totals["duplicate_labels"] == scenario.duplicate_labels
+    assert totals["dlq"] == len(MALFORMED)
+
+    degradations = [a for a in alerts if a["kind"] == "performance_degradation"]
+    by_model = Counter(a["model_id"] for a in degradations)
+    degraded = {m.model_id: m for m in scenario.degraded}
+    assert set(by_model) == set(degraded), f"alerts on {dict(by_model)}"
+    for a in degradations:
+        spec = degraded[a["model_id"]]
+        assert spec.change_at_ms is not None
+        assert a["event_time_ms"] >= spec.change_at_ms
+        assert a["after"]["error_rate"] > a["before"]["error_rate"]
+        assert a["model_version"] == spec.version
+        assert a["severity"] in {"warning", "critical"}
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
+
+    assert len(dlq_records) == len(MALFORMED)
+    originals = sorted(base64.b64decode(orjson.loads(r.value)["original_b64"]) for r in dlq_records)
+    envelopes = [orjson.loads(r.value) for r in dlq_records]
+    assert all(e["reason"] and e["detail"] for e in envelopes)
+    element = orjson.dumps(orjson.loads(MALFORMED[2][1])[0])
+    expected = sorted(v if i != 2 else element for i, (_, v) in enumerate(MALFORMED))
+    assert originals == expected
+
+
+def test_restarted_worker_resumes_join_buffers_and_detector_state(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(kafka_bootstrap, redis_url, tmp_path)
+    asyncio.run(ensure_topics(settings))
+    full = build_scenario(models=4, predictions_per_model=1500, degraded=1, seed=5)
+    half = len(full.events) // 2
+    first = Scenario(full.models, full.start_ms, full.end_ms, full.events[:half])
+    second = Scenario(full.models, full.start_ms, full.end_ms, full.events[half:])
+    # labels in the second half whose prediction is in the first must join after restart
+    first_pids = {e["prediction_id"] for k, e in first.events if k == "p"}
+    first_labels = {e["prediction_id"] for k, e in first.events if k == "g"}
+    joined_first = len(first_pids & first_labels)
+    assert any(
+        e["prediction_id"] in first_pids - first_labels for k, e in second.events if k == "g"
+    )
+
+    worker = worker_for(settings, tmp_path, "first").start()
+    try:
+        asyncio.run(
+            run_scenario(
+                settings,
+                kafka_bootstrap,
+                Scenario(
+                    first.models,
+                    first.start_ms,
+                    first.end_ms,
+                    first.events,
+                    labelled_predictions=joined_first,
+                ),
+                worker,
+                dlq=0,
+                malformed=False,
+            )
+        )
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    worker = worker_for(settings, tmp_path, "second").start()
+    try:
+        second.labelled_predictions = full.labelled_predictions
+        totals, _, per_model = asyncio.run(
+            run_scenario(settings, kafka_bootstrap, second, worker, dlq=0, malformed=False)
+        )
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    assert totals["joined"] == full.labelled_predictions
+    # a clean stop commits what it processed: nothing is read twice after the restart
+    assert totals.get("duplicate_predictions", 0) == 0
+    assert totals["duplicate_labels"] == full.duplicate_labels
+    for model, (counters, snapshot) in per_model.items():
+        # the detector bank kept counting across the restart instead of starting again
+        processed, held = int(snapshot["outcomes"]), int(snapshot["held"])
+        assert processed + held == counters["outcomes"], model
+        assert held == 0, model

@@ -1,0 +1,507 @@
+"""The event contract: parsing never raises, valid events survive intact, bad ones say why."""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from streams.records import (
+    MAX_TIMESTAMP_MS,
+    REASONS,
+    GroundTruth,
+    Outcome,
+    Prediction,
+    Rejected,
+    dead_letter,
+    decode_outcomes,
+    encode_outcomes,
+    parse_ground_truth,
+    parse_predictions,
+    parse_timestamp_ms,
+)
+
+RECORD_MS = 1_795_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
+PRED_KEYS = {
+    "prediction_id",
+    "model_id",
+    "model_version",
+    "timestamp",
+    "prediction",
+    "score",
+    "features",
+    "segment",
+}
+
+# --- strategies -----------------------------------------------------------------------------
+
+ids = st.text(min_size=1, max_size=256)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+json_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what orjson round-trips
+scalars = st.one_of(st.text(max_size=20), json_ints, finite, st.booleans())
+offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+aware = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
+)
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> tuple[object, int | None]:
+    """(value to put in the event, expected epoch ms or None for 'use the record time')."""
+    kind = draw(st.sampled_from(["absent", "null", "ms", "rfc3339"]))
+    if kind in ("absent", "null"):
+        return kind, None
+    if kind == "ms":
+        ms = draw(st.integers(min_value=0, max_value=MAX_TIMESTAMP_MS))
+        return ms, ms
+    dt = draw(aware)
+    text = dt.isoformat()
+    if dt.utcoffset() == timedelta(0) and draw(st.booleans()):
+        text = text.replace("+00:00", draw(st.sampled_from(["Z", "z"])))
+    return text, (dt - EPOCH) // MS
+
+
+@st.composite
+def predictions(draw: st.DrawFn) -> tuple[dict[str, Any], Prediction]:
+    """A valid prediction event and the record it must parse to."""
+    pid, model_id, prediction = draw(ids), draw(ids), draw(scalars)
+    event: dict[str, Any] = {"prediction_id": pid, "model_id": model_id, "prediction": prediction}
+    ts_value, ts_ms = draw(timestamps())
+    if ts_value == "null":
+        event["timestamp"] = None
+    elif ts_value != "absent":
+        event["timestamp"] = ts_value
+    version = draw(st.none() | st.text(max_size=10) | json_ints | finite)
+    if version is not None:
+        event["model_version"] = version
+    score = draw(st.none() | finite | st.integers(-(10**6), 10**6))
+    if score is not None:
+        event["score"] = score
+    segment = draw(st.none() | st.text(max_size=10))
+    if segment is not None:
+        event["segment"] = segment
+    if draw(st.booleans()):
+        event["features"] = draw(st.dictionaries(st.text(max_size=8), scalars, max_size=4))
+    extra = draw(st.dictionaries(st.text(max_size=8), scalars, max_size=3))
+    event.update({k: v for k, v in extra.items() if k not in PRED_KEYS})
+    expected = Prediction(
+        prediction_id=pid,
+        model_id=model_id,
+        model_version=None if version is None else str(version),
+        timestamp_ms=RECORD_MS if ts_ms is None else ts_ms,
+        prediction=prediction,
+        score=None if score is None else float(score),
+        segment=segment,
+    )
+    return event, expected
+
+
+@st.composite
+def labels(draw: st.DrawFn) -> tuple[dict[str, Any], GroundTruth]:
+    pid, label = draw(ids), draw(scalars)
+    event: dict[str, Any] = {"prediction_id": pid, "label": label}
+    ts_value, ts_ms = draw(timestamps())
+    if ts_value == "null":
+        event["timestamp"] = None
+    elif ts_value != "absent":
+        event["timestamp"] = ts_value
+    return event, GroundTruth(pid, label, RECORD_MS if ts_ms is None else ts_ms)
+
+
+# (mutation, expected reason): each breaks exactly one rule of an otherwise valid prediction.
+BREAKAGES: list[tuple[str, Any, str]] = [
+    ("prediction_id", ..., "missing_field"),
+    ("model_id", None, "missing_field"),
+    ("prediction", ..., "missing_field"),
+    ("prediction_id", 123, "wrong_type"),
+    ("model_id", ["fraud"], "wrong_type"),
+    ("prediction_id", "", "invalid_value"),
+    ("model_id", "m" * 257, "invalid_value"),
+    ("prediction", {"class": 1}, "wrong_type"),
+    ("prediction", [1, 0], "wrong_type"),
+    ("timestamp", "2026-11-21T10:00:00", "invalid_timestamp"),
+    ("timestamp", -1, "invalid_timestamp"),
+    ("timestamp", 1.5e12, "invalid_timestamp"),
+    ("timestamp", True, "invalid_timestamp"),
+    ("score", "high", "wrong_type"),
+    ("score", True, "wrong_type"),
+    ("model_version", False, "wrong_type"),
+    ("features", [1, 2], "wrong_type"),
+    ("segment", 7, "wrong_type"),
+]
+
+
+@st.composite
+def broken_predictions(draw: st.DrawFn) -> tuple[Any, str]:
+    event, _ = draw(predictions())
+    index = draw(st.integers(min_value=-1, max_value=len(BREAKAGES) - 1))
+    if index == -1:
+        return draw(scalars | st.lists(scalars, max_size=2) | st.none()), "not_an_object"
+    field, value, reason = BREAKAGES[index]
+    broken = dict(event)
+    if value is ...:
+        broken.pop(field, None)
+    else:
+        broken[field] = value
+    return broken, reason
+
+
+def parse(raw: bytes | None, **kwargs: Any) -> tuple[list[Prediction], list[Rejected]]:
+    return parse_predictions(raw, record_timestamp_ms=RECORD_MS, **kwargs)
+
+
+# --- properties -----------------------------------------------------------------------------
+
+
+def _check_accounting(raw: bytes) -> None:
+    for parser in (parse_predictions, parse_ground_truth):
+        records, rejected = parser(raw, record_timestamp_ms=RECORD_MS)
+        assert all(r.reason in REASONS for r in rejected)
+        try:
+            doc = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, list):
+            assert len(records) + len(rejected) == len(doc)
+            assert sorted(r.index for r in rejected if r.index is not None) == [
+                r.index for r in rejected
+            ]
+        else:
+            assert len(records) + len(rejected) == 1
+            assert all(r.index is None for r in rejected)
+
+
+@given(st.binary(max_size=300))
+@example(b"\xff")
+@example(b"   ")
+@example(b"[[[[]]]]")
+def test_arbitrary_bytes_are_parsed_or_rejected(raw: bytes) -> None:
+    _check_accounting(raw)
+
+
+json_values = st.recursive(
+    st.none() | scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+
+
+@given(st.lists(json_values | predictions().map(lambda p: p[0]), max_size=6) | json_values)
+def test_arbitrary_json_is_parsed_or_rejected(doc: Any) -> None:
+    _check_accounting(orjson.dumps(doc))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(predictions(), st.booleans())
+def test_valid_prediction_round_trips_field_by_field(
+    case: tuple[dict[str, Any], Prediction], as_array: bool
+) -> None:
+    event, expected = case
+    raw = orjson.dumps([event] if as_array else event)
+    records, rejected = parse(raw)
+    assert rejected == []
+    assert records == [expected]
+    assert type(records[0].prediction) is type(expected.prediction)
+
+
+@given(labels())
+def test_valid_label_round_trips(case: tuple[dict[str, Any], GroundTruth]) -> None:
+    event, expected = case
+    records, rejected = parse_ground_truth(orjson.dumps(event), record_timestamp_ms=RECORD_MS)
+    assert (records, rejected) == ([expected], [])
+    assert type(records[0].label) is type(expected.label)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(predictions() | broken_predictions(), max_size=8))
+def test_bad_elements_never_discard_neighbours(mixed: list[tuple[Any, Any]]) -> None:
+    records, rejected = parse(orjson.dumps([element for element, _ in mixed]))
+    assert records == [p for _, p in mixed if isinstance(p, Prediction)]
+    bad = [(i, element, reason) for i, (element, reason) in enumerate(mixed) if type(reason) is str]
+    assert [(r.index, r.reason) for r in rejected] == [(i, reason) for i, _, reason in bad]
+    for r, (_, element, _) in zip(rejected, bad, strict=True):
+        assert orjson.loads(r.original) == element
+
+
+# --- each reason, by hand -------------------------------------------------------------------
+
+OK = {"prediction_id": "p-1", "model_id": "fraud", "prediction": 1}
+
+
+def _with(**changes: Any) -> bytes:
+    event = {**OK, **changes}
+    return orjson.dumps({k: v for k, v in event.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "named"),
+    [
+        (b"x" * 1001, "oversized", "1001 bytes"),
+        (b'{"prediction_id": "\xff"}', "invalid_utf8", "UTF-8"),
+        (b'{"prediction_id": "p-1",', "invalid_json", "JSON"),
+        (None, "empty_message", "empty"),
+        (b"", "empty_message", "empty"),
+        (b" \n", "empty_message", "whitespace"),
+        (b'"p-1"', "not_an_object", "object"),
+        (b"null", "not_an_object", "object"),
+        (_with(model_id=...), "missing_field", "'model_id'"),
+        (_with(prediction=None), "missing_field", "'prediction'"),
+        (_with(prediction_id=42), "wrong_type", "'prediction_id'"),
+        (_with(features="amount=3"), "wrong_type", "'features'"),
+        (_with(prediction_id="p" * 257), "invalid_value", "'prediction_id'"),
+        (_with(model_id=""), "invalid_value", "'model_id'"),
+        (_with(timestamp="2026-11-21T10:00:00"), "invalid_timestamp", "'timestamp'"),
+    ],
+)
+def test_each_reason_is_reachable_and_named(raw: bytes | None, reason: str, named: str) -> None:
+    records, rejected = parse(raw, max_bytes=1000)
+    assert records == []
+    assert len(rejected) == 1
+    assert rejected[0].reason == reason
+    assert named in rejected[0].detail
+    assert rejected[0].index is None
+    assert rejected[0].original == (raw or b"")
+
+
+def test_every_reason_has_an_example() -> None:
+    marks = test_each_reason_is_reachable_and_named.pytestmark  # type: ignore[attr-defined]
+    covered = {case[1] for mark in marks if mark.name == "parametrize" for case in mark.args[1]}
+    assert covered == set(REASONS)
+
+
+def test_label_rules_mirror_prediction_rules() -> None:
+    raw = orjson.dumps(
+        [
+            {"prediction_id": "a", "label": 0},
+            {"prediction_id": "b"},
+            {"prediction_id": "c", "label": {"y": 1}},
+            {"prediction_id": "", "label": 1},
+            {"prediction_id": "e", "label": "fraud", "timestamp": "2026-11-21 10:00:00+01:00"},
+        ]
+    )
+    records, rejected = parse_ground_truth(raw, record_timestamp_ms=RECORD_MS)
+    assert records == [
+        GroundTruth("a", 0, RECORD_MS),
+        GroundTruth("e", "fraud", 1_795_255_200_000 - 3_600_000),
+    ]
+    assert [(r.index, r.reason) for r in rejected] == [
+        (1, "missing_field"),
+        (2, "wrong_type"),
+        (3, "invalid_value"),
+    ]
+    assert "'label'" in rejected[0].detail
+
+
+def test_empty_array_is_nothing_and_no_rejection() -> None:
+    assert parse(b"[]") == ([], [])
+    assert parse(b" [ ] ") == ([], [])
+
+
+def test_unknown_fields_are_ignored_and_model_ids_interned() -> None:
+    raw = orjson.dumps(
+        [{**OK, "prediction_id": str(i), "future_field": {"x": [1]}} for i in (1, 2)]
+    )
+    (a, b), rejected = parse(raw)
+    assert rejected == []
+    assert a.model_id is b.model_id
+
+
+def test_deeply_nested_element_falls_back_to_whole_message() -> None:
+    # orjson decodes 1024 levels but re-encodes only 254.
+    raw = b"[" + b"[" * 300 + b"]" * 300 + b"," + orjson.dumps(OK) + b"]"
+    records, rejected = parse(raw)
+    assert len(records) == 1
+    assert [(r.index, r.reason, r.original) for r in rejected] == [(0, "not_an_object", raw)]
+
+
+# --- timestamps -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        ("2026-11-21T10:00:00Z", 1_795_255_200_000),
+        ("2026-11-21t10:00:00z", 1_795_255_200_000),
+        ("2026-11-21 10:00:00Z", 1_795_255_200_000),
+        ("2026-11-21T10:00:00.123Z", 1_795_255_200_123),
+        ("2026-11-21T10:00:00.1239999Z", 1_795_255_200_123),
+        ("2026-11-21T10:00:00.123456789+00:00", 1_795_255_200_123),
+        ("2026-11-21T11:30:00+01:30", 1_795_255_200_000),
+        ("2026-11-21T02:00:00-08:00", 1_795_255_200_000),
+        ("1970-01-01T00:00:00Z", 0),
+        (1_795_255_200_123, 1_795_255_200_123),
+        (0, 0),
+        (MAX_TIMESTAMP_MS, MAX_TIMESTAMP_MS),
+    ],
+)
+def test_timestamps_accepted(value: object, ms: int) -> None:
+    assert parse_timestamp_ms(value) == ms
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("2026-11-21T10:00:00", "no timezone"),
+        ("2026-11-21T10:00:00.5", "no timezone"),
+        ("2026-11-21T10:00Z", "RFC 3339"),
+        ("20261121T100000Z", "RFC 3339"),
+        ("2026-11-21T10:00:00+0200", "RFC 3339"),
+        ("2026-W47-1T10:00:00Z", "RFC 3339"),
+        ("2026-02-30T10:00:00Z", "RFC 3339"),
+        ("2026-11-21T25:00:00Z", "RFC 3339"),
+        ("1969-12-31T23:59:59Z", "outside"),
+        ("", "RFC 3339"),
+        (-1, "outside"),
+        (MAX_TIMESTAMP_MS + 1, "outside"),
+        (True, "boolean"),
+        (1.7e12, "number"),
+        (None, "null"),
+        ([2026], "array"),
+    ],
+)
+def test_timestamps_refused(value: object, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_timestamp_ms(value)
+
+
+@given(aware)
+def test_rfc3339_agrees_with_datetime(dt: datetime) -> None:
+    assert parse_timestamp_ms(dt.isoformat()) == (dt - EPOCH) // MS
+
+
+def test_naive_timestamp_in_event_is_invalid_timestamp() -> None:
+    _, rejected = parse(_with(timestamp="2026-11-21T10:00:00"))
+    assert rejected[0].reason == "invalid_timestamp"
+    assert "'timestamp'" in rejected[0].detail
+    assert "no timezone" in rejected[0].detail
+
+
+@pytest.mark.parametrize("raw", [_with(), _with(timestamp=None)])
+def test_missing_or_null_timestamp_uses_record_time(raw: bytes) -> None:
+    (p,), _ = parse(raw)
+    assert p.timestamp_ms == RECORD_MS
+
+
+# --- oversized ------------------------------------------------------------------------------
+
+
+def test_oversized_message_is_not_parsed_and_keeps_64_kib() -> None:
+    raw = orjson.dumps([OK] * 5000)
+    assert parse(raw, max_bytes=len(raw))[0] != []
+    records, (r,) = parse(raw, max_bytes=len(raw) - 1)
+    assert records == []
+    assert (r.reason, r.index, r.original_size) == ("oversized", None, len(raw))
+    assert r.original == raw[:65_536]
+    assert f"{len(raw)} bytes" in r.detail and "65536" in r.detail
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=200), st.none() | st.binary(max_size=40), st.none() | st.integers(0, 9))
+def test_dead_letter_envelope_decodes_back_to_original(
+    original: bytes, key: bytes | None, index: int | None
+) -> None:
+    rejected = Rejected("invalid_json", "message is not valid JSON", index, original)
+    env = orjson.loads(dead_letter(rejected, topic="predictions", partition=3, offset=42, key=key))
+    assert base64.b64decode(env["original_b64"]) == original
+    assert env["original_size"] == len(original)
+    assert env["truncated"] is False
+    assert env["source"] == {
+        "topic": "predictions",
+        "partition": 3,
+        "offset": 42,
+        "key_b64": None if key is None else base64.b64encode(key).decode(),
+    }
+    assert (env["reason"], env["index"], env["dlq_schema"]) == ("invalid_json", index, 1)
+    assert env["detail"] == "message is not valid JSON"
+
+
+def test_dead_letter_of_an_oversized_message_says_truncated() -> None:
+    raw = b"[" + b" " * 200_000 + b"]"
+    (_, (r,)) = parse(raw, max_bytes=100_000)
+    env = orjson.loads(dead_letter(r, topic="t", partition=0, offset=0, key=b"k"))
+    assert len(base64.b64decode(env["original_b64"])) == 65_536
+    assert (env["original_size"], env["truncated"]) == (len(raw), True)
+
+
+def test_dead_letter_caps_the_original_to_fit_a_kafka_message() -> None:
+    r = Rejected("invalid_json", "bad", None, b"{" * 1_000_000)
+    envelope = dead_letter(r, topic="t", partition=0, offset=0, key=None)
+    assert len(envelope) < 1_000_000
+    env = orjson.loads(envelope)
+    assert (env["original_size"], env["truncated"]) == (1_000_000, True)
+
+
+# --- outcomes -------------------------------------------------------------------------------
+
+outcomes = st.builds(
+    Outcome,
+    prediction_id=ids,
+    model_id=st.just("fraud"),
+    model_version=st.none() | st.text(max_size=8),
+    event_time_ms=st.integers(0, MAX_TIMESTAMP_MS),
+    label_time_ms=st.integers(0, MAX_TIMESTAMP_MS),
+    prediction=scalars,
+    label=scalars,
+    error=finite,
+)
+
+
+@given(st.lists(outcomes, max_size=20))
+def test_outcomes_round_trip(batch: list[Outcome]) -> None:
+    decoded = decode_outcomes(encode_outcomes(batch))
+    assert decoded == batch
+    for got, want in zip(decoded, batch, strict=True):
+        assert type(got.prediction) is type(want.prediction)
+        assert type(got.label) is type(want.label)
+        assert got.completed_ms == max(want.event_time_ms, want.label_time_ms)
+
+
+def test_outcome_wire_keys_are_compact() -> None:
+    o = Outcome("p-1", "fraud", "3.2.0", 10, 20, 1, 0, 1.0)
+    assert orjson.loads(encode_outcomes([o])) == [
+        {"id": "p-1", "m": "fraud", "v": "3.2.0", "te": 10, "tl": 20, "p": 1, "y": 0, "e": 1.0}
+    ]
+
+
+GOOD_OUTCOME = {"id": "p", "m": "fraud", "v": None, "te": 1, "tl": 2, "p": 1, "y": 0, "e": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"[{", "not valid JSON"),
+        (b"\xff", "not valid JSON"),
+        (b'{"id": "p"}', "must be a JSON array"),
+        (b"[1]", "outcome 0 must be a JSON object"),
+        (orjson.dumps([GOOD_OUTCOME, {**GOOD_OUTCOME, "e": "big"}]), "outcome 1: key 'e'"),
+        (orjson.dumps([{k: v for k, v in GOOD_OUTCOME.items() if k != "te"}]), "'te' is missing"),
+        (orjson.dumps([{**GOOD_OUTCOME, "te": "2026-11-21T10:00:00Z"}]), "'te' must be"),
+        (orjson.dumps([{**GOOD_OUTCOME, "m": None}]), "'m' must be a string"),
+        (orjson.dumps([{**GOOD_OUTCOME, "v": 3}]), "'v' must be a string or null"),
+        (orjson.dumps([{**GOOD_OUTCOME, "p": [1]}]), "'p' must be"),
+    ],
+)
+def test_decode_outcomes_errors_say_where(raw: bytes, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        decode_outcomes(raw)
+
+
+def test_encode_outcomes_refuses_mixed_models_and_non_finite_errors() -> None:
+    a = Outcome("p-1", "fraud", None, 1, 2, 1, 0, 1.0)
+    with pytest.raises(ValueError, match="one model"):
+        encode_outcomes([a, Outcome("p-2", "churn", None, 1, 2, 1, 0, 1.0)])
+    with pytest.raises(ValueError, match="non-finite"):
+        encode_outcomes([Outcome("p-3", "fraud", None, 1, 2, 1e308, -1e308, math.inf)])
+    assert encode_outcomes([]) == b"[]"
