@@ -1,0 +1,1 @@
+"""Benchmarks (see README): ratios measured against a baseline in the same run."""

@@ -1,0 +1,38 @@
+"""docker-compose.yml is validated statically: there is no Docker engine here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compose_stack_wires_workers_to_kafka_and_redis():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "redis", "worker"} <= set(services)
+    kafka = services["kafka"]["environment"]
+    assert "broker,controller" in kafka["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert kafka["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    worker = services["worker"]
+    env = worker["environment"]
+    # every WATCHKEEPER_* variable must be a real setting, and the URLs must name services
+    fields = {f"WATCHKEEPER_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    assert env["WATCHKEEPER_BROKER"].startswith("kafka://kafka:")
+    assert env["WATCHKEEPER_REDIS_URL"].startswith("redis://redis:")
+    Settings(broker=env["WATCHKEEPER_BROKER"], redis_url=env["WATCHKEEPER_REDIS_URL"])
+    for dep in ("kafka", "redis"):
+        assert worker["depends_on"][dep]["condition"] == "service_healthy"
+        assert "healthcheck" in services[dep]
+    assert worker["command"][0] == "watchkeeper"
+
+
+def test_dockerfile_installs_the_package_and_runs_the_worker():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "pip install" in text and "COPY streams" in text and "COPY detectors" in text
+    assert '"watchkeeper", "worker"' in text
