@@ -141,8 +141,8 @@ class Pipeline:
         self._last_offer: dict[str, tuple[float, int]] = {}
         self.joiners: dict[int, Joiner] = {}
         self._health: HealthStore | None = None
-        self.app.agent(self.join_source, name="join_outcomes")(self._join_agent())
-        self.app.agent(self.outcomes, name="detect_changes")(self._detect_agent())
+        self.app.agent(self.join_source, name="join_outcomes")(self._batched(self._join_batch))
+        self.app.agent(self.outcomes, name="detect_changes")(self._batched(self._detect_batch))
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -202,15 +202,18 @@ class Pipeline:
                 ),
             )
 
-    def _join_agent(self) -> Callable[[Any], Any]:
+    def _batched(
+        self, process: Callable[[list[Any]], Coroutine[Any, Any, None]]
+    ) -> Callable[[Any], Any]:
+        """An agent body: take a batch, process it to the end, ack it."""
         s = self.settings
 
-        async def join_outcomes(stream: Any) -> None:
+        async def agent(stream: Any) -> None:
             async for events in stream.take_events(s.batch_max, s.batch_within_s):
-                await _uninterrupted(self._join_batch(events))
+                await _uninterrupted(process(events))
                 await _ack(stream, events)
 
-        return join_outcomes
+        return agent
 
     async def _settled(self) -> None:
         """Wait while a rebalance restores tables and re-seeks offsets.
@@ -333,16 +336,6 @@ class Pipeline:
             track = ModelTrack(model_id, config, lag_ms=self.settings.reorder_lag_ms)
             view[model_id] = track
         return track
-
-    def _detect_agent(self) -> Callable[[Any], Any]:
-        s = self.settings
-
-        async def detect_changes(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_max, s.batch_within_s):
-                await _uninterrupted(self._detect_batch(events))
-                await _ack(stream, events)
-
-        return detect_changes
 
     async def _detect_batch(self, events: list[Any]) -> None:
         await self._settled()

@@ -50,6 +50,11 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout
     raise EmbeddedError(f"{what} did not listen on {LOOPBACK}:{port} within {timeout:.0f}s")
 
 
+def _spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
+    null = subprocess.DEVNULL
+    return subprocess.Popen(cmd, stdout=null, stderr=null, stdin=null)
+
+
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -105,7 +110,7 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         self.port = self.port or free_port()
         listener = f"tcp://{LOOPBACK}:{self.port}"
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             [
                 tansu_binary(),
                 "broker",
@@ -117,16 +122,17 @@ class EmbeddedBroker:
                 "memory://tansu/",
                 "--silent",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
         )
+        self._await_port("tansu broker", timeout)
+        return self
+
+    def _await_port(self, what: str, timeout: float) -> None:
+        assert self.proc is not None
         try:
-            _wait_listening(self.port, self.proc, "tansu broker", timeout)
+            _wait_listening(self.port, self.proc, what, timeout)
         except BaseException:
             self.stop()
             raise
-        return self
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -152,7 +158,7 @@ class EmbeddedRedis:
             return self
         self.port = self.port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="watchkeeper-redis-")
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             [
                 redis_server_binary(),
                 "--port",
@@ -168,9 +174,6 @@ class EmbeddedRedis:
                 "--protected-mode",
                 "yes",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
         )
         try:
             _wait_listening(self.port, self.proc, "redis-server", timeout)

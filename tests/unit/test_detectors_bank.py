@@ -7,7 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from detector_strategies import FAST, error_streams
+from hypothesis import given
 from hypothesis import strategies as st
 from river.drift import ADWIN
 from river.drift import PageHinkley as RiverPageHinkley
@@ -18,29 +19,9 @@ from detectors.config import AdwinConfig, MonitorConfig, PageHinkleyConfig
 from detectors.exceptions import InvalidOutcome
 from detectors.registry import DETECTORS
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True)
 
-
-@st.composite
-def streams(draw: st.DrawFn) -> list[float]:
-    """A seeded error stream with one abrupt change: 0/1 errors or absolute residuals."""
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    n = draw(st.integers(1, 3000) | st.integers(1000, 3000))
-    change_at = draw(st.integers(0, n))
-    before, after = draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 1.0))
-    if draw(st.booleans()):
-        values = np.concatenate([rng.random(change_at) < before, rng.random(n - change_at) < after])
-    else:
-        scale = draw(st.floats(0.1, 10.0))
-        values = np.abs(
-            np.concatenate(
-                [
-                    rng.normal(before * scale, 1.0, change_at),
-                    rng.normal(after * scale, 1.0, n - change_at),
-                ]
-            )
-        )
-    return values.astype(float).tolist()
+def streams() -> st.SearchStrategy[list[float]]:
+    return error_streams(3000)
 
 
 monitor_configs = st.builds(

@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import math
 import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from detector_strategies import FAST, close, error_streams, mean
+from hypothesis import given
 from hypothesis import strategies as st
 from river.drift import PageHinkley as RiverPageHinkley
 
 from detectors.config import PageHinkleyConfig
 from detectors.page_hinkley import PageHinkley
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True)
 
-
-def close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-
-
-def mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
-
-
-@st.composite
-def streams(draw: st.DrawFn) -> list[float]:
-    """A seeded error stream with one abrupt change: 0/1 errors or absolute residuals."""
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    n = draw(st.integers(1, 2500) | st.integers(1000, 2500))
-    change_at = draw(st.integers(0, n))
-    before, after = draw(st.floats(0.0, 1.0)), draw(st.floats(0.0, 1.0))
-    if draw(st.booleans()):
-        values = np.concatenate([rng.random(change_at) < before, rng.random(n - change_at) < after])
-    else:
-        scale = draw(st.floats(0.1, 10.0))
-        values = np.abs(
-            np.concatenate(
-                [
-                    rng.normal(before * scale, 1.0, change_at),
-                    rng.normal(after * scale, 1.0, n - change_at),
-                ]
-            )
-        )
-    return values.astype(float).tolist()
+def streams() -> st.SearchStrategy[list[float]]:
+    return error_streams(2500)
 
 
 ph_configs = st.builds(
