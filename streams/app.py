@@ -139,6 +139,7 @@ class Pipeline:
         )
         self.track_views: dict[int, PartitionView] = {}
         self._last_offer: dict[str, tuple[float, int]] = {}
+        self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
         self.joiners: dict[int, Joiner] = {}
         self._health: HealthStore | None = None
         self.app.agent(self.join_source, name="join_outcomes")(self._batched(self._join_batch))
@@ -149,6 +150,7 @@ class Pipeline:
     async def _on_revoked(self, *_args: Any, **_kwargs: Any) -> None:
         self.joiners.clear()
         self.track_views.clear()
+        self._last_input.clear()
         self._last_offer.clear()  # rebuilt from the (restored) table on next use
 
     @property
@@ -242,7 +244,9 @@ class Pipeline:
             kind = self._kind_of[msg.topic]
             record_ms = int((msg.timestamp or 0) * 1000)
             here = msg.partition
-            joiner = self.joiners.get(here) or await self.joiner(here)
+            joiner = self.joiners.get(here)
+            if joiner is None:
+                joiner = await self.joiner(here)
             view: PartitionView = joiner.store  # type: ignore[assignment]
             if view.already_processed(msg.topic, msg.offset):
                 reasons["redelivered"] += 1
@@ -346,7 +350,9 @@ class Pipeline:
         now = time.monotonic()
         for event in events:
             msg = event.message
-            view = self.track_views.get(msg.partition) or await self.load_tracks(msg.partition)
+            view = self.track_views.get(msg.partition)
+            if view is None:
+                view = await self.load_tracks(msg.partition)
             if view.already_processed(msg.topic, msg.offset):
                 reasons["redelivered"] += 1
                 continue
@@ -368,6 +374,8 @@ class Pipeline:
             track = self.tracks(partition)[model_id]
             detections[model_id] = track.release()
             self._last_offer[model_id] = (now, partition)
+        for partition in touched_partitions:
+            self._last_input[partition] = now
         await self._emit(detections, touched, counters, touched_partitions)
         await self.health.add_skipped(reasons)
 
@@ -375,11 +383,19 @@ class Pipeline:
         await _uninterrupted(self._flush_idle())
 
     async def _flush_idle(self) -> None:
+        """Release held outcomes of partitions whose input has been quiet for a while.
+
+        Quiet is judged per partition, not per model: a model that merely has a gap while
+        others on its partition keep flowing is still covered by the watermark, and
+        draining it early would turn its next outcomes into late ones.
+        """
         if self.app.rebalancing:
             return
-        """Release the held outcomes of models that received nothing for a while."""
         cutoff = time.monotonic() - self.settings.idle_flush_s
-        idle = {m: p for m, (t, p) in self._last_offer.items() if t <= cutoff}
+        quiet = {p for p, t in self._last_input.items() if t <= cutoff}
+        idle = {m: p for m, (_, p) in self._last_offer.items() if p in quiet}
+        for partition in quiet:
+            del self._last_input[partition]
         detections = {}
         for model_id, partition in idle.items():
             del self._last_offer[model_id]

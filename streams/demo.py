@@ -192,6 +192,7 @@ def summarize(
         ("joined outcomes", totals.get("joined", 0)),
         ("duplicate labels ignored", totals.get("duplicate_labels", 0)),
         ("dead-lettered", totals.get("dlq", 0)),
+        ("outcomes out of event-time order", totals.get("late_outcomes", 0)),
         ("degradation alerts", len(degradations)),
         ("improvement (info) events", sum(a["kind"] == "performance_improvement" for a in alerts)),
     ]
@@ -258,6 +259,7 @@ async def _drive(
             alive=worker.alive,
         )
         console.print(f"pipeline drained {time.monotonic() - started:.1f}s after publishing began")
+        totals["late_outcomes"] = await health.late_outcomes()
         for table in summarize(scenario, collector.alerts, totals):
             console.print(table)
     finally:

@@ -111,9 +111,16 @@ class HealthStore:
 
     async def held(self) -> int:
         """Outcomes waiting in the detectors' event-time buffers, over all models."""
+        return await self._sum_health("held")
+
+    async def late_outcomes(self) -> int:
+        """Outcomes that reached a detector out of event-time order, over all models."""
+        return await self._sum_health("late_outcomes")
+
+    async def _sum_health(self, field: str) -> int:
         pipe = self.redis.pipeline(transaction=False)
         for model in await self.models():
-            pipe.hget(self.key("health", model), "held")
+            pipe.hget(self.key("health", model), field)
         return sum(int(v) for v in await pipe.execute() if v is not None)
 
     async def health(self, model: str) -> dict[str, str]:

@@ -203,3 +203,6 @@ class Joiner:
 
     def __len__(self) -> int:
         return len(self.store)
+
+    def __bool__(self) -> bool:
+        return True  # a Joiner is never "empty"; len() of a changelogged store is O(n)

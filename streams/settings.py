@@ -49,9 +49,11 @@ class Settings(BaseSettings):
         300_000, ge=0, description="event-time lag before outcomes reach the detectors"
     )
     idle_flush_s: float = Field(
-        2.0, gt=0, description="release held outcomes of a model idle this long (wall time)"
+        5.0, gt=0, description="release held outcomes of a partition quiet this long (wall)"
     )
-    batch_max: int = Field(2000, ge=1, description="events per take() batch")
+    batch_max: int = Field(
+        200, ge=1, description="messages per take() batch (a message may hold many events)"
+    )
     batch_within_s: float = Field(0.05, gt=0)
     session_timeout_s: float = Field(6.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)

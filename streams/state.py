@@ -127,22 +127,40 @@ class PartitionView(MutableMapping[str, Any]):
 
     async def flush(self) -> int:
         """Send one changelog record per key changed since the last flush and wait until
-        the broker has them: the batch is acked (and its offsets committed) only after."""
+        the broker has them: the batch is acked (and its offsets committed) only after.
+
+        Records go straight to the producer (``topic.send``), not through Faust's
+        ``send_soon`` buffer, which drains one record at a time.
+        """
         dirty, self._dirty = self._dirty, set()
-        send = self._table.send_changelog
+        topic = self._table.changelog_topic
+        key_serializer = self._table.key_serializer
         dumps = pickle.dumps
         sent = []
         for key in dirty:
             value = self._data.get(key)
-            if value is None:
-                sent.append(send(self._partition, key, None, value_serializer="raw"))
-            else:
-                blob = dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-                sent.append(send(self._partition, key, blob))
+            blob = None if value is None else dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            sent.append(
+                await topic.send(
+                    key=key,
+                    value=blob,
+                    partition=self._partition,
+                    key_serializer=key_serializer,
+                    value_serializer="raw",
+                )
+            )
         if self._offsets_changed:  # last: the checkpoint never runs ahead of the state
             self._offsets_changed = False
             self._data[self._offsets_key] = dict(self.offsets)
-            sent.append(send(self._partition, self._offsets_key, dumps(self.offsets)))
+            sent.append(
+                await topic.send(
+                    key=self._offsets_key,
+                    value=dumps(self.offsets),
+                    partition=self._partition,
+                    key_serializer=key_serializer,
+                    value_serializer="raw",
+                )
+            )
         if sent:
             await asyncio.gather(*sent)
         return len(dirty)
@@ -154,4 +172,8 @@ class PartitionView(MutableMapping[str, Any]):
         return ((k, restored(self._data, k)) for k in self)
 
     def __len__(self) -> int:
+        """O(n) with a hash per key: for logs and tests, never on the hot path."""
         return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return True  # truthiness must not fall back to the O(n) __len__
