@@ -192,17 +192,17 @@ class Pipeline:
         return joiner
 
     async def _dead_letter(
-        self, rejected: list[Rejected], event: Any, reasons: Counter[str]
+        self, rejected: list[Rejected], event: Any, reasons: Counter[str], sent: list[Any]
     ) -> None:
+        """Send rejected records to the DLQ; their delivery futures join ``sent``, which
+        the batch awaits before it checkpoints state and acks its offsets."""
         msg = event.message
         for r in rejected:
             reasons[r.reason] += 1
-            await self.dlq.send(
-                key=msg.key,
-                value=dead_letter(
-                    r, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key
-                ),
+            body = dead_letter(
+                r, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key
             )
+            sent.append(await self.dlq.send(key=msg.key, value=body))
 
     def _batched(
         self, process: Callable[[list[Any]], Coroutine[Any, Any, None]]
@@ -239,6 +239,7 @@ class Pipeline:
         rekey: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
         reasons: Counter[str] = Counter()
         touched: set[int] = set()
+        sent: list[Any] = []
         for event in events:
             msg = event.message
             kind = self._kind_of[msg.topic]
@@ -274,8 +275,8 @@ class Pipeline:
                     elif (o := joiner.add_label(g)) is not None:
                         by_model[o.model_id].append(o)
             if rejected:
-                await self._dead_letter(rejected, event, reasons)
-        await self._publish_join(by_model, rekey, touched, reasons)
+                await self._dead_letter(rejected, event, reasons, sent)
+        await self._publish_join(by_model, rekey, touched, reasons, sent)
 
     async def _publish_join(
         self,
@@ -283,9 +284,9 @@ class Pipeline:
         rekey: dict[tuple[str, int], list[dict[str, Any]]],
         touched: set[int],
         reasons: Counter[str],
+        sent: list[Any],
     ) -> None:
         """Publish outputs, wait for the broker, then checkpoint the join state."""
-        sent = []
         for model_id, outs in by_model.items():
             sent.append(
                 await self.outcomes.send(key=model_id.encode(), value=encode_outcomes(outs))
@@ -347,6 +348,7 @@ class Pipeline:
         touched_partitions: set[int] = set()
         counters: dict[str, Counter[str]] = defaultdict(Counter)
         reasons: Counter[str] = Counter()
+        dead: list[Any] = []
         now = time.monotonic()
         for event in events:
             msg = event.message
@@ -362,7 +364,7 @@ class Pipeline:
                 outcomes = decode_outcomes(msg.value)
             except ValueError as exc:
                 rejected = Rejected("invalid_value", str(exc), None, msg.value or b"")
-                await self._dead_letter([rejected], event, reasons)
+                await self._dead_letter([rejected], event, reasons, dead)
                 continue
             for o in outcomes:
                 track = self._track(o.model_id, msg.partition)
@@ -376,6 +378,8 @@ class Pipeline:
             self._last_offer[model_id] = (now, partition)
         for partition in touched_partitions:
             self._last_input[partition] = now
+        if dead:
+            await asyncio.gather(*dead)
         await self._emit(detections, touched, counters, touched_partitions)
         await self.health.add_skipped(reasons)
 
