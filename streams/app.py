@@ -138,7 +138,7 @@ class Pipeline:
             "detector-state", partitions=partitions, key_type=str, value_type=bytes
         )
         self.track_views: dict[int, PartitionView] = {}
-        self._last_offer: dict[str, tuple[float, int]] = {}
+        self._held_models: dict[str, int] = {}  # model -> outcomes partition, since last flush
         self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
         self.joiners: dict[int, Joiner] = {}
         self._health: HealthStore | None = None
@@ -151,7 +151,7 @@ class Pipeline:
         self.joiners.clear()
         self.track_views.clear()
         self._last_input.clear()
-        self._last_offer.clear()  # rebuilt from the (restored) table on next use
+        self._held_models.clear()  # rebuilt from the (restored) table on next use
 
     @property
     def health(self) -> HealthStore:
@@ -375,7 +375,7 @@ class Pipeline:
         for model_id, partition in touched.items():
             track = self.tracks(partition)[model_id]
             detections[model_id] = track.release()
-            self._last_offer[model_id] = (now, partition)
+            self._held_models[model_id] = partition
         for partition in touched_partitions:
             self._last_input[partition] = now
         if dead:
@@ -397,12 +397,12 @@ class Pipeline:
             return
         cutoff = time.monotonic() - self.settings.idle_flush_s
         quiet = {p for p, t in self._last_input.items() if t <= cutoff}
-        idle = {m: p for m, (_, p) in self._last_offer.items() if p in quiet}
+        idle = {m: p for m, p in self._held_models.items() if p in quiet}
         for partition in quiet:
             del self._last_input[partition]
         detections = {}
         for model_id, partition in idle.items():
-            del self._last_offer[model_id]
+            del self._held_models[model_id]
             views = self.track_views.get(partition)
             track = views.get(model_id) if views is not None else None
             if track is not None and track.pending:

@@ -50,9 +50,18 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout
     raise EmbeddedError(f"{what} did not listen on {LOOPBACK}:{port} within {timeout:.0f}s")
 
 
-def _spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
+def _spawn_listening(
+    cmd: list[str], port: int, what: str, timeout: float
+) -> subprocess.Popen[bytes]:
+    """Start a server and wait until it accepts connections; stop it if it never does."""
     null = subprocess.DEVNULL
-    return subprocess.Popen(cmd, stdout=null, stderr=null, stdin=null)
+    proc = subprocess.Popen(cmd, stdout=null, stderr=null, stdin=null)
+    try:
+        _wait_listening(port, proc, what, timeout)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -110,7 +119,7 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         self.port = self.port or free_port()
         listener = f"tcp://{LOOPBACK}:{self.port}"
-        self.proc = _spawn(
+        self.proc = _spawn_listening(
             [
                 tansu_binary(),
                 "broker",
@@ -122,17 +131,11 @@ class EmbeddedBroker:
                 "memory://tansu/",
                 "--silent",
             ],
+            self.port,
+            "tansu broker",
+            timeout,
         )
-        self._await_port("tansu broker", timeout)
         return self
-
-    def _await_port(self, what: str, timeout: float) -> None:
-        assert self.proc is not None
-        try:
-            _wait_listening(self.port, self.proc, what, timeout)
-        except BaseException:
-            self.stop()
-            raise
 
     def stop(self) -> None:
         _stop(self.proc)
@@ -158,27 +161,29 @@ class EmbeddedRedis:
             return self
         self.port = self.port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="watchkeeper-redis-")
-        self.proc = _spawn(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                LOOPBACK,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir.name,
-                "--protected-mode",
-                "yes",
-            ],
-        )
         try:
-            _wait_listening(self.port, self.proc, "redis-server", timeout)
+            self.proc = _spawn_listening(
+                [
+                    redis_server_binary(),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    LOOPBACK,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self._dir.name,
+                    "--protected-mode",
+                    "yes",
+                ],
+                self.port,
+                "redis-server",
+                timeout,
+            )
         except BaseException:
-            self.stop()
+            self.stop()  # the server is already stopped; this removes its directory
             raise
         return self
 

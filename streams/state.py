@@ -17,6 +17,7 @@ this state, so agents skip it instead of applying it twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import pickle
 from collections.abc import Iterator, MutableMapping
@@ -133,34 +134,22 @@ class PartitionView(MutableMapping[str, Any]):
         ``send_soon`` buffer, which drains one record at a time.
         """
         dirty, self._dirty = self._dirty, set()
-        topic = self._table.changelog_topic
-        key_serializer = self._table.key_serializer
+        send = functools.partial(
+            self._table.changelog_topic.send,
+            partition=self._partition,
+            key_serializer=self._table.key_serializer,
+            value_serializer="raw",
+        )
         dumps = pickle.dumps
         sent = []
         for key in dirty:
             value = self._data.get(key)
             blob = None if value is None else dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            sent.append(
-                await topic.send(
-                    key=key,
-                    value=blob,
-                    partition=self._partition,
-                    key_serializer=key_serializer,
-                    value_serializer="raw",
-                )
-            )
+            sent.append(await send(key=key, value=blob))
         if self._offsets_changed:  # last: the checkpoint never runs ahead of the state
             self._offsets_changed = False
             self._data[self._offsets_key] = dict(self.offsets)
-            sent.append(
-                await topic.send(
-                    key=self._offsets_key,
-                    value=dumps(self.offsets),
-                    partition=self._partition,
-                    key_serializer=key_serializer,
-                    value_serializer="raw",
-                )
-            )
+            sent.append(await send(key=self._offsets_key, value=dumps(self.offsets)))
         if sent:
             await asyncio.gather(*sent)
         return len(dirty)
