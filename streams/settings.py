@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "Topics"]
+__all__ = ["NotifySettings", "Settings", "Topics"]
 
 DAY_MS = 86_400_000
 
@@ -31,6 +31,43 @@ class Topics(BaseSettings):
     rekey: str = "watchkeeper-rekey"
 
 
+class NotifySettings(BaseSettings):
+    """How the notifier delivers and when it stays quiet (env WATCHKEEPER_NOTIFY_*).
+
+    Durations are seconds. Endpoints are settings so that tests and air-gapped sites can
+    point them at their own receivers.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WATCHKEEPER_NOTIFY_", extra="forbid")
+
+    group_id: str = "watchkeeper-notifier"
+    fallback_channels: list[str] = Field(
+        default_factory=list,
+        description="where alerts of models without an owner go (channel specs)",
+    )
+    group_wait_s: float = Field(10.0, ge=0, description="collect a model's alerts this long")
+    cooldown_s: float = Field(3600.0, ge=0, description="one page per model and kind per window")
+    orphan_cooldown_s: float = Field(86_400.0, gt=0, description="one orphaned_model per model")
+    ack_ttl_s: float = Field(86_400.0, gt=0, description="an ack silences its model+kind this long")
+    max_attempts: int = Field(5, ge=1, description="delivery attempts before the dead-letter topic")
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(30.0, ge=0)
+    request_timeout_s: float = Field(10.0, gt=0)
+    delivery_lease_s: float = Field(
+        300.0, gt=0, description="a claimed delivery not finished by then is in doubt"
+    )
+    dedup_ttl_s: float = Field(7 * 86_400.0, gt=0, description="how long delivery records live")
+    webhook_secret: SecretStr | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_from: str = "watchkeeper@localhost"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    source: str = "watchkeeper"
+
+
 class Settings(BaseSettings):
     """Worker settings. Every field can be set as WATCHKEEPER_<NAME> in the environment."""
 
@@ -40,6 +77,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     app_id: str = "watchkeeper"
     topics: Topics = Field(default_factory=Topics)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     partitions: int = Field(4, ge=1, description="partitions for topics the worker creates")
     replication_factor: int = Field(1, ge=1)
     join_ttl_ms: int = Field(7 * DAY_MS, ge=1, description="how long (event time) a side waits")
