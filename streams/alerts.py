@@ -18,6 +18,7 @@ __all__ = [
     "AlertKind",
     "alert_id",
     "build_alert",
+    "build_orphan_alert",
     "rfc3339_ms",
     "severity_of",
 ]
@@ -88,4 +89,41 @@ def build_alert(
         "config_fingerprint": config_fingerprint,
         "owner": None,
         "runbook": None,
+    }
+
+
+def build_orphan_alert(
+    model_id: str, *, detected_at: datetime, cooldown_s: float, message: str = ""
+) -> dict[str, Any]:
+    """The ``orphaned_model`` alert: a model in traffic that nobody owns.
+
+    Its id hashes the model and the cooldown window it was raised in, so workers that
+    notice the same orphan in the same window raise the same alert (deduplicated)."""
+    at_ms = int(detected_at.timestamp() * 1000)
+    window = at_ms // max(int(cooldown_s * 1000), 1)
+    stamp = rfc3339_ms(at_ms)
+    return {
+        "schema_version": ALERT_SCHEMA_VERSION,
+        "alert_id": alert_id(model_id, "orphaned_model", "registry", window),
+        "kind": "orphaned_model",
+        "model_id": model_id,
+        "model_version": None,
+        "detector": "registry",
+        "signal": "owner",
+        "direction": None,
+        "severity": "warning",
+        "event_time": stamp,
+        "event_time_ms": at_ms,
+        "detected_at": stamp,
+        "outcome_index": None,
+        "before": None,
+        "after": None,
+        "config_fingerprint": None,
+        "owner": None,
+        "runbook": None,
+        "message": message
+        or (
+            f"model {model_id!r} is serving predictions but has no owner; register one with "
+            f"`watchkeeper owners set {model_id} --owner NAME --channel SPEC --runbook URL`"
+        ),
     }

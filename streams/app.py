@@ -29,6 +29,7 @@ from detectors.track import Detection, ModelTrack
 from .alerts import build_alert
 from .health import HealthStore
 from .join import Joiner
+from .orphans import OrphanWatch
 from .partitioning import partition_for
 from .records import (
     GroundTruth,
@@ -142,6 +143,7 @@ class Pipeline:
         self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
         self.joiners: dict[int, Joiner] = {}
         self._health: HealthStore | None = None
+        self._orphans: OrphanWatch | None = None
         self.app.agent(self.join_source, name="join_outcomes")(self._batched(self._join_batch))
         self.app.agent(self.outcomes, name="detect_changes")(self._batched(self._detect_batch))
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
@@ -152,6 +154,16 @@ class Pipeline:
         self.track_views.clear()
         self._last_input.clear()
         self._held_models.clear()  # rebuilt from the (restored) table on next use
+
+    @property
+    def orphans(self) -> OrphanWatch:
+        if self._orphans is None:
+            self._orphans = OrphanWatch(
+                self.health.redis,
+                self.settings.redis_prefix,
+                cooldown_s=self.settings.notify.orphan_cooldown_s,
+            )
+        return self._orphans
 
     @property
     def health(self) -> HealthStore:
@@ -315,13 +327,30 @@ class Pipeline:
                 sent.append(await self.dlq.send(key=u.prediction_id.encode(), value=body))
         if sent:
             await asyncio.gather(*sent)
+        seen: set[str] = set()
         for partition in touched:
             joiner = self.joiners.get(partition)
             if joiner is None:
                 continue
             await joiner.store.flush()  # type: ignore[attr-defined]
-            await self.health.add_join_stats(joiner.drain_stats())
+            stats = joiner.drain_stats()
+            seen.update(stats.predictions)
+            await self.health.add_join_stats(stats)
         await self.health.add_skipped(reasons)
+        await self._raise_orphans(seen)
+
+    async def _raise_orphans(self, models: set[str]) -> None:
+        """One ``orphaned_model`` alert per model without an owner (per cooldown)."""
+        alerts = await self.orphans.check(models)
+        if not alerts:
+            return
+        sent = [
+            await self.alerts.send(key=a["model_id"].encode(), value=orjson.dumps(a))
+            for a in alerts
+        ]
+        await asyncio.gather(*sent)
+        await self.orphans.raised(alerts)
+        await self.health.put_health({}, {a["model_id"]: Counter(orphaned_model=1) for a in alerts})
 
     def tracks(self, partition: int) -> PartitionView:
         """The detection state (one :class:`ModelTrack` per model) of a loaded partition."""
@@ -433,6 +462,11 @@ class Pipeline:
                 )
                 alerts.append(alert)
                 counters[model_id][alert["kind"]] += 1
+        if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
+            owners = await self.orphans.registry.get_many({a["model_id"] for a in alerts})
+            for alert in alerts:
+                if (owner := owners.get(alert["model_id"])) is not None:
+                    alert["owner"], alert["runbook"] = owner.owner, owner.runbook
         sent = [
             await self.alerts.send(key=alert["model_id"].encode(), value=orjson.dumps(alert))
             for alert in alerts

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .errors import ConfigError, WatchkeeperError
+from .notify_cli import add_notify_commands, run_notify_command
+from .owners_cli import add_owner_commands, run_owners
 from .settings import Settings
 
 __all__ = ["build_parser", "main", "settings_from"]
@@ -32,6 +34,14 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"])
 
 
+def _connection_flags(p: argparse.ArgumentParser, *, broker: bool = False) -> None:
+    if broker:
+        p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
+    p.add_argument(
+        "--redis", dest="redis_url", help="redis://host:port/db (env WATCHKEEPER_REDIS_URL)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watchkeeper", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--models", type=int, default=24)
     sim.add_argument("--predictions-per-model", type=int, default=3000)
     sim.add_argument("--seed", type=int, default=7)
+    add_owner_commands(sub)
+    add_notify_commands(sub, _connection_flags)
     return parser
 
 
@@ -85,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 timeout=args.timeout,
             )
+        if args.command == "owners":
+            return run_owners(args)
+        if args.command in ("notify", "ack", "silence", "unsilence"):
+            return run_notify_command(args, settings_from(args))
         if args.command == "simulate":
             import asyncio
 

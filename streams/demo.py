@@ -167,6 +167,12 @@ def _print_alert(console: Console) -> Callable[[dict[str, Any]], None]:
     def show(a: dict[str, Any]) -> None:
         style = {"critical": "bold red", "warning": "yellow", "info": "green"}[a["severity"]]
         b, f = a["before"], a["after"]
+        if b is None or f is None:  # orphaned_model: no statistics, a message
+            console.print(
+                f"[{style}]{a['severity'].upper():8}[/] {a['model_id']:<14} {a['kind']:<24} "
+                f"{a.get('message', '')}"
+            )
+            return
         console.print(
             f"[{style}]{a['severity'].upper():8}[/] {a['model_id']:<14} {a['kind']:<24} "
             f"{a['detector']:<12} at {a['event_time']}  error {b['error_rate']:.3f} → "

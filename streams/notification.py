@@ -111,7 +111,7 @@ class Notification:
 
     @property
     def severity(self) -> str:
-        return max((a.get("severity", "info") for a in self.alerts), key=_SEVERITY_RANK.get)
+        return max((str(a.get("severity", "info")) for a in self.alerts), key=severity_rank)
 
     @property
     def delivery_id(self) -> str:

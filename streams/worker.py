@@ -50,13 +50,15 @@ def run_worker(settings: Settings) -> None:
 
 @dataclass
 class WorkerProcess:
-    """``watchkeeper worker`` as a child process with its output in a log file."""
+    """``watchkeeper worker`` (or another long-running ``command``, such as ``notify``) as
+    a child process with its output in a log file."""
 
     broker: str
     redis_url: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
+    command: str = "worker"
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -66,7 +68,7 @@ class WorkerProcess:
             sys.executable,
             "-m",
             "streams",
-            "worker",
+            self.command,
             "--broker",
             self.broker,
             "--redis",

@@ -1,0 +1,518 @@
+"""The notifier: alerts in, pages out, to the model's owner (or the fallback), once.
+
+Per model, alerts are grouped for ``group_wait_s`` (like Alertmanager's group_wait) and
+sent as one notification. Each alert is decided once (deliver, silenced, acknowledged,
+cooldown) and each (alert, channel) delivery is claimed in Redis before it is sent, so a
+restart, a duplicate on the topic or a second replica never pages twice. Failures retry
+with capped exponential backoff and full jitter; after the budget, the alert goes to the
+dead-letter topic with the reason. A delivery cut short by a crash is *in doubt* and is
+dead-lettered too, rather than sent again. Kafka offsets are committed only up to the
+first alert not yet handled.
+
+Time comes from ``clock`` and waits go through ``sleep``: tests move time instead of
+sleeping through group windows, cooldowns and escalations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .channels import ChannelSender, DeliveryError
+from .errors import ConfigError
+from .notification import (
+    Channel,
+    InvalidChannel,
+    Notification,
+    NotificationReason,
+    parse_channel,
+    severity_rank,
+)
+from .offsets import OffsetTracker
+from .owners import Owner, OwnerRegistry
+from .paging import Clock, PagingStore
+from .records import Rejected, dead_letter
+from .settings import Settings
+
+__all__ = ["Notifier", "Sender", "parse_alert", "run_notifier"]
+
+log = logging.getLogger(__name__)
+
+DeadLetter = Callable[[bytes, bytes], Awaitable[None]]
+Release = Callable[[], None]
+SEVERITIES = ("info", "warning", "critical")
+
+
+class Sender(Protocol):
+    async def deliver(self, channel: Channel, note: Notification) -> None:
+        """Deliver or raise :class:`~streams.channels.DeliveryError`."""
+
+
+def parse_alert(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """An alert from the alerts topic, or None and why it cannot be routed."""
+    try:
+        alert = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return None, f"not JSON: {exc}"
+    if not isinstance(alert, dict):
+        return None, "an alert must be a JSON object"
+    for name in ("alert_id", "model_id", "kind"):
+        if not isinstance(alert.get(name), str) or not alert[name]:
+            return None, f"field {name!r} must be a non-empty string"
+    if alert.get("severity") not in SEVERITIES:
+        return None, f"field 'severity' must be one of {', '.join(SEVERITIES)}"
+    return alert, ""
+
+
+class _Hold:
+    """Releases a group's Kafka messages once every delivery it started has finished."""
+
+    def __init__(self, releases: list[Release]) -> None:
+        self.releases = releases
+        self.open = 1
+
+    def add(self) -> None:
+        self.open += 1
+
+    def drop(self) -> None:
+        self.open -= 1
+        if self.open == 0:
+            for release in self.releases:
+                release()
+
+
+@dataclass
+class _Group:
+    deadline: float
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    releases: list[Release] = field(default_factory=list)
+
+
+@dataclass
+class _Deferred:
+    """A delivery another replica holds; looked at again when its lease runs out."""
+
+    at: float
+    note: Notification
+    channel: Channel
+    delivery_suffix: str
+    hold: _Hold
+
+
+class Notifier:
+    """Routing, noise control and delivery; the Kafka loop is :func:`run_notifier`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: Redis,
+        sender: Sender,
+        dead_letter: DeadLetter,
+        clock: Clock = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.cfg = settings.notify
+        self.store = PagingStore(
+            redis, settings.redis_prefix, clock=clock, ttl_s=self.cfg.dedup_ttl_s
+        )
+        self.registry = OwnerRegistry(redis, settings.redis_prefix)
+        try:
+            self.fallback = tuple(parse_channel(c) for c in self.cfg.fallback_channels)
+        except InvalidChannel as exc:
+            raise ConfigError(f"WATCHKEEPER_NOTIFY_FALLBACK_CHANNELS: {exc}") from exc
+        self.sender = sender
+        self.dead_letter = dead_letter
+        self.clock = clock
+        self.sleep = sleep
+        self._groups: dict[str, _Group] = {}
+        self._deferred: list[_Deferred] = []
+
+    # --- intake -------------------------------------------------------------------------
+
+    def offer(self, alert: dict[str, Any], release: Release | None = None) -> None:
+        """Queue an alert in its model's group; ``release`` runs when it is handled."""
+        model = alert["model_id"]
+        group = self._groups.get(model)
+        if group is None:
+            group = self._groups[model] = _Group(self.clock() + self.cfg.group_wait_s)
+        group.alerts.setdefault(alert["alert_id"], alert)
+        if release is not None:
+            group.releases.append(release)
+
+    @property
+    def pending(self) -> int:
+        """Alerts waiting in group windows or for another replica's lease."""
+        return sum(len(g.alerts) for g in self._groups.values()) + len(self._deferred)
+
+    def due_in(self) -> float | None:
+        """Seconds until the next group window or deferred delivery is due."""
+        times = [g.deadline for g in self._groups.values()] + [d.at for d in self._deferred]
+        return max(0.0, min(times) - self.clock()) if times else None
+
+    async def tick(self) -> None:
+        """Do what is due by the clock: group windows, deferred deliveries, escalations."""
+        now = self.clock()
+        due = [m for m, g in self._groups.items() if g.deadline <= now]
+        await self._flush_groups(due)
+        ready = [d for d in self._deferred if d.at <= now]
+        self._deferred = [d for d in self._deferred if d.at > now]
+        for d in ready:
+            await self._deliver(d.note, d.channel, d.hold, d.delivery_suffix)
+            d.hold.drop()
+        await self._escalate()
+
+    async def flush(self) -> None:
+        """Send every open group now (shutdown, partitions revoked)."""
+        await self._flush_groups(list(self._groups))
+
+    async def _flush_groups(self, models: list[str]) -> None:
+        groups = [(m, self._groups.pop(m)) for m in models]
+        await asyncio.gather(*(self._route(m, g) for m, g in groups))
+
+    # --- routing ------------------------------------------------------------------------
+
+    async def _route(self, model_id: str, group: _Group) -> None:
+        hold = _Hold(group.releases)
+        try:
+            owner = await self.registry.get(model_id)
+            alerts = sorted(
+                group.alerts.values(),
+                key=lambda a: (-severity_rank(a["severity"]), a.get("event_time_ms") or 0),
+            )
+            triggers, resolves, suppressed = await self._decide(alerts, owner)
+            if suppressed:
+                await self.store.count(**{f"suppressed_{k}": v for k, v in suppressed.items()})
+            channels: tuple[Channel, ...]
+            reason: NotificationReason
+            channels, reason = (
+                (owner.channels, "alert") if owner else (self.fallback, "orphaned_model")
+            )
+            name, runbook = (owner.owner, owner.runbook) if owner else (None, None)
+            enrich = {"owner": name, "runbook": runbook}
+            if triggers:
+                note = Notification(
+                    model_id,
+                    tuple({**a, **enrich} for a in triggers),
+                    name,
+                    runbook,
+                    reason=reason,
+                )
+                for a in note.alerts:
+                    await self.store.remember(a)
+                if any(a["kind"] == "performance_degradation" for a in triggers):
+                    await self.store.open_incident(model_id, note.dedup_key)
+                await self._send_to(note, channels, hold)
+                if owner and owner.escalate_after_s and note.severity == "critical":
+                    due = self.clock() + owner.escalate_after_s
+                    await self.store.schedule_escalation(note.primary["alert_id"], due)
+            for alert, dedup_key in resolves:
+                note = Notification(
+                    model_id,
+                    ({**alert, **enrich},),
+                    name,
+                    runbook,
+                    reason=reason,
+                    action="resolve",
+                    dedup_key=dedup_key,
+                )
+                await self._send_to(note, channels, hold)
+        finally:
+            hold.drop()
+
+    async def _decide(
+        self, alerts: list[dict[str, Any]], owner: Owner | None
+    ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]], Counter[str]]:
+        triggers: list[dict[str, Any]] = []
+        resolves: list[tuple[dict[str, Any], str]] = []
+        suppressed: Counter[str] = Counter()
+        group = secrets.token_hex(8)
+        for a in alerts:
+            if a["kind"] == "performance_improvement":
+                dedup_key = await self.store.decide_resolve(a)
+                if dedup_key:
+                    resolves.append((a, dedup_key))
+                else:
+                    suppressed["info"] += 1  # an improvement with no open incident
+                continue
+            if a["kind"] == "orphaned_model" and owner is not None:
+                suppressed["owned_now"] += 1  # someone registered it since
+                continue
+            orphan = a["kind"] == "orphaned_model"
+            cooldown = self.cfg.orphan_cooldown_s if orphan else self.cfg.cooldown_s
+            decision = await self.store.decide(
+                a, cooldown_s=cooldown, rank=severity_rank(a["severity"]), group=group
+            )
+            if decision == "deliver":
+                triggers.append(a)
+            else:
+                suppressed[decision] += 1
+        return triggers, resolves, suppressed
+
+    async def _send_to(self, note: Notification, channels: Sequence[Channel], hold: _Hold) -> None:
+        if not channels:
+            for alert in note.alerts:
+                await self._dead_letter_alert(
+                    alert, note, None, "no_channel", "no owner and no fallback channel", 0
+                )
+            return
+        await asyncio.gather(*(self._deliver(note, ch, hold, "") for ch in channels))
+
+    # --- delivery -----------------------------------------------------------------------
+
+    async def _deliver(
+        self, note: Notification, channel: Channel, hold: _Hold | None, suffix: str
+    ) -> bool:
+        """Claim each alert for this channel, send the claimed ones as one notification.
+
+        Alerts another replica is sending are deferred until its lease ends (when there
+        is a ``hold``), else reported: the return value says whether any were busy."""
+        mine, claims, busy = [], [], []
+        for alert in note.alerts:
+            claim = await self.store.claim(
+                alert["alert_id"] + suffix, channel.key, lease_s=self.cfg.delivery_lease_s
+            )
+            if claim.state == "claimed":
+                mine.append(alert)
+                claims.append(claim)
+            elif claim.state == "busy":
+                busy.append((alert, claim.retry_at))
+            elif claim.state == "in_doubt":
+                await self._dead_letter_alert(
+                    alert,
+                    note,
+                    channel,
+                    "delivery_in_doubt",
+                    "a notifier stopped while sending this; the receiver may have it",
+                    0,
+                )
+            else:
+                await self.store.count(duplicate=1)
+        if busy and hold is not None:
+            at = max(t for _, t in busy) + 0.01
+            hold.add()
+            part = replace(note, alerts=tuple(a for a, _ in busy))
+            self._deferred.append(_Deferred(at, part, channel, suffix, hold))
+        if not mine:
+            return bool(busy)
+        part = replace(note, alerts=tuple(mine))
+        error, attempts = await self._send_with_retries(channel, part)
+        if error is None:
+            stamp = f"sent|{self.store.now_ms()}"
+            for claim in claims:
+                await self.store.finish(claim, stamp)
+            await self.store.count(delivered=len(mine), notifications=1)
+            return bool(busy)
+        for claim in claims:
+            await self.store.finish(claim, f"dlq|{error.reason}")
+        for alert in mine:
+            await self._dead_letter_alert(
+                alert, part, channel, "delivery_failed", error.reason, attempts
+            )
+        return bool(busy)
+
+    async def _send_with_retries(
+        self, channel: Channel, note: Notification
+    ) -> tuple[DeliveryError | None, int]:
+        # seeded per delivery: the same failure sequence backs off the same way in a rerun
+        rng = random.Random(f"{note.delivery_id}|{channel.key}")  # noqa: S311
+        error = DeliveryError("not attempted", retryable=False)
+        for attempt in range(1, self.cfg.max_attempts + 1):
+            try:
+                await self.sender.deliver(channel, note)
+                return None, attempt
+            except DeliveryError as exc:
+                error = exc
+            except Exception as exc:  # a bug in a payload builder must not stop the notifier
+                log.exception("delivering %s to %s", note.delivery_id, channel.kind)
+                error = DeliveryError(f"internal error: {exc!r}", retryable=False)
+            if not error.retryable or attempt == self.cfg.max_attempts:
+                return error, attempt
+            await self.store.count(retries=1)
+            cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
+            await self.sleep(rng.uniform(0, cap))
+        return error, self.cfg.max_attempts
+
+    async def _dead_letter_alert(
+        self,
+        alert: dict[str, Any],
+        note: Notification,
+        channel: Channel | None,
+        reason: str,
+        detail: str,
+        attempts: int,
+    ) -> None:
+        body = orjson.dumps(
+            {
+                "dlq_schema": 1,
+                "reason": reason,
+                "detail": detail,
+                "attempts": attempts,
+                # the target may hold a secret (Slack URL, routing key): kind and key only
+                "channel": None if channel is None else {"kind": channel.kind, "key": channel.key},
+                "notification_reason": note.reason,
+                "notification_action": note.action,
+                "alert": alert,
+            }
+        )
+        await self.dead_letter(alert["alert_id"].encode(), body)
+        await self.store.count(dlq=1, **{f"dlq_{reason}": 1})
+        log.warning("dead-lettered alert %s (%s): %s", alert["alert_id"], reason, detail)
+
+    # --- escalation ---------------------------------------------------------------------
+
+    async def _escalate(self) -> None:
+        for alert_id in await self.store.due_escalations():
+            if await self.store.acked(alert_id):
+                await self.store.escalation_done(alert_id)
+                await self.store.count(escalation_cancelled=1)
+                continue
+            alert = await self.store.alert(alert_id)
+            if alert is None:  # outlived the dedup TTL
+                await self.store.escalation_done(alert_id)
+                continue
+            owner = await self.registry.get(alert["model_id"])
+            channels = owner.escalation_channels if owner else ()
+            note = Notification(
+                alert["model_id"],
+                (alert,),
+                alert.get("owner"),
+                alert.get("runbook"),
+                reason="escalation",
+                dedup_key=f"watchkeeper-{alert_id}",
+            )
+            busy = await asyncio.gather(
+                *(self._deliver(note, ch, None, ":escalation") for ch in channels or self.fallback)
+            )
+            if not any(busy):  # else another replica is on it: look again next tick
+                await self.store.escalation_done(alert_id)
+                await self.store.count(escalated=1)
+
+
+# --- the Kafka loop -------------------------------------------------------------------------
+
+
+async def run_notifier(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    clock: Clock = time.time,
+) -> None:
+    """Consume ``alerts`` in the notifier's own group until ``stop`` (or SIGTERM/SIGINT)."""
+    from .topology import ensure_topics
+
+    stop = stop or _stop_on_signals()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as exc:
+        raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+    await ensure_topics(settings)
+    t = settings.topics
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+
+    async def to_dlq(key: bytes, value: bytes) -> None:
+        await producer.send_and_wait(t.dlq, value=value, key=key)
+
+    tracker: OffsetTracker[Any] = OffsetTracker()
+    async with ChannelSender(settings.notify) as sender:
+        notifier = Notifier(settings, redis=redis, sender=sender, dead_letter=to_dlq, clock=clock)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=settings.notify.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
+        )
+        listener = _Revoked(notifier, consumer, tracker)
+        consumer.subscribe([t.alerts], listener=listener)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                wait = notifier.due_in()
+                timeout_ms = 200 if wait is None else int(min(max(wait, 0.01), 0.2) * 1000)
+                batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=500)
+                for tp, messages in batch.items():
+                    for m in messages:
+                        tracker.start(tp, m.offset)
+                        await _intake(notifier, m, tracker, tp, to_dlq)
+                await notifier.tick()
+                await _commit(consumer, tracker)
+            await notifier.flush()
+            await notifier.tick()
+            await _commit(consumer, tracker)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await redis.aclose()
+
+
+async def _intake(
+    notifier: Notifier, m: Any, tracker: OffsetTracker[Any], tp: Any, to_dlq: DeadLetter
+) -> None:
+    alert, why = parse_alert(m.value or b"")
+    if alert is None:
+        rejected = Rejected("invalid_alert", why, None, m.value or b"")
+        body = dead_letter(
+            rejected, topic=m.topic, partition=m.partition, offset=m.offset, key=m.key
+        )
+        await to_dlq(m.key or b"", body)
+        await notifier.store.count(dlq=1, dlq_invalid_alert=1)
+        tracker.done(tp, m.offset)
+        return
+    offset = m.offset
+    notifier.offer(alert, release=lambda: tracker.done(tp, offset))
+
+
+async def _commit(consumer: AIOKafkaConsumer, tracker: OffsetTracker[Any]) -> None:
+    moves = tracker.committable()
+    if moves:
+        await consumer.commit(moves)
+        tracker.committed(moves)
+
+
+class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another replica: send what is grouped, commit, forget."""
+
+    def __init__(
+        self, notifier: Notifier, consumer: AIOKafkaConsumer, tracker: OffsetTracker[Any]
+    ) -> None:
+        self.notifier = notifier
+        self.consumer = consumer
+        self.tracker = tracker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.notifier.flush()
+        try:
+            await _commit(self.consumer, self.tracker)
+        except Exception:  # commit during rebalance may fail; the claims prevent re-pages
+            log.warning("commit on revocation failed", exc_info=True)
+        for tp in revoked:
+            self.tracker.forget(tp)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -1,0 +1,113 @@
+"""``watchkeeper notify | ack | silence | unsilence``: the notifier and what on-call people
+type to quiet it. ``ack`` and ``silence`` write the same Redis keys the notifier reads, so
+they take effect on every replica at once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .errors import ConfigError
+from .owners import parse_duration
+from .paging import PagingStore
+from .settings import Settings
+
+__all__ = ["add_notify_commands", "run_notify_command"]
+
+
+def add_notify_commands(sub: Any, redis_flags: Any) -> None:
+    """Add the notifier's subcommands; ``redis_flags`` adds --broker/--redis style flags."""
+    notify = sub.add_parser("notify", help="deliver alerts to model owners (own consumer group)")
+    redis_flags(notify, broker=True)
+    ack = sub.add_parser("ack", help="acknowledge an alert: no escalation, no repeats for a while")
+    ack.add_argument("alert_id")
+    ack.add_argument("--by", default="cli", help="who acknowledges (shown in the record)")
+    redis_flags(ack)
+    silence = sub.add_parser("silence", help="silence a model's pages for a while")
+    silence.add_argument("model", nargs="?", help="model id (omit with --list)")
+    silence.add_argument("--for", dest="duration", help="how long, e.g. 30m, 2h, 1d")
+    silence.add_argument("--reason", default="", help="why (shown in the record)")
+    silence.add_argument("--by", default="cli")
+    silence.add_argument("--list", action="store_true", help="show silences in force")
+    redis_flags(silence)
+    unsilence = sub.add_parser("unsilence", help="lift a model's silence")
+    unsilence.add_argument("model")
+    redis_flags(unsilence)
+
+
+def run_notify_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "notify":
+        from .notify import run_notifier
+
+        asyncio.run(run_notifier(settings))
+        return 0
+    return asyncio.run(_paging_command(args, settings))
+
+
+async def _paging_command(args: argparse.Namespace, settings: Settings) -> int:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+        store = PagingStore(
+            redis, settings.redis_prefix, clock=time.time, ttl_s=settings.notify.dedup_ttl_s
+        )
+        if args.command == "ack":
+            return await _ack(store, args, settings)
+        if args.command == "unsilence":
+            if await store.unsilence(args.model):
+                print(f"silence lifted for {args.model}")
+                return 0
+            print(f"{args.model} was not silenced")
+            return 1
+        return await _silence(store, args)
+    finally:
+        await redis.aclose()
+
+
+async def _ack(store: PagingStore, args: argparse.Namespace, settings: Settings) -> int:
+    alert = await store.alert(args.alert_id)
+    if alert is None:
+        raise ConfigError(
+            f"unknown alert id {args.alert_id!r}: the notifier never delivered it, "
+            "or its record expired"
+        )
+    await store.ack(alert, by=args.by, ack_ttl_s=settings.notify.ack_ttl_s)
+    hours = settings.notify.ack_ttl_s / 3600
+    print(
+        f"acknowledged {args.alert_id} ({alert['model_id']} {alert['kind']}) by {args.by}; "
+        f"no escalation, and repeats of {alert['kind']} for {alert['model_id']} are held "
+        f"for {hours:g} h"
+    )
+    return 0
+
+
+async def _silence(store: PagingStore, args: argparse.Namespace) -> int:
+    if args.list:
+        silences = await store.silences()
+        for s in silences:
+            until = datetime.fromtimestamp(s.until, tz=UTC).isoformat(timespec="seconds")
+            print(f"{s.model_id}\tuntil {until}\tby {s.by}\t{s.reason}")
+        if not silences:
+            print("no silences in force")
+        return 0
+    if not args.model or not args.duration:
+        raise ConfigError("silence needs MODEL and --for DURATION (or --list)")
+    try:
+        seconds = parse_duration(args.duration)
+    except ValueError as exc:
+        raise ConfigError(f"--for: {exc}") from exc
+    if seconds <= 0:
+        raise ConfigError("--for must be a positive duration")
+    s = await store.silence(args.model, for_s=seconds, reason=args.reason, by=args.by)
+    until = datetime.fromtimestamp(s.until, tz=UTC).isoformat(timespec="seconds")
+    print(f"silenced {args.model} until {until}")
+    return 0

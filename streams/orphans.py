@@ -1,0 +1,73 @@
+"""Every model needs an accountable owner: the worker raises ``orphaned_model`` when a
+model without one shows up in traffic, once per model per cooldown.
+
+Owner lookups are cached for ``recheck_s`` so the join's hot path costs one Redis round
+trip per batch at most, and none for models already known.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .alerts import build_orphan_alert
+from .owners import OwnerRegistry
+from .paging import Clock
+
+__all__ = ["OrphanWatch"]
+
+
+class OrphanWatch:
+    """Finds models without an owner and says which ones to raise an alert for."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "wk:",
+        *,
+        cooldown_s: float,
+        recheck_s: float = 30.0,
+        clock: Clock = time.time,
+    ) -> None:
+        self.redis = redis
+        self.registry = OwnerRegistry(redis, prefix)
+        self.marker = prefix + "orphan:"
+        self.cooldown_s = cooldown_s
+        self.recheck_s = recheck_s
+        self.clock = clock
+        self._next_check: dict[str, float] = {}
+
+    async def check(self, models: Iterable[str]) -> list[dict[str, Any]]:
+        """Alerts to publish for orphans among ``models``; call :meth:`raised` once sent."""
+        now = self.clock()
+        due = sorted(m for m in set(models) if self._next_check.get(m, 0.0) <= now)
+        if not due:
+            return []
+        for m in due:
+            self._next_check[m] = now + self.recheck_s
+        owned = await self.registry.get_many(due)
+        orphans = [m for m in due if m not in owned]
+        if not orphans:
+            return []
+        until = await self.redis.mget([self.marker + m for m in orphans])
+        at = datetime.fromtimestamp(now, tz=UTC)
+        return [
+            build_orphan_alert(m, detected_at=at, cooldown_s=self.cooldown_s)
+            for m, raised_until in zip(orphans, until, strict=True)
+            if raised_until is None or int(raised_until) <= now * 1000
+        ]
+
+    async def raised(self, alerts: list[dict[str, Any]]) -> None:
+        """Mark orphans as alerted (after the alerts are on the topic: a crash in between
+        raises the alert again rather than never)."""
+        if not alerts:
+            return
+        until = int((self.clock() + self.cooldown_s) * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for a in alerts:  # the value is read against the clock; the TTL only cleans up
+            pipe.set(self.marker + a["model_id"], until, px=int(self.cooldown_s * 1000) + 60_000)
+        await pipe.execute()

@@ -1,0 +1,502 @@
+"""The notifier's policy end to end, in this process, with time under the test's control:
+real Redis, real HTTP and SMTP receivers on loopback, dead letters on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from receivers import HttpReceiver, SmtpReceiver, free_port
+from redis.asyncio import Redis
+
+from detectors.base import Change
+from streams.alerts import build_alert
+from streams.channels import ChannelSender, verify_signature
+from streams.cli import main as cli
+from streams.notification import parse_channel
+from streams.notify import Notifier
+from streams.orphans import OrphanWatch
+from streams.owners import Owner, OwnerRegistry
+from streams.paging import PagingStore
+from streams.settings import NotifySettings, Settings
+
+pytestmark = pytest.mark.integration
+
+ROUTING_KEY = "0123456789abcdef0123456789abcdef"
+SECRET = "s3cret"
+
+
+class Clock:
+    """Starts at the real time (the ack/silence commands use real time), moves on demand."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def change(
+    index: int,
+    *,
+    before: float = 0.05,
+    after: float = 0.2,
+    detector: str = "adwin",
+    direction: str = "increase",
+) -> Change:
+    return Change(
+        detector=detector, direction=direction, index=index,
+        event_time_ms=1_763_700_000_000 + index * 1000,
+        mean_before=before, n_before=800, mean_after=after, n_after=200,
+    )  # fmt: skip
+
+
+def alert(model: str, index: int, **kw: Any) -> dict[str, Any]:
+    return build_alert(
+        change(index, **kw),
+        model_id=model,
+        model_version="1.0",
+        detected_at=datetime.now(tz=UTC),
+        config_fingerprint="cfg",
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpReceiver]:
+    receiver = await HttpReceiver().start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+def smtp() -> Any:
+    receiver = SmtpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+class Harness:
+    """A notifier wired to real Redis, real receivers and a real dead-letter topic."""
+
+    def __init__(self, settings: Settings, redis: Redis, dlq_topic: str, bootstrap: str) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.clock = Clock()
+        self.dlq_topic = dlq_topic
+        self.bootstrap = bootstrap
+        self.registry = OwnerRegistry(redis, settings.redis_prefix)
+        self.store = PagingStore(redis, settings.redis_prefix, clock=self.clock)
+        self.producer: AIOKafkaProducer | None = None
+        self.sender: ChannelSender | None = None
+        self.notifier: Notifier | None = None
+
+    async def start(self) -> Harness:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        await self.producer.start()
+        self.sender = await ChannelSender(self.settings.notify).__aenter__()
+        producer = self.producer
+
+        async def to_dlq(key: bytes, value: bytes) -> None:
+            await producer.send_and_wait(self.dlq_topic, value=value, key=key)
+
+        async def no_wait(_seconds: float) -> None:
+            return None
+
+        self.notifier = Notifier(
+            self.settings,
+            redis=self.redis,
+            sender=self.sender,
+            dead_letter=to_dlq,
+            clock=self.clock,
+            sleep=no_wait,
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self.sender is not None:
+            await self.sender.__aexit__(None, None, None)
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def own(self, model: str, *channels: str, **kw: Any) -> None:
+        await self.registry.set(
+            Owner(
+                model_id=model,
+                owner=f"team-{model}",
+                channels=tuple(parse_channel(c) for c in channels),
+                runbook=f"https://runbooks.example.com/{model}",
+                updated_at_ms=int(time.time() * 1000),
+                **kw,
+            )
+        )
+
+    async def run(self, *alerts: dict[str, Any], wait: bool = True) -> None:
+        """Offer alerts, let the group window pass, flush."""
+        assert self.notifier is not None
+        for a in alerts:
+            self.notifier.offer(a)
+        if wait:
+            self.clock.advance(self.settings.notify.group_wait_s + 0.001)
+            await self.notifier.tick()
+
+    async def dead_letters(self, expected: int) -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer(
+            self.dlq_topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        found: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(found) < expected:
+                batch = await consumer.getmany(timeout_ms=200)
+                found += [orjson.loads(m.value) for ms in batch.values() for m in ms]
+            # anything beyond the expected count would be a bug too: read a little more
+            batch = await consumer.getmany(timeout_ms=300)
+            found += [orjson.loads(m.value) for ms in batch.values() for m in ms]
+        finally:
+            await consumer.stop()
+        return found
+
+
+@pytest.fixture
+async def make_harness(
+    redis_url: str, kafka_bootstrap: str, make_topic: Callable[..., str], http: HttpReceiver,
+    smtp: SmtpReceiver,
+) -> AsyncIterator[Callable[..., Any]]:  # fmt: skip
+    made: list[Harness] = []
+
+    async def _make(**notify: Any) -> Harness:
+        options: dict[str, Any] = {
+            "group_wait_s": 30.0,
+            "cooldown_s": 3600.0,
+            "max_attempts": 3,
+            "backoff_base_s": 0.001,
+            "request_timeout_s": 2.0,
+            "webhook_secret": SECRET,
+            "pagerduty_url": f"{http.url}/pagerduty",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port,
+            "fallback_channels": [f"webhook:{http.url}/fallback"],
+        }
+        options.update(notify)
+        settings = Settings(
+            redis_url=redis_url,
+            redis_prefix=f"t{uuid.uuid4().hex[:8]}:",
+            notify=NotifySettings(**options),
+        )
+        harness = await Harness(
+            settings, Redis.from_url(redis_url), make_topic("dlq", 1), kafka_bootstrap
+        ).start()
+        made.append(harness)
+        return harness
+
+    yield _make
+    for harness in made:
+        await harness.stop()
+        await harness.redis.aclose()
+
+
+async def run_cli(*argv: str) -> int:
+    """The real command, in a thread: it runs its own event loop."""
+    return await asyncio.to_thread(cli, list(argv))
+
+
+def ids_in_webhook(req: Any) -> list[str]:
+    body = req.json()
+    return [body["alert_id"], *(a["alert_id"] for a in body["grouped_alerts"])]
+
+
+# --- routing and grouping -------------------------------------------------------------------
+
+
+async def test_alerts_of_a_model_are_grouped_into_one_page_per_channel(
+    make_harness: Any, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    h = await make_harness()
+    await h.own(
+        "fraud",
+        f"webhook:{http.url}/hook",
+        f"slack:{http.url}/slack",
+        f"pagerduty:{ROUTING_KEY}",
+        "email:oncall@example.com",
+    )
+    a1 = alert("fraud", 900, detector="adwin")
+    a2 = alert("fraud", 950, detector="page_hinkley", after=0.1)
+    await h.run(a1, a2, wait=False)
+    h.clock.advance(29)
+    assert h.notifier is not None
+    await h.notifier.tick()
+    assert http.requests == [] and smtp.messages == [], "sent before the group window closed"
+    h.clock.advance(1.01)
+    await h.notifier.tick()
+
+    (hook,) = http.at("/hook")
+    assert ids_in_webhook(hook) == [a1["alert_id"], a2["alert_id"]]  # most severe first
+    assert verify_signature(hook.body, hook.headers["X-Watchkeeper-Signature"], SECRET)
+    assert hook.json()["owner"] == "team-fraud"
+    assert hook.json()["runbook"] == "https://runbooks.example.com/fraud"
+    (slack,) = http.at("/slack")
+    assert "fraud" in slack.json()["text"]
+    (pd,) = http.at("/pagerduty")
+    event = pd.json()
+    assert event["routing_key"] == ROUTING_KEY and event["event_action"] == "trigger"
+    assert event["dedup_key"] == f"watchkeeper-{a1['alert_id']}"
+    assert event["payload"]["severity"] == "critical"
+    (mail,) = smtp.messages
+    assert mail["To"] == "oncall@example.com" and "fraud" in mail["Subject"]
+    assert (await h.store.stats())["delivered"] == 8  # 2 alerts x 4 channels
+
+
+async def test_duplicates_on_the_topic_are_delivered_once(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness(cooldown_s=0)
+    await h.own("churn", f"webhook:{http.url}/hook")
+    a = alert("churn", 500)
+    await h.run(a, a)  # twice in one window
+    await h.run(a)  # re-emitted later (a replay, a worker restart)
+    assert [ids_in_webhook(r) for r in http.at("/hook")] == [[a["alert_id"]]]
+    assert (await h.store.stats())["duplicate"] == 1
+
+
+# --- noise control --------------------------------------------------------------------------
+
+
+async def test_cooldown_holds_repeats_unless_severity_rises(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness(cooldown_s=3600)
+    await h.own("m", f"webhook:{http.url}/hook")
+    first = alert("m", 100, before=0.05, after=0.08)  # warning
+    await h.run(first)
+    repeat = alert("m", 200, before=0.05, after=0.08)
+    await h.run(repeat)
+    worse = alert("m", 300, before=0.05, after=0.30)  # critical: goes through
+    await h.run(worse)
+    h.clock.advance(3601)
+    later = alert("m", 400, before=0.05, after=0.31)
+    await h.run(later)
+    sent = [ids_in_webhook(r)[0] for r in http.at("/hook")]
+    assert sent == [first["alert_id"], worse["alert_id"], later["alert_id"]]
+    assert (await h.store.stats())["suppressed_cooldown"] == 1
+
+
+async def test_silence_from_the_cli_holds_pages_until_it_ends(
+    make_harness: Any, http: HttpReceiver, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await make_harness(cooldown_s=0)
+    monkeypatch.setenv("WATCHKEEPER_REDIS_PREFIX", h.settings.redis_prefix)
+    await h.own("quiet", f"webhook:{http.url}/hook")
+    silence = ["silence", "quiet", "--for", "2h", "--reason", "migration", "--redis", redis_url]
+    assert await run_cli(*silence) == 0
+    await h.run(alert("quiet", 1))
+    assert http.at("/hook") == []
+    h.clock.advance(2 * 3600 + 1)
+    after = alert("quiet", 2)
+    await h.run(after)
+    assert [ids_in_webhook(r) for r in http.at("/hook")] == [[after["alert_id"]]]
+    assert (await h.store.stats())["suppressed_silenced"] == 1
+    assert await run_cli("silence", "nope", "--for", "soon", "--redis", redis_url) == 2
+
+
+async def test_unacknowledged_critical_alert_escalates_once(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness(cooldown_s=0)
+    await h.own(
+        "pricing",
+        f"webhook:{http.url}/hook",
+        escalate_after_s=1800,
+        escalation_channels=(parse_channel(f"webhook:{http.url}/boss"),),
+    )
+    critical = alert("pricing", 10, after=0.5)
+    warning = alert("pricing-b", 10, after=0.07)
+    await h.run(critical)
+    assert h.notifier is not None
+    h.clock.advance(1700)
+    await h.notifier.tick()
+    assert http.at("/boss") == []
+    h.clock.advance(200)
+    await h.notifier.tick()
+    await h.notifier.tick()
+    (boss,) = http.at("/boss")
+    assert boss.json()["alert_id"] == critical["alert_id"]
+    assert boss.json()["notification_reason"] == "escalation"
+    assert warning["severity"] == "warning"  # only critical alerts escalate
+    assert (await h.store.stats())["escalated"] == 1
+
+
+async def test_ack_from_the_cli_stops_escalation_and_repeats(
+    make_harness: Any, http: HttpReceiver, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await make_harness(cooldown_s=60)
+    monkeypatch.setenv("WATCHKEEPER_REDIS_PREFIX", h.settings.redis_prefix)
+    await h.own(
+        "pricing",
+        f"webhook:{http.url}/hook",
+        escalate_after_s=1800,
+        escalation_channels=(parse_channel(f"webhook:{http.url}/boss"),),
+    )
+    critical = alert("pricing", 10, after=0.5)
+    await h.run(critical)
+    assert (
+        await asyncio.to_thread(
+            cli, ["ack", critical["alert_id"], "--by", "alice", "--redis", redis_url]
+        )
+        == 0
+    )
+    assert (await h.store.acked(critical["alert_id"]))["by"] == "alice"
+    h.clock.advance(3600)  # past the escalation time and the cooldown, within the ack
+    assert h.notifier is not None
+    await h.notifier.tick()
+    await h.run(alert("pricing", 20, after=0.6))
+    assert http.at("/boss") == []
+    assert [ids_in_webhook(r) for r in http.at("/hook")] == [[critical["alert_id"]]]
+    assert (await h.store.stats())["suppressed_acknowledged"] == 1
+    assert await run_cli("ack", "no-such-alert", "--redis", redis_url) == 2
+
+
+# --- orphans --------------------------------------------------------------------------------
+
+
+async def test_alert_of_a_model_without_owner_goes_to_the_fallback(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness()
+    a = alert("nobody", 77)
+    await h.run(a)
+    (page,) = http.at("/fallback")
+    assert page.json()["notification_reason"] == "orphaned_model"
+    assert page.json()["alert_id"] == a["alert_id"]
+
+
+async def test_without_a_fallback_an_orphan_alert_is_dead_lettered(make_harness: Any) -> None:
+    h = await make_harness(fallback_channels=[])
+    a = alert("nobody", 77)
+    await h.run(a)
+    (letter,) = await h.dead_letters(1)
+    assert letter["reason"] == "no_channel" and letter["alert"]["alert_id"] == a["alert_id"]
+
+
+async def test_first_prediction_of_an_unknown_model_raises_one_orphan_alert(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness()
+    await h.own("known", f"webhook:{http.url}/hook")
+    watch = OrphanWatch(
+        h.redis, h.settings.redis_prefix, cooldown_s=3600, recheck_s=0, clock=h.clock
+    )
+    found = await watch.check(["known", "stray"])
+    assert [a["model_id"] for a in found] == ["stray"]
+    assert found[0]["kind"] == "orphaned_model" and "owners set stray" in found[0]["message"]
+    await watch.raised(found)
+    assert await watch.check(["stray"]) == []
+    h.clock.advance(3601)
+    again = await watch.check(["stray"])
+    assert len(again) == 1 and again[0]["alert_id"] != found[0]["alert_id"]
+    await h.own("stray", f"webhook:{http.url}/hook")
+    h.clock.advance(3601)
+    assert await watch.check(["stray"]) == []
+    # the notifier drops an orphan alert whose model got an owner meanwhile
+    await h.run(found[0])
+    assert http.requests == []
+    assert (await h.store.stats())["suppressed_owned_now"] == 1
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statuses", "attempts", "delivered"),
+    [((500, 500), 3, True), ((500, 500, 500), 3, False), ((400,), 1, False), ((429,), 2, True)],
+)
+async def test_retries_with_backoff_then_dead_letter(
+    make_harness: Any,
+    http: HttpReceiver,
+    statuses: tuple[int, ...],
+    attempts: int,
+    delivered: bool,
+) -> None:
+    h = await make_harness(max_attempts=3)
+    await h.own("flaky", f"webhook:{http.url}/hook")
+    http.answer("/hook", *statuses)
+    a = alert("flaky", 5)
+    await h.run(a)
+    assert len(http.at("/hook")) == attempts
+    if delivered:
+        assert (await h.store.stats())["delivered"] == 1
+    else:
+        (letter,) = await h.dead_letters(1)
+        assert letter["reason"] == "delivery_failed" and letter["attempts"] == attempts
+        assert f"http {statuses[-1]}" in letter["detail"]
+        assert letter["channel"]["kind"] == "webhook" and "target" not in letter["channel"]
+        assert await h.store.delivery_state(a["alert_id"], parse_channel(
+            f"webhook:{http.url}/hook").key) == f"dlq|{letter['detail']}"  # fmt: skip
+
+
+async def test_refused_and_timed_out_deliveries_are_dead_lettered(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness(max_attempts=2, request_timeout_s=0.3)
+    closed = free_port()
+    await h.own("down", f"webhook:http://127.0.0.1:{closed}/hook")
+    await h.own("slow", f"webhook:{http.url}/slow")
+    http.answer("/slow", 0, 0)
+    await h.run(alert("down", 1), alert("slow", 1))
+    letters = await h.dead_letters(2)
+    details = sorted(letter["detail"] for letter in letters)
+    assert len(letters) == 2 and all(x["attempts"] == 2 for x in letters)
+    assert any("refused" in d for d in details) and any("timeout" in d for d in details)
+
+
+# --- resolve and in-doubt -------------------------------------------------------------------
+
+
+async def test_recovery_resolves_the_open_incident(make_harness: Any, http: HttpReceiver) -> None:
+    h = await make_harness(cooldown_s=0)
+    await h.own("fraud", f"pagerduty:{ROUTING_KEY}")
+    lonely = alert("fraud", 5, before=0.2, after=0.05, direction="decrease")
+    await h.run(lonely)
+    assert http.requests == [], "an improvement with nothing open is not a page"
+    bad = alert("fraud", 10)
+    await h.run(bad)
+    good = alert("fraud", 900, before=0.2, after=0.05, direction="decrease")
+    await h.run(good)
+    await h.run(good)  # redelivered: resolves nothing twice
+    trigger, resolve = (r.json() for r in http.at("/pagerduty"))
+    assert trigger["event_action"] == "trigger"
+    assert (resolve["routing_key"], resolve["event_action"], resolve["dedup_key"]) == (
+        ROUTING_KEY,
+        "resolve",
+        trigger["dedup_key"],
+    )
+
+
+async def test_a_delivery_cut_short_by_a_crash_is_dead_lettered_not_resent(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness(delivery_lease_s=60)
+    channel = f"webhook:{http.url}/hook"
+    await h.own("m", channel)
+    a = alert("m", 3)
+    crashed = PagingStore(h.redis, h.settings.redis_prefix, clock=h.clock)  # another process
+    claim = await crashed.claim(a["alert_id"], parse_channel(channel).key, lease_s=60)
+    assert claim.state == "claimed"
+    await h.run(a)
+    assert h.notifier is not None and h.notifier.pending == 1  # waits for the lease
+    h.clock.advance(61)
+    await h.notifier.tick()
+    assert http.requests == []
+    (letter,) = await h.dead_letters(1)
+    assert letter["reason"] == "delivery_in_doubt"
+    assert h.notifier.pending == 0
