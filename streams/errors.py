@@ -2,6 +2,7 @@
 
     WatchkeeperError
      ├── ConfigError          settings or detector configuration that cannot work
+     │    └── InvalidOwner    an owner entry (CLI flags or owners file) that cannot be registered
      ├── TopologyError        topics missing, or not co-partitioned for the join
      └── EmbeddedError        the embedded broker or Redis could not be started
 
@@ -10,7 +11,7 @@ Bad *events* are never raised: they travel as data to the dead-letter topic.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "EmbeddedError", "TopologyError", "WatchkeeperError"]
+__all__ = ["ConfigError", "EmbeddedError", "InvalidOwner", "TopologyError", "WatchkeeperError"]
 
 
 class WatchkeeperError(Exception):
@@ -19,6 +20,21 @@ class WatchkeeperError(Exception):
 
 class ConfigError(WatchkeeperError):
     """Settings or detector configuration that cannot work."""
+
+
+class InvalidOwner(ConfigError, ValueError):
+    """Owner input that cannot be registered.
+
+    Also a ``ValueError`` because it is raised while validating values. ``problems`` holds
+    every ``(model_id, field, reason)`` found (model_id None when not about one model), so
+    a file with several bad entries is reported at once, not one fix-and-rerun at a time.
+    """
+
+    def __init__(
+        self, message: str, problems: tuple[tuple[str | None, str, str], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class TopologyError(WatchkeeperError):

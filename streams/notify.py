@@ -140,6 +140,7 @@ class Notifier:
         self.sleep = sleep
         self._groups: dict[str, _Group] = {}
         self._deferred: list[_Deferred] = []
+        self._duplicates = 0
 
     # --- intake -------------------------------------------------------------------------
 
@@ -149,6 +150,8 @@ class Notifier:
         group = self._groups.get(model)
         if group is None:
             group = self._groups[model] = _Group(self.clock() + self.cfg.group_wait_s)
+        if alert["alert_id"] in group.alerts:
+            self._duplicates += 1  # counted at the next tick
         group.alerts.setdefault(alert["alert_id"], alert)
         if release is not None:
             group.releases.append(release)
@@ -166,6 +169,9 @@ class Notifier:
     async def tick(self) -> None:
         """Do what is due by the clock: group windows, deferred deliveries, escalations."""
         now = self.clock()
+        if self._duplicates:
+            self._duplicates, seen = 0, self._duplicates
+            await self.store.count(duplicate=seen)
         due = [m for m, g in self._groups.items() if g.deadline <= now]
         await self._flush_groups(due)
         ready = [d for d in self._deferred if d.at <= now]
@@ -343,7 +349,12 @@ class Notifier:
                 return error, attempt
             await self.store.count(retries=1)
             cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
-            await self.sleep(rng.uniform(0, cap))
+            pause = max(rng.uniform(0, cap), min(error.retry_after or 0, self.cfg.backoff_max_s))
+            log.info(
+                "delivery %s to %s failed (%s), attempt %d; retrying in %.2fs",
+                note.delivery_id, channel.kind, error.reason, attempt, pause,
+            )  # fmt: skip
+            await self.sleep(pause)
         return error, self.cfg.max_attempts
 
     async def _dead_letter_alert(
@@ -412,7 +423,7 @@ async def run_notifier(
     clock: Clock = time.time,
 ) -> None:
     """Consume ``alerts`` in the notifier's own group until ``stop`` (or SIGTERM/SIGINT)."""
-    from .topology import ensure_topics
+    from .topology import ensure_topics_named
 
     stop = stop or _stop_on_signals()
     redis = Redis.from_url(settings.redis_url)
@@ -420,8 +431,8 @@ async def run_notifier(
         await redis.ping()
     except (RedisError, OSError) as exc:
         raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
-    await ensure_topics(settings)
     t = settings.topics
+    await ensure_topics_named(settings, [t.alerts, t.dlq])
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,10 @@ def run_notify_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "notify":
         from .notify import run_notifier
 
+        level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings.log_level, settings.log_level)
+        logging.basicConfig(
+            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         asyncio.run(run_notifier(settings))
         return 0
     return asyncio.run(_paging_command(args, settings))

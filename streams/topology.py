@@ -8,12 +8,12 @@ count. Existing topics are respected; a mismatch is an error with the numbers in
 from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .errors import TopologyError
 from .settings import Settings
 
-__all__ = ["ensure_topics", "join_topic_names"]
+__all__ = ["ensure_topics", "ensure_topics_named", "join_topic_names"]
 
 
 def join_topic_names(settings: Settings) -> list[str]:
@@ -21,14 +21,37 @@ def join_topic_names(settings: Settings) -> list[str]:
     return [t.predictions, t.ground_truth, f"{t.rekey}-predictions", f"{t.rekey}-ground-truth"]
 
 
-async def ensure_topics(settings: Settings) -> int:
-    """Create missing topics; return the partition count the join runs with."""
-    t = settings.topics
+async def _admin(settings: Settings) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
         await admin.start()
     except KafkaError as exc:
+        await admin.close()
         raise TopologyError(f"cannot reach the broker at {settings.broker}: {exc}") from exc
+    return admin
+
+
+async def ensure_topics_named(settings: Settings, names: list[str]) -> None:
+    """Create those of ``names`` that are missing (processes outside the join, such as
+    the notifier, need only their own topics)."""
+    admin = await _admin(settings)
+    try:
+        missing = [n for n in names if n not in set(await admin.list_topics())]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
+                )
+            except TopicAlreadyExistsError:  # another replica was first
+                pass
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings) -> int:
+    """Create missing topics; return the partition count the join runs with."""
+    t = settings.topics
+    admin = await _admin(settings)
     try:
         existing = set(await admin.list_topics())
         counts: dict[str, int] = {}

@@ -1,0 +1,573 @@
+"""Payloads for each channel kind, and one sender that delivers them.
+
+Formats (the builders are pure, so tests and docs can show exactly what a receiver gets):
+
+- ``webhook``: JSON POST of the primary alert (owner and runbook filled in) plus
+  ``notification_reason``, ``notification_action``, ``delivery_id`` and ``grouped_alerts``.
+  When a secret is configured, ``X-Watchkeeper-Signature: sha256=<hex>`` carries the
+  HMAC-SHA256 of the exact body bytes (the GitHub/Stripe convention); receivers check it
+  with :func:`verify_signature` and deduplicate on ``X-Watchkeeper-Delivery``.
+- ``slack``: an incoming-webhook message, ``text`` as the notification fallback plus Block
+  Kit ``blocks`` (header, section with fields, actions with a runbook button, context),
+  clipped to Slack's limits: https://api.slack.com/messaging/webhooks and
+  https://api.slack.com/reference/block-kit/blocks.
+- ``pagerduty``: an Events API v2 event (https://developer.pagerduty.com/docs/events-api-v2/
+  trigger-events/) POSTed to ``NotifySettings.pagerduty_url``; ``dedup_key`` ties a resolve
+  to its trigger, and a resolve carries no payload.
+- ``email``: a plain-text message over SMTP (stdlib smtplib, run in a worker thread).
+
+:class:`DeliveryError` says whether a failure is worth retrying: the notifier retries
+transient failures (timeouts, refused connections, 5xx, 429, 408, SMTP 4xx) with backoff
+and sends permanent ones (other 4xx, SMTP 5xx) straight to its dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import hmac
+import importlib.metadata
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import SecretStr
+
+from streams.alerts import rfc3339_ms
+from streams.notification import Channel, Notification
+from streams.settings import NotifySettings
+
+__all__ = [
+    "ChannelSender",
+    "DeliveryError",
+    "email_message",
+    "pagerduty_event",
+    "slack_payload",
+    "verify_signature",
+    "webhook_body",
+    "webhook_headers",
+]
+
+SIGNATURE_HEADER = "X-Watchkeeper-Signature"
+_RETRYABLE_STATUS = frozenset({408, 429})
+_PD_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
+_EXCERPT = 200
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("watchkeeper")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+USER_AGENT = f"watchkeeper/{_version()}"
+
+
+class DeliveryError(Exception):
+    """A delivery that did not succeed; ``retryable`` tells the notifier whether to try again.
+
+    ``retry_after`` is the receiver's Retry-After in seconds (429/503), when it sent one.
+    """
+
+    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"DeliveryError({self.reason!r}, retryable={self.retryable})"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _secret(secret: SecretStr | str | None) -> bytes | None:
+    if secret is None:
+        return None
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    return value.encode() if value else None
+
+
+def _is_orphan(note: Notification) -> bool:
+    return note.reason == "orphaned_model" or any(
+        a.get("kind") == "orphaned_model" for a in note.alerts
+    )
+
+
+def _is_url(value: str | None) -> bool:
+    return bool(value) and str(value).startswith(("http://", "https://"))
+
+
+def _with_owner(alert: dict[str, Any], note: Notification) -> dict[str, Any]:
+    """The alert as published, with the registry's owner/runbook (the detector cannot know)."""
+    return {
+        **alert,
+        "owner": note.owner if note.owner is not None else alert.get("owner"),
+        "runbook": note.runbook if note.runbook is not None else alert.get("runbook"),
+    }
+
+
+def _rate(alert: dict[str, Any]) -> str | None:
+    """``0.05 (n=500) → 0.31 (n=120)``, or None when the alert has no before/after."""
+    before, after = alert.get("before"), alert.get("after")
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+
+    def side(stats: dict[str, Any]) -> str:
+        rate, count = stats.get("error_rate"), stats.get("count")
+        text = f"{rate:.4g}" if isinstance(rate, int | float) else "?"
+        return f"{text} (n={count})" if count is not None else text
+
+    return f"{side(before)} → {side(after)}"
+
+
+def _event_time(alert: dict[str, Any]) -> str | None:
+    if alert.get("event_time"):
+        return str(alert["event_time"])
+    if isinstance(alert.get("event_time_ms"), int):
+        return rfc3339_ms(alert["event_time_ms"])
+    detected = alert.get("detected_at")
+    return str(detected) if detected else None
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    parts = [f"[{alert.get('severity', 'info')}] {alert.get('kind', 'alert')}"]
+    if alert.get("detector"):
+        parts.append(f"by {alert['detector']}")
+    if when := _event_time(alert):
+        parts.append(f"at {when}")
+    if rate := _rate(alert):
+        parts.append(f"error rate {rate}")
+    return " ".join(parts)
+
+
+def _orphan_text(note: Notification) -> str:
+    return (
+        f"Model {note.model_id} has no registered owner (orphaned_model): nobody is "
+        "accountable for it, so this page went to the fallback channels. Register an owner "
+        "or retire the model."
+    )
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def webhook_body(note: Notification) -> bytes:
+    """The exact bytes POSTed (and signed): the primary alert plus notification context."""
+    body = _with_owner(note.primary, note)
+    body["notification_reason"] = note.reason
+    body["notification_action"] = note.action
+    body["delivery_id"] = note.delivery_id
+    body["grouped_alerts"] = [_with_owner(a, note) for a in note.alerts[1:]]
+    if note.details:
+        body["notification_details"] = note.details
+    return orjson.dumps(body)
+
+
+def _signature(body: bytes, key: bytes) -> str:
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def webhook_headers(
+    body: bytes, note: Notification, secret: SecretStr | str | None
+) -> dict[str, str]:
+    """Headers for a webhook POST; the signature covers ``body`` byte for byte."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "X-Watchkeeper-Alert-Id": str(note.primary.get("alert_id", "")),
+        "X-Watchkeeper-Delivery": note.delivery_id,
+    }
+    key = _secret(secret)
+    if key is not None:
+        headers[SIGNATURE_HEADER] = _signature(body, key)
+    return headers
+
+
+def verify_signature(body: bytes, header: str | None, secret: SecretStr | str | None) -> bool:
+    """Receiver side: does ``header`` (``sha256=<hex>``) sign ``body`` with ``secret``?"""
+    key = _secret(secret)
+    if key is None or not header:
+        return False
+    return hmac.compare_digest(_signature(body, key), header.strip())
+
+
+# --------------------------------------------------------------------------- slack
+
+_SLACK_HEADER_MAX = 150
+_SLACK_SECTION_MAX = 3000
+_SLACK_FIELD_MAX = 2000
+_SLACK_FIELDS_MAX = 10
+_SLACK_URL_MAX = 3000
+
+
+def _mrkdwn(text: str) -> str:
+    """Slack treats &, < and > as control characters in mrkdwn."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _field(label: str, value: object) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": _clip(f"*{label}*\n{_mrkdwn(str(value))}", _SLACK_FIELD_MAX)}
+
+
+def slack_payload(note: Notification) -> dict[str, Any]:
+    """Incoming-webhook message: fallback ``text`` for notifications, ``blocks`` for the view."""
+    primary = note.primary
+    runbook = note.runbook or primary.get("runbook")
+    text = note.title + (f" | Runbook: {runbook}" if runbook else "")
+
+    if len(note.alerts) == 1:
+        summary = f"*{_mrkdwn(_alert_line(primary))}*"
+    else:
+        lines = "\n".join(f"• {_mrkdwn(_alert_line(a))}" for a in note.alerts)
+        summary = f"*{len(note.alerts)} alerts for model `{_mrkdwn(note.model_id)}`*\n{lines}"
+    if note.reason == "escalation":
+        summary = f":rotating_light: *Escalated*: not acknowledged in time.\n{summary}"
+    if note.action == "resolve":
+        summary = f":white_check_mark: *Resolved*\n{summary}"
+
+    fields = [_field("Model", note.model_id)]
+    if primary.get("model_version"):
+        fields.append(_field("Version", primary["model_version"]))
+    fields.append(_field("Severity", note.severity))
+    if primary.get("detector"):
+        fields.append(_field("Detector", primary["detector"]))
+    if rate := _rate(primary):
+        fields.append(_field("Error rate before → after", rate))
+    if when := _event_time(primary):
+        fields.append(_field("Event time", when))
+
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": _clip(note.title, _SLACK_HEADER_MAX),
+                "emoji": True,
+            },
+        },
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": _clip(summary, _SLACK_SECTION_MAX)},
+            "fields": fields[:_SLACK_FIELDS_MAX],
+        },
+    ]
+    if _is_orphan(note):
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _clip(
+                        f":warning: *No registered owner.* {_mrkdwn(_orphan_text(note))}",
+                        _SLACK_SECTION_MAX,
+                    ),
+                },
+            }
+        )
+    if runbook and _is_url(runbook) and len(runbook) <= _SLACK_URL_MAX:
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Runbook"},
+                        "url": runbook,
+                        "action_id": "runbook",
+                    }
+                ],
+            }
+        )
+    elif runbook:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _clip(f"*Runbook*: {_mrkdwn(runbook)}", _SLACK_SECTION_MAX),
+                },
+            }
+        )
+    ids = ", ".join(f"`{a.get('alert_id', '?')}`" for a in note.alerts)
+    owner = _mrkdwn(note.owner) if note.owner else "*none registered*"
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {"type": "mrkdwn", "text": _clip(f"Alert ids: {ids}", _SLACK_FIELD_MAX)},
+                {"type": "mrkdwn", "text": _clip(f"Owner: {owner}", _SLACK_FIELD_MAX)},
+            ],
+        }
+    )
+    return {"text": _clip(_mrkdwn(text), _SLACK_SECTION_MAX), "blocks": blocks}
+
+
+# --------------------------------------------------------------------------- pagerduty
+
+_PD_SUMMARY_MAX = 1024
+
+
+def pagerduty_event(note: Notification, routing_key: str, source: str) -> dict[str, Any]:
+    """Events API v2 event; a resolve is only routing_key, event_action and dedup_key."""
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": note.action,
+        "dedup_key": note.dedup_key,
+    }
+    if note.action == "resolve":
+        return event
+
+    primary = note.primary
+    payload: dict[str, Any] = {
+        "summary": _clip(note.title, _PD_SUMMARY_MAX),
+        "source": source,
+        "severity": _PD_SEVERITY.get(note.severity, "error"),
+    }
+    if when := _event_time(primary):
+        payload["timestamp"] = when
+    payload["component"] = note.model_id
+    if primary.get("model_version"):
+        payload["group"] = str(primary["model_version"])
+    payload["class"] = str(primary.get("kind", "alert"))
+    details: dict[str, Any] = {
+        "owner": note.owner,
+        "detector": primary.get("detector"),
+        "before": primary.get("before"),
+        "after": primary.get("after"),
+        "alert_ids": [a.get("alert_id") for a in note.alerts],
+        "config_fingerprint": primary.get("config_fingerprint"),
+        "reason": note.reason,
+    }
+    if _is_orphan(note):
+        details["no_owner"] = _orphan_text(note)
+    if len(note.alerts) > 1:
+        details["alerts"] = [_alert_line(a) for a in note.alerts]
+    if note.details:
+        details["notification_details"] = note.details
+    payload["custom_details"] = details
+
+    event["client"] = "Watchkeeper"
+    event["payload"] = payload
+    runbook = note.runbook or primary.get("runbook")
+    if runbook:
+        event["links"] = [{"href": runbook, "text": "Runbook"}]
+    return event
+
+
+# --------------------------------------------------------------------------- email
+
+
+def _header(value: str) -> str:
+    """Header values must not carry line breaks (header injection, and policy errors)."""
+    return " ".join(value.split())
+
+
+def email_message(note: Notification, to_addr: str, from_addr: str) -> EmailMessage:
+    """Plain-text page; readable in any client and on a phone's lock screen."""
+    primary = note.primary
+    runbook = note.runbook or primary.get("runbook")
+    msg = EmailMessage()
+    msg["Subject"] = _header(f"[Watchkeeper] {note.title}")
+    msg["From"] = from_addr
+    msg["To"] = to_addr
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = f"<{note.delivery_id}@watchkeeper>"
+    msg["X-Watchkeeper-Alert-Id"] = _header(str(primary.get("alert_id", "")))
+    msg["X-Watchkeeper-Delivery"] = note.delivery_id
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a pager
+
+    lines = [note.title, ""]
+    if _is_orphan(note):
+        lines += ["NO REGISTERED OWNER: " + _orphan_text(note), ""]
+    if note.reason == "escalation":
+        lines += ["ESCALATED: the first page was not acknowledged in time.", ""]
+    if note.action == "resolve":
+        lines += ["RESOLVED: the condition below has cleared.", ""]
+    lines += [
+        f"Model:    {note.model_id}",
+        f"Version:  {primary.get('model_version') or 'unknown'}",
+        f"Owner:    {note.owner or 'none registered'}",
+        f"Severity: {note.severity}",
+        f"Reason:   {note.reason}",
+        "",
+        f"Alerts ({len(note.alerts)}):",
+    ]
+    for alert in note.alerts:
+        lines.append(f"- {alert.get('kind', 'alert')} [{alert.get('severity', 'info')}]")
+        lines.append(f"    detector:   {alert.get('detector') or 'n/a'}")
+        lines.append(f"    event time: {_event_time(alert) or 'n/a'}")
+        if rate := _rate(alert):
+            lines.append(f"    error rate: {rate}")
+        lines.append(f"    alert id:   {alert.get('alert_id', '?')}")
+    lines += ["", f"Runbook: {runbook or 'none registered'}", f"Delivery id: {note.delivery_id}"]
+    msg.set_content("\n".join(lines) + "\n")
+    return msg
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+def _http_error(status: int, body: bytes, retry_after: str | None) -> DeliveryError:
+    excerpt = " ".join(body.decode("utf-8", "replace").split())
+    reason = f"http {status}" + (f": {_clip(excerpt, _EXCERPT)}" if excerpt else "")
+    after: float | None = None
+    if retry_after:
+        try:
+            after = max(0.0, float(retry_after))
+        except ValueError:
+            after = None  # an HTTP date: let the notifier's own backoff decide
+    retryable = status >= 500 or status in _RETRYABLE_STATUS
+    return DeliveryError(reason, retryable=retryable, retry_after=after)
+
+
+def _os_error(exc: OSError) -> DeliveryError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return DeliveryError(f"tls: {exc}", retryable=False)
+    if isinstance(exc, TimeoutError):
+        return DeliveryError("timeout", retryable=True)
+    if exc.errno == errno.ECONNREFUSED or isinstance(exc, ConnectionRefusedError):
+        return DeliveryError("connection refused", retryable=True)
+    if exc.errno in (errno.ECONNRESET, errno.EPIPE) or isinstance(exc, ConnectionResetError):
+        return DeliveryError("connection reset", retryable=True)
+    return DeliveryError(_clip(f"connection error: {exc}", _EXCERPT), retryable=True)
+
+
+def _smtp_reply(code: int, message: bytes | str) -> DeliveryError:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    reason = _clip(f"smtp {code} {' '.join(text.split())}".rstrip(), _EXCERPT)
+    return DeliveryError(reason, retryable=code < 500)
+
+
+class ChannelSender:
+    """Delivers notifications; one pooled HTTP session for all webhook/Slack/PD posts.
+
+    Use as ``async with ChannelSender(settings) as sender: await sender.deliver(...)``.
+    """
+
+    def __init__(self, settings: NotifySettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ChannelSender:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout_s),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def deliver(self, channel: Channel, note: Notification) -> None:
+        """Deliver ``note`` to ``channel`` once; :class:`DeliveryError` if it did not land."""
+        try:
+            if channel.kind == "webhook":
+                body = webhook_body(note)
+                headers = webhook_headers(body, note, self.settings.webhook_secret)
+            elif channel.kind == "slack":
+                body = orjson.dumps(slack_payload(note))
+                headers = {"Content-Type": "application/json"}
+            elif channel.kind == "pagerduty":
+                event = pagerduty_event(note, channel.target, self.settings.source)
+                body = orjson.dumps(event)
+                headers = {"Content-Type": "application/json"}
+            elif channel.kind == "email":
+                message = email_message(note, channel.target, self.settings.smtp_from)
+            else:
+                raise DeliveryError(f"unknown channel kind {channel.kind!r}", retryable=False)
+        except (TypeError, ValueError) as exc:  # orjson / email policy: retrying cannot help
+            raise DeliveryError(_clip(f"payload: {exc}", _EXCERPT), retryable=False) from exc
+
+        if channel.kind == "email":
+            await asyncio.to_thread(self._send_mail, message)
+        else:
+            url = self.settings.pagerduty_url if channel.kind == "pagerduty" else channel.target
+            await self._post(url, body, headers)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        session = self._open()
+        try:
+            # No redirects: aiohttp would replay a POST as a GET and drop the signed body.
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                excerpt = await resp.content.read(_EXCERPT * 2)
+                if 300 <= resp.status < 400:
+                    where = resp.headers.get("Location", "?")
+                    raise DeliveryError(
+                        _clip(f"http {resp.status}: redirect to {where}", _EXCERPT),
+                        retryable=False,
+                    )
+                raise _http_error(resp.status, excerpt, resp.headers.get("Retry-After"))
+        except DeliveryError:
+            raise
+        except TimeoutError as exc:  # aiohttp's ServerTimeoutError is also a TimeoutError
+            raise DeliveryError("timeout", retryable=True) from exc
+        except aiohttp.InvalidURL as exc:
+            raise DeliveryError(f"invalid url {url!r}", retryable=False) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise DeliveryError(_clip(f"tls: {exc}", _EXCERPT), retryable=False) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _os_error(exc.os_error) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise DeliveryError("connection reset", retryable=True) from exc
+        except aiohttp.ClientOSError as exc:
+            raise _os_error(exc) from exc
+        except aiohttp.ClientError as exc:
+            raise DeliveryError(_clip(f"http client: {exc!r}", _EXCERPT), retryable=True) from exc
+
+    def _send_mail(self, message: EmailMessage) -> None:
+        """Blocking SMTP conversation; runs in a worker thread (smtplib has no asyncio API)."""
+        cfg = self.settings
+        try:
+            with smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.request_timeout_s) as smtp:
+                if cfg.smtp_starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if cfg.smtp_username:
+                    password = cfg.smtp_password.get_secret_value() if cfg.smtp_password else ""
+                    smtp.login(cfg.smtp_username, password)
+                refused = smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()), (550, b"recipient refused"))
+            raise _smtp_reply(code, reply) from exc
+        except smtplib.SMTPResponseException as exc:  # sender refused, data, auth, helo
+            raise _smtp_reply(exc.smtp_code, exc.smtp_error) from exc
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. STARTTLS asked, not offered
+            raise DeliveryError(_clip(f"smtp: {exc}", _EXCERPT), retryable=False) from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            raise DeliveryError("smtp: server disconnected", retryable=True) from exc
+        except smtplib.SMTPException as exc:
+            raise DeliveryError(_clip(f"smtp: {exc}", _EXCERPT), retryable=True) from exc
+        except OSError as exc:  # refused, reset, timeout, DNS, TLS handshake
+            raise _os_error(exc) from exc
+        if refused:  # only possible with several recipients; we send to one, but be exact
+            code, reply = next(iter(refused.values()))
+            raise _smtp_reply(code, reply)

@@ -1,0 +1,539 @@
+"""The owner registry: who answers for each deployed model, and how to reach them.
+
+A model nobody owns degrades unnoticed, so every model gets an accountable owner, the
+channels that page them, a runbook, and optionally an escalation path for pages nobody
+acknowledges. The notifier reads the registry to route alerts; models seen in traffic
+without an entry are orphans (:func:`find_orphans`) and go to the fallback channels.
+
+One Redis hash holds it all, so the whole registry is one HGETALL, the owners of a batch
+of alerts one HMGET, and an import one MULTI that lands completely or not at all:
+
+    {prefix}owners    hash: model_id -> Owner JSON (channels as KIND:TARGET specs)
+
+Owners are declared in a YAML file (``watchkeeper owners import``) or one at a time with
+``watchkeeper owners set``. Every entry is checked before anything is written, and all
+problems are reported together, each naming its model and field::
+
+    owners:
+      fraud-eu:
+        owner: team-fraud
+        channels: ["slack:https://hooks.slack.com/services/T/B/X"]
+        runbook: https://wiki.example.com/runbooks/fraud-eu
+        escalate_after: 30m                                # optional
+        escalation_channels: ["email:head-of-fraud@example.com"]  # required with escalate_after
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import math
+import re
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import orjson
+import yaml
+from redis.asyncio import Redis
+
+from .errors import InvalidOwner
+from .health import HealthStore
+from .notification import Channel, InvalidChannel, parse_channel
+from .settings import DAY_MS
+
+__all__ = [
+    "OWNER_FILE_KEYS",
+    "Orphan",
+    "Owner",
+    "OwnerProblem",
+    "OwnerRegistry",
+    "find_orphans",
+    "format_duration",
+    "load_owners_file",
+    "parse_duration",
+]
+
+OWNER_FILE_KEYS = ("owner", "channels", "runbook", "escalate_after", "escalation_channels")
+
+_NUMBER = r"\d+(?:\.\d+)?"
+_SECONDS = re.compile(_NUMBER)
+_DURATION = re.compile(rf"(?:({_NUMBER})d)?(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?")
+_UNITS = ((86_400, "d"), (3_600, "h"), (60, "m"), (1, "s"))
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``30s``, ``30m``, ``2h``, ``1d`` or a combination like ``1h30m``.
+
+    Units go largest first, each at most once, so a typo (``30mm``, ``5m1h``) is an error
+    rather than a guess. Zero parses: whether it makes sense is the caller's decision.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"duration {text!r}: expected text such as 90, 30s, 30m, 2h, 1d, 1h30m")
+    compact = text.strip().lower()
+    if _SECONDS.fullmatch(compact):
+        seconds = float(compact)
+    else:
+        match = _DURATION.fullmatch(compact)
+        if match is None or not any(match.groups()):
+            raise ValueError(
+                f"duration {text!r}: expected seconds or a combination of d, h, m, s, "
+                "largest first, such as 90, 30s, 30m, 2h, 1d, 1h30m"
+            )
+        seconds = sum(
+            float(value) * unit
+            for value, (unit, _) in zip(match.groups(), _UNITS, strict=True)
+            if value is not None
+        )
+    if not math.isfinite(seconds):
+        raise ValueError(f"duration {text!r} is too large")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The form people write, which :func:`parse_duration` reads back: 5400 -> ``1h30m``."""
+    if seconds != int(seconds) or seconds < 0:
+        return f"{seconds:g}s"
+    rest = int(seconds)
+    parts = []
+    for unit, suffix in _UNITS:
+        count, rest = divmod(rest, unit)
+        if count:
+            parts.append(f"{count}{suffix}")
+    return "".join(parts) or "0s"
+
+
+class OwnerProblem(NamedTuple):
+    """One reason an owner entry was refused; ``model_id`` is None for file-level problems."""
+
+    model_id: str | None
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = "" if self.model_id is None else f"model {self.model_id!r}: "
+        return f"{where}{self.field}: {self.reason}"
+
+
+def _invalid(header: str, problems: builtins.list[OwnerProblem]) -> InvalidOwner:
+    if len(problems) == 1:
+        return InvalidOwner(f"{header}: {problems[0]}", tuple(problems))
+    lines = "\n".join(f"  {p}" for p in problems)
+    return InvalidOwner(f"{header} ({len(problems)} problems):\n{lines}", tuple(problems))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Owner:
+    """Who answers for one model, and how they are paged.
+
+    Validated on construction (every problem at once), so an ``Owner`` that exists can be
+    delivered to. :meth:`from_specs` builds one from what a person types.
+    """
+
+    model_id: str
+    owner: str
+    channels: tuple[Channel, ...]
+    runbook: str
+    escalate_after_s: float | None = None
+    escalation_channels: tuple[Channel, ...] = ()
+    updated_at_ms: int
+
+    def __post_init__(self) -> None:
+        entry = {
+            "owner": self.owner,
+            "channels": self.channels,
+            "runbook": self.runbook,
+            "escalate_after": self.escalate_after_s,
+            "escalation_channels": self.escalation_channels,
+        }
+        clean, problems = _check_entry(self.model_id, entry, esc_field="escalate_after_s")
+        if isinstance(self.escalate_after_s, str):
+            problems.append(
+                OwnerProblem(self.model_id, "escalate_after_s", "must be a number of seconds")
+            )
+        stamp = self.updated_at_ms
+        if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp < 0:
+            problems.append(
+                OwnerProblem(
+                    self.model_id, "updated_at_ms", f"must be epoch ms >= 0, got {stamp!r}"
+                )
+            )
+        if problems:
+            raise _invalid("invalid owner", problems)
+        # Normalised forms: trimmed name, parsed channels without duplicates, float seconds.
+        for name in ("owner", "channels", "escalation_channels", "escalate_after_s"):
+            object.__setattr__(self, name, clean[name])
+
+    @classmethod
+    def from_specs(
+        cls,
+        model_id: str,
+        *,
+        owner: str,
+        channels: Iterable[str | Channel],
+        runbook: str,
+        escalate_after: str | float | None = None,
+        escalation_channels: Iterable[str | Channel] = (),
+        updated_at_ms: int | None = None,
+    ) -> Owner:
+        """From what a person types (channel specs, ``30m``); ``updated_at_ms`` defaults to now."""
+        entry: dict[str, Any] = {
+            "owner": owner,
+            "channels": builtins.list(channels),
+            "runbook": runbook,
+            "escalate_after": escalate_after,
+            "escalation_channels": builtins.list(escalation_channels),
+        }
+        return _owner_or_problems(model_id, entry, updated_at_ms, "invalid owner")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "owner": self.owner,
+            "channels": [str(c) for c in self.channels],
+            "runbook": self.runbook,
+            "escalate_after_s": self.escalate_after_s,
+            "escalation_channels": [str(c) for c in self.escalation_channels],
+            "updated_at_ms": self.updated_at_ms,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Owner:
+        """The inverse of :meth:`to_dict`. Unknown keys are ignored, so a record written by a
+        newer version that added a field still reads."""
+        entry = {
+            "owner": data.get("owner"),
+            "channels": data.get("channels"),
+            "runbook": data.get("runbook"),
+            "escalate_after": data.get("escalate_after_s"),
+            "escalation_channels": data.get("escalation_channels") or [],
+        }
+        stamp = data.get("updated_at_ms", 0)
+        return _owner_or_problems(data.get("model_id"), entry, stamp, "invalid owner record")
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Owner:
+        try:
+            loaded = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidOwner(f"invalid owner record: not JSON ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise InvalidOwner(f"invalid owner record: expected a JSON object, got {loaded!r}")
+        return cls.from_dict(loaded)
+
+
+def _owner_or_problems(
+    model_id: object, entry: Mapping[str, Any], updated_at_ms: Any, header: str
+) -> Owner:
+    clean, problems = _check_entry(model_id, entry, esc_field="escalate_after")
+    if problems:
+        raise _invalid(header, problems)
+    stamp = int(time.time() * 1000) if updated_at_ms is None else updated_at_ms
+    return Owner(updated_at_ms=stamp, **clean)
+
+
+Report = Callable[[str, str], None]
+
+
+def _check_entry(
+    model_id: object, entry: object, *, esc_field: str
+) -> tuple[dict[str, Any], builtins.list[OwnerProblem]]:
+    """Every problem of one raw entry (YAML, flags or a stored record), and its clean form.
+
+    One function for all three sources, so the rules cannot drift apart. ``esc_field`` is
+    the name the person wrote (``escalate_after`` in a file, ``escalate_after_s`` in code).
+    """
+    label = model_id if isinstance(model_id, str) else repr(model_id)
+    problems: builtins.list[OwnerProblem] = []
+
+    def bad(field: str, reason: str) -> None:
+        problems.append(OwnerProblem(label, field, reason))
+
+    if not isinstance(model_id, str):
+        bad("model_id", f"must be a string, got {type(model_id).__name__} (quote it in YAML)")
+    elif not model_id or any(c.isspace() for c in model_id):
+        bad("model_id", "must be non-empty and contain no whitespace")
+    if not isinstance(entry, Mapping):
+        bad("entry", f"must be a mapping with keys {', '.join(OWNER_FILE_KEYS)}")
+        return {}, problems
+    for key in entry:
+        if key not in OWNER_FILE_KEYS:
+            bad(str(key), _unknown_key(key))
+
+    owner = entry.get("owner")
+    if owner is None:
+        bad("owner", "required: the person or team accountable for the model")
+    elif not isinstance(owner, str) or not owner.strip():
+        bad("owner", f"must be a non-empty name, got {owner!r}")
+    channels = _channels(entry.get("channels"), "channels", bad, required=True)
+    runbook = entry.get("runbook")
+    if runbook is None:
+        bad("runbook", "required: an http(s) URL of the model's runbook")
+    elif not _is_http_url(runbook):
+        bad("runbook", f"must be an http(s) URL, got {runbook!r}")
+
+    esc_raw = entry.get("escalate_after")
+    escalate_after_s = None if esc_raw is None else _positive_seconds(esc_raw, esc_field, bad)
+    escalation = _channels(entry.get("escalation_channels"), "escalation_channels", bad)
+    has_escalation = bool(entry.get("escalation_channels"))
+    if esc_raw is not None and not has_escalation:
+        bad(
+            "escalation_channels",
+            f"required when {esc_field} is set: who is paged when nobody acknowledges",
+        )
+    if esc_raw is None and has_escalation:
+        bad(esc_field, "required when escalation_channels are given: how long to wait first")
+
+    clean = {
+        "model_id": model_id,
+        "owner": owner.strip() if isinstance(owner, str) else owner,
+        "channels": channels,
+        "runbook": runbook,
+        "escalate_after_s": escalate_after_s,
+        "escalation_channels": escalation,
+    }
+    return clean, problems
+
+
+def _unknown_key(key: object) -> str:
+    close = difflib.get_close_matches(str(key), OWNER_FILE_KEYS, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(OWNER_FILE_KEYS)}"
+    return f"unknown key ({hint})"
+
+
+def _channels(
+    raw: object, field: str, bad: Report, *, required: bool = False
+) -> tuple[Channel, ...]:
+    if raw is None or (isinstance(raw, list | tuple) and not raw):
+        if required:
+            bad(field, "required: at least one KIND:TARGET spec, e.g. email:oncall@example.com")
+        return ()
+    if not isinstance(raw, list | tuple):
+        bad(field, f"must be a list of KIND:TARGET specs, got {raw!r}")
+        return ()
+    parsed: dict[Channel, None] = {}  # ordered set: a repeated channel would page twice
+    for i, item in enumerate(raw):
+        spec = str(item) if isinstance(item, Channel) else item
+        if not isinstance(spec, str):
+            bad(f"{field}[{i}]", f"must be a KIND:TARGET string, got {item!r}")
+            continue
+        try:
+            parsed[parse_channel(spec)] = None
+        except InvalidChannel as exc:
+            bad(f"{field}[{i}]", str(exc))
+    return tuple(parsed)
+
+
+def _positive_seconds(raw: object, field: str, bad: Report) -> float | None:
+    if isinstance(raw, str):
+        try:
+            seconds = parse_duration(raw)
+        except ValueError as exc:
+            bad(field, str(exc))
+            return None
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = float(raw)
+    else:
+        bad(field, f"must be a duration such as 30m or a number of seconds, got {raw!r}")
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        bad(field, f"must be a positive duration, got {raw!r}")
+        return None
+    return seconds
+
+
+def _is_http_url(value: object) -> bool:
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        return False
+    url = urlsplit(value)
+    return url.scheme in ("http", "https") and bool(url.hostname)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses repeated keys: a model listed twice would silently lose one."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Hashable] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, Hashable) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        if isinstance(key, Hashable):
+            seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_unique_mapping,  # type: ignore[arg-type]
+)
+
+
+def load_owners_file(path: Path, *, now_ms: int | None = None) -> builtins.list[Owner]:
+    """Every owner in a YAML owners file, or :class:`InvalidOwner` listing all problems.
+
+    Nothing is returned unless every entry is valid, which is what lets an import be all
+    or nothing. ``now_ms`` stamps ``updated_at_ms`` (defaults to the wall clock).
+    """
+    header = f"owners file {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InvalidOwner(f"{header}: not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidOwner(f"{header}: cannot be read: {exc}") from exc
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise InvalidOwner(f"{header}: invalid YAML: {exc}") from exc
+
+    if not isinstance(doc, dict) or "owners" not in doc:
+        raise InvalidOwner(f"{header}: expected a top-level 'owners:' mapping of model -> entry")
+    problems = [
+        OwnerProblem(None, str(key), "unknown top-level key (expected only 'owners')")
+        for key in doc
+        if key != "owners"
+    ]
+    entries = doc["owners"] or {}
+    if not isinstance(entries, dict):
+        problems.append(OwnerProblem(None, "owners", "must be a mapping of model -> entry"))
+        entries = {}
+    stamp = int(time.time() * 1000) if now_ms is None else now_ms
+    owners = []
+    for model_id, entry in entries.items():
+        clean, found = _check_entry(model_id, entry, esc_field="escalate_after")
+        problems += found
+        if not found:
+            owners.append(Owner(updated_at_ms=stamp, **clean))
+    if problems:
+        raise _invalid(header, problems)
+    return owners
+
+
+class OwnerRegistry:
+    """Owners in one Redis hash, shared by the CLI, the notifier and every worker."""
+
+    def __init__(self, redis: Redis, prefix: str = "wk:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.key = f"{prefix}owners"
+
+    async def set(self, owner: Owner) -> bool:
+        """Register or replace; True when the model had no owner before."""
+        return bool(await self.redis.hset(self.key, owner.model_id, owner.to_json()))
+
+    async def get(self, model_id: str) -> Owner | None:
+        raw = await self.redis.hget(self.key, model_id)
+        return None if raw is None else Owner.from_json(raw)
+
+    async def get_many(self, model_ids: Iterable[str]) -> dict[str, Owner]:
+        """Owners of those models that have one, in one round trip (one HMGET)."""
+        ids = builtins.list(dict.fromkeys(model_ids))
+        if not ids:
+            return {}
+        raws = await self.redis.hmget(self.key, ids)
+        return {
+            m: Owner.from_json(raw) for m, raw in zip(ids, raws, strict=True) if raw is not None
+        }
+
+    async def remove(self, model_id: str) -> bool:
+        """True when the model had an owner."""
+        return bool(await self.redis.hdel(self.key, model_id))
+
+    async def import_many(self, owners: Iterable[Owner]) -> int:
+        """Register or replace all of them in one MULTI, so readers never see half an import."""
+        batch = builtins.list(owners)
+        ids = [o.model_id for o in batch]
+        repeated = sorted({m for m in ids if ids.count(m) > 1})
+        if repeated:
+            problems = [OwnerProblem(m, "model_id", "given more than once") for m in repeated]
+            raise _invalid("import refused", problems)
+        if not batch:
+            return 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, mapping={o.model_id: o.to_json() for o in batch})
+            await pipe.execute()
+        return len(batch)
+
+    async def list(self) -> builtins.list[Owner]:
+        """Every owner, sorted by model_id."""
+        raw = await self.redis.hgetall(self.key)
+        return sorted((Owner.from_json(v) for v in raw.values()), key=lambda o: o.model_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A model seen in traffic that nobody owns: its alerts go to the fallback channels."""
+
+    model_id: str
+    last_seen_ms: int
+    predictions: int
+    last_alert_id: str | None = None
+    last_alert_kind: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "last_seen_ms": self.last_seen_ms,
+            "predictions": self.predictions,
+            "last_alert_id": self.last_alert_id,
+            "last_alert_kind": self.last_alert_kind,
+        }
+
+
+async def find_orphans(
+    redis: Redis, prefix: str = "wk:", *, days: float, now_ms: int
+) -> builtins.list[Orphan]:
+    """Models seen within the last ``days`` that have no owner, busiest first.
+
+    Reads the traffic keys :class:`~streams.health.HealthStore` writes, in two round
+    trips whatever the number of models. A model seen after ``now_ms`` (clock skew between
+    hosts) still counts as seen.
+    """
+    if isinstance(days, bool) or not math.isfinite(days) or days <= 0:
+        raise ValueError(f"days must be a positive number, got {days!r}")
+    store = HealthStore(redis, prefix)
+    since = now_ms - round(days * DAY_MS)
+    pipe = redis.pipeline(transaction=False)
+    pipe.zrangebyscore(store.key("models"), since, "+inf", withscores=True)
+    pipe.hkeys(f"{prefix}owners")
+    seen, owned_raw = await pipe.execute()
+    owned = {_text(m) for m in owned_raw}
+    candidates = [(_text(m), int(score)) for m, score in seen if _text(m) not in owned]
+    if not candidates:
+        return []
+
+    pipe = redis.pipeline(transaction=False)
+    for model, _ in candidates:
+        pipe.hget(store.key("model", model), "predictions")
+        pipe.hmget(store.key("health", model), ["last_alert_id", "last_alert_kind"])
+    details = await pipe.execute()
+    orphans = [
+        Orphan(
+            model_id=model,
+            last_seen_ms=last_seen,
+            predictions=int(predictions or 0),
+            last_alert_id=None if alert_id is None else _text(alert_id),
+            last_alert_kind=None if alert_kind is None else _text(alert_kind),
+        )
+        for (model, last_seen), predictions, (alert_id, alert_kind) in zip(
+            candidates, details[0::2], details[1::2], strict=True
+        )
+    ]
+    return sorted(orphans, key=lambda o: (-o.predictions, o.model_id))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,304 @@
+"""``watchkeeper owners …``: register, inspect and import model owners, and list orphans.
+
+A thin layer over :mod:`streams.owners`: parse flags, call the registry, print. Bad input
+raises :class:`~streams.errors.InvalidOwner` or :class:`~streams.errors.ConfigError`, which
+the main CLI turns into a message and exit code 2; "that model has no owner" is an answer,
+not an error, and exits 1.
+
+Human output masks Slack webhook URLs and PagerDuty routing keys, which are credentials
+that should not end up in terminal scrollback or CI logs; ``--json`` prints full channel
+specs, for scripts and backups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import ConfigError, WatchkeeperError
+from .notification import Channel
+from .owners import (
+    Orphan,
+    Owner,
+    OwnerRegistry,
+    find_orphans,
+    format_duration,
+    load_owners_file,
+)
+from .settings import Settings
+
+__all__ = ["add_owner_commands", "run_owners"]
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def add_owner_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``owners`` and its actions to the top-level subcommands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
+        help="redis://host:port/db (env WATCHKEEPER_REDIS_URL)",
+    )
+    owners = sub.add_parser(
+        "owners",
+        help="who answers for each model: register, list, import, find orphans",
+        description="Manage the owner registry: every deployed model needs an accountable owner.",
+    )
+    actions = owners.add_subparsers(dest="owners_command", required=True, metavar="ACTION")
+
+    put = actions.add_parser("set", parents=[common], help="register or replace a model's owner")
+    put.add_argument("model", metavar="MODEL", help="model_id as it appears in prediction events")
+    put.add_argument("--owner", required=True, help="accountable person or team")
+    put.add_argument(
+        "--channel",
+        dest="channels",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="KIND:TARGET to page (webhook, slack, pagerduty, email); repeat for several",
+    )
+    put.add_argument("--runbook", required=True, metavar="URL", help="http(s) URL of the runbook")
+    put.add_argument(
+        "--escalate-after",
+        metavar="DURATION",
+        help="escalate a page nobody acknowledged after this long (30m, 2h, 1h30m)",
+    )
+    put.add_argument(
+        "--escalation-channel",
+        dest="escalation_channels",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="KIND:TARGET paged on escalation; required with --escalate-after",
+    )
+
+    listing = actions.add_parser("list", parents=[common], help="every registered owner")
+    listing.add_argument("--json", action="store_true", help="print JSON (full channel specs)")
+
+    show = actions.add_parser("show", parents=[common], help="one model's owner")
+    show.add_argument("model", metavar="MODEL")
+    show.add_argument("--json", action="store_true", help="print JSON (full channel specs)")
+
+    remove = actions.add_parser("remove", parents=[common], help="unregister a model's owner")
+    remove.add_argument("model", metavar="MODEL")
+
+    load = actions.add_parser(
+        "import", parents=[common], help="register every owner in a YAML file, all or nothing"
+    )
+    load.add_argument(
+        "file", metavar="FILE", type=Path, help="YAML file with a top-level 'owners:' mapping"
+    )
+
+    orphans = actions.add_parser(
+        "orphans", parents=[common], help="models seen in traffic that have no owner"
+    )
+    orphans.add_argument(
+        "--days", type=_positive_days, default=7.0, help="look-back window (default 7)"
+    )
+    orphans.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run_owners(args: argparse.Namespace) -> int:
+    """Run one ``owners`` action; returns the exit code (0 done, 1 model not registered)."""
+    try:
+        settings = Settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+    handler = _HANDLERS[args.owners_command]
+    return asyncio.run(_with_redis(settings, handler, args))
+
+
+Handler = Callable[[argparse.Namespace, Redis, str], Awaitable[int]]
+
+
+async def _with_redis(settings: Settings, handler: Handler, args: argparse.Namespace) -> int:
+    url = _redacted(settings.redis_url)
+    try:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {url}: {exc}") from exc
+    try:
+        return await handler(args, redis, settings.redis_prefix)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise WatchkeeperError(
+            f"cannot reach Redis at {url}: {exc} (set --redis or WATCHKEEPER_REDIS_URL)"
+        ) from exc
+    except RedisError as exc:
+        raise WatchkeeperError(f"Redis at {url} refused the request: {exc}") from exc
+    finally:
+        await redis.aclose()
+
+
+async def _set(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
+    owner = Owner.from_specs(
+        args.model,
+        owner=args.owner,
+        channels=args.channels,
+        runbook=args.runbook,
+        escalate_after=args.escalate_after,
+        escalation_channels=args.escalation_channels,
+    )
+    created = await OwnerRegistry(redis, prefix).set(owner)
+    print(f"{'registered' if created else 'replaced'} owner of {owner.model_id}: {owner.owner}")
+    return 0
+
+
+async def _list(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
+    owners = await OwnerRegistry(redis, prefix).list()
+    if args.json:
+        _print_json([o.to_dict() for o in owners])
+    elif not owners:
+        print("no owners registered")
+    else:
+        headers = ("MODEL", "OWNER", "CHANNELS", "ESCALATION", "RUNBOOK")
+        _print_table(headers, [_owner_row(o) for o in owners])
+    return 0
+
+
+async def _show(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
+    owner = await OwnerRegistry(redis, prefix).get(args.model)
+    if owner is None:
+        print(f"watchkeeper: no owner registered for {args.model!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(owner.to_dict())
+        return 0
+    escalate = "-" if owner.escalate_after_s is None else format_duration(owner.escalate_after_s)
+    fields = {
+        "model": owner.model_id,
+        "owner": owner.owner,
+        "channels": _channels(owner.channels),
+        "runbook": owner.runbook,
+        "escalate after": escalate,
+        "escalation channels": _channels(owner.escalation_channels) or "-",
+        "updated": _iso(owner.updated_at_ms),
+    }
+    width = max(map(len, fields)) + 1
+    for name, value in fields.items():
+        print(f"{name + ':':<{width}} {value}")
+    return 0
+
+
+async def _remove(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
+    if not await OwnerRegistry(redis, prefix).remove(args.model):
+        print(f"watchkeeper: no owner registered for {args.model!r}", file=sys.stderr)
+        return 1
+    print(f"removed owner of {args.model}")
+    return 0
+
+
+async def _import(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
+    owners = load_owners_file(args.file)  # raises before anything is written
+    count = await OwnerRegistry(redis, prefix).import_many(owners)
+    print(f"imported {count} owner{'' if count == 1 else 's'} from {args.file}")
+    return 0
+
+
+async def _orphans(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
+    now_ms = int(time.time() * 1000)
+    orphans = await find_orphans(redis, prefix, days=args.days, now_ms=now_ms)
+    if args.json:
+        _print_json([o.to_dict() for o in orphans])
+    elif not orphans:
+        print(f"no orphans: every model seen in the last {args.days:g} days has an owner")
+    else:
+        headers = ("MODEL", "PREDICTIONS", "LAST SEEN", "LAST ALERT")
+        _print_table(headers, [_orphan_row(o, now_ms) for o in orphans])
+    return 0
+
+
+_HANDLERS: dict[str, Handler] = {
+    "set": _set,
+    "list": _list,
+    "show": _show,
+    "remove": _remove,
+    "import": _import,
+    "orphans": _orphans,
+}
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not math.isfinite(days) or days <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of days, got {text!r}")
+    return days
+
+
+def _owner_row(owner: Owner) -> tuple[str, ...]:
+    escalation = "-"
+    if owner.escalate_after_s is not None:
+        escalation = (
+            f"{format_duration(owner.escalate_after_s)} -> {_channels(owner.escalation_channels)}"
+        )
+    return (owner.model_id, owner.owner, _channels(owner.channels), escalation, owner.runbook)
+
+
+def _orphan_row(orphan: Orphan, now_ms: int) -> tuple[str, ...]:
+    age = format_duration(max(0, (now_ms - orphan.last_seen_ms) // 1000))
+    alert = "-"
+    if orphan.last_alert_id is not None:
+        alert = f"{orphan.last_alert_kind or '?'} {orphan.last_alert_id}"
+    seen = f"{_iso(orphan.last_seen_ms)} ({age} ago)"
+    return (orphan.model_id, str(orphan.predictions), seen, alert)
+
+
+def _channels(channels: Sequence[Channel]) -> str:
+    return ", ".join(_masked(c) for c in channels)
+
+
+def _masked(channel: Channel) -> str:
+    """Slack webhook URLs and PagerDuty routing keys are credentials: show only a tail."""
+    if channel.kind == "pagerduty":
+        return f"pagerduty:…{channel.target[-4:]}"
+    if channel.kind == "slack":
+        url = urlsplit(channel.target)
+        return f"slack:{url.scheme}://{url.netloc}/…{channel.target[-4:]}"
+    return str(channel)
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, fit for error messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return urlunsplit(parts._replace(netloc=user + netloc))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _print_json(value: Any) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Aligned plain text: no colour or box drawing, so grep and awk work on it."""
+    widths = [max(len(r[i]) for r in (headers, *rows)) for i in range(len(headers))]
+    for row in (headers, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,557 @@
+"""ChannelSender against real receivers on loopback: an aiohttp server that records what it
+gets and answers as told, and an aiosmtpd SMTP server. Nothing is mocked; every delivery
+crosses a TCP socket.
+
+The HTTP receiver picks its answer from the request path: ``/<anything>/<status>`` answers
+that status, ``/sleep`` holds the request past the client timeout, ``/redirect`` answers 302.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from detectors.base import Change
+from streams.alerts import alert_id, build_alert, rfc3339_ms
+from streams.channels import (
+    ChannelSender,
+    DeliveryError,
+    pagerduty_event,
+    slack_payload,
+    verify_signature,
+    webhook_body,
+)
+from streams.notification import Channel, Notification, parse_channel
+from streams.settings import NotifySettings
+
+pytestmark = pytest.mark.integration
+
+EVENT_MS = 1_795_000_000_000
+RUNBOOK = "https://runbooks.example.com/fraud"
+ROUTING_KEY = "R0123456789abcdefghijklmnopqrstu"
+SECRET = "hook-secret"
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+def degradation(*, detector: str = "adwin", index: int = 1200, after: float = 0.31) -> dict:
+    change = Change(
+        detector=detector,
+        direction="increase",
+        index=index,
+        event_time_ms=EVENT_MS + index,
+        mean_before=0.05,
+        n_before=800,
+        mean_after=after,
+        n_after=150,
+    )
+    return build_alert(
+        change,
+        model_id="fraud",
+        model_version="3.2.0",
+        detected_at=datetime(2026, 11, 21, 10, 5, tzinfo=UTC),
+        config_fingerprint="cfg-abc",
+    )
+
+
+def orphan_alert() -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "alert_id": alert_id("legacy-churn", "orphaned_model", "registry", 0),
+        "kind": "orphaned_model",
+        "model_id": "legacy-churn",
+        "model_version": None,
+        "detector": "registry",
+        "signal": "owner",
+        "severity": "warning",
+        "event_time": rfc3339_ms(EVENT_MS),
+        "event_time_ms": EVENT_MS,
+        "detected_at": "2026-11-21T10:05:00.000Z",
+        "owner": None,
+        "runbook": None,
+    }
+
+
+NOTES = {
+    "single": Notification("fraud", (degradation(),), "risk-team@example.com", RUNBOOK),
+    "grouped": Notification(
+        "fraud",
+        (degradation(), degradation(detector="page_hinkley", index=1210, after=0.08)),
+        "risk-team@example.com",
+        RUNBOOK,
+    ),
+    "orphan": Notification("legacy-churn", (orphan_alert(),), None, None, reason="orphaned_model"),
+}
+
+
+# --------------------------------------------------------------------------- receivers
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class HttpReceiver:
+    base: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(Recorded(request.method, request.path, dict(request.headers), body))
+        last = request.path.rstrip("/").rsplit("/", 1)[-1]
+        if last == "sleep":
+            try:
+                await asyncio.wait_for(self.release.wait(), 2.0)
+            except TimeoutError:
+                pass
+            return web.Response(status=200, text="too late")
+        if last == "redirect":
+            raise web.HTTPFound(self.url("/elsewhere/200"))
+        status = int(last) if last.isdigit() else 200
+        headers = {"Retry-After": "7"} if status == 429 else {}
+        text = "ok" if status < 300 else f"receiver says {status}: invalid_payload"
+        return web.Response(status=status, text=text, headers=headers)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpReceiver]:
+    receiver = HttpReceiver()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=1.0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    receiver.base = f"http://{host}:{port}"
+    try:
+        yield receiver
+    finally:
+        receiver.release.set()
+        await runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Mail:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
+class MailHandler:
+    """Accepts mail, except for recipients named refused@ (550) or busy@ (451)."""
+
+    def __init__(self) -> None:
+        self.received: list[Mail] = []
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address.startswith("refused@"):
+            return "550 5.1.1 <refused@example.com>: mailbox unavailable"
+        if address.startswith("busy@"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message))
+        return "250 Message accepted for delivery"
+
+
+def start_smtp(handler: MailHandler, **kwargs: Any) -> Controller:
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Controller, MailHandler]]:
+    handler = MailHandler()
+    controller = start_smtp(handler)
+    try:
+        yield controller, handler
+    finally:
+        controller.stop()
+
+
+def settings(**overrides: Any) -> NotifySettings:
+    values: dict[str, Any] = {
+        "request_timeout_s": 5.0,
+        "webhook_secret": SECRET,
+        "source": "wk-test",
+        "smtp_from": "watchkeeper@example.com",
+    }
+    values.update(overrides)
+    return NotifySettings(**values)
+
+
+async def deliver_error(
+    sender: ChannelSender, channel: Channel, note: Notification
+) -> DeliveryError:
+    with pytest.raises(DeliveryError) as caught:
+        await sender.deliver(channel, note)
+    return caught.value
+
+
+# --------------------------------------------------------------------------- payloads on the wire
+
+
+@pytest.mark.parametrize("name", list(NOTES))
+async def test_webhook_delivers_the_signed_alert(http: HttpReceiver, name: str) -> None:
+    note = NOTES[name]
+    async with ChannelSender(settings()) as sender:
+        await sender.deliver(parse_channel(f"webhook:{http.url('/hooks/wk/200')}"), note)
+
+    (req,) = http.requests
+    assert (req.method, req.path) == ("POST", "/hooks/wk/200")
+    assert req.headers["Content-Type"] == "application/json"
+    assert req.headers["User-Agent"].startswith("watchkeeper/")
+    assert req.headers["X-Watchkeeper-Alert-Id"] == note.primary["alert_id"]
+    assert req.headers["X-Watchkeeper-Delivery"] == note.delivery_id
+    signature = req.headers["X-Watchkeeper-Signature"]
+    assert verify_signature(req.body, signature, SECRET)
+    assert not verify_signature(req.body, signature, "another-secret")
+    assert req.body == webhook_body(note)
+
+    body = orjson.loads(req.body)
+    assert body["alert_id"] == note.primary["alert_id"]
+    assert body["model_id"] == note.model_id
+    assert body["owner"] == note.owner
+    assert body["runbook"] == note.runbook
+    assert body["notification_reason"] == note.reason
+    assert body["notification_action"] == "trigger"
+    assert body["delivery_id"] == note.delivery_id
+    assert [a["alert_id"] for a in body["grouped_alerts"]] == [
+        a["alert_id"] for a in note.alerts[1:]
+    ]
+
+
+async def test_webhook_without_a_secret_is_unsigned(http: HttpReceiver) -> None:
+    async with ChannelSender(settings(webhook_secret=None)) as sender:
+        await sender.deliver(Channel("webhook", http.url("/h/204")), NOTES["single"])
+    (req,) = http.requests
+    assert "X-Watchkeeper-Signature" not in req.headers
+
+
+@pytest.mark.parametrize("name", list(NOTES))
+async def test_slack_delivers_blocks(http: HttpReceiver, name: str) -> None:
+    note = NOTES[name]
+    async with ChannelSender(settings()) as sender:
+        await sender.deliver(parse_channel(f"slack:{http.url('/services/T/B/x/200')}"), note)
+
+    (req,) = http.requests
+    assert req.method == "POST" and req.headers["Content-Type"] == "application/json"
+    assert "X-Watchkeeper-Signature" not in req.headers, "Slack URLs carry their own secret"
+    payload = orjson.loads(req.body)
+    assert payload == slack_payload(note)
+    assert note.title in payload["text"]
+    types = [b["type"] for b in payload["blocks"]]
+    assert types[0] == "header" and types[1] == "section" and types[-1] == "context"
+    assert payload["blocks"][0]["text"]["type"] == "plain_text"
+    if note.runbook:
+        (actions,) = [b for b in payload["blocks"] if b["type"] == "actions"]
+        assert actions["elements"][0]["type"] == "button"
+        assert actions["elements"][0]["url"] == RUNBOOK
+    else:
+        assert "actions" not in types
+    if name == "orphan":
+        assert any("No registered owner" in b["text"]["text"] for b in payload["blocks"][2:-1])
+    context = " ".join(e["text"] for e in payload["blocks"][-1]["elements"])
+    assert all(a["alert_id"] in context for a in note.alerts)
+
+
+@pytest.mark.parametrize("name", list(NOTES))
+async def test_pagerduty_trigger_goes_to_the_events_url(http: HttpReceiver, name: str) -> None:
+    note = NOTES[name]
+    cfg = settings(pagerduty_url=http.url("/v2/enqueue/202"))
+    async with ChannelSender(cfg) as sender:
+        await sender.deliver(parse_channel(f"pagerduty:{ROUTING_KEY}"), note)
+
+    (req,) = http.requests
+    assert (req.method, req.path) == ("POST", "/v2/enqueue/202")
+    assert req.headers["Content-Type"] == "application/json"
+    event = orjson.loads(req.body)
+    assert event == pagerduty_event(note, ROUTING_KEY, "wk-test")
+    assert event["routing_key"] == ROUTING_KEY
+    assert event["event_action"] == "trigger"
+    assert event["dedup_key"] == note.dedup_key
+    payload = event["payload"]
+    assert payload["summary"] == note.title and payload["source"] == "wk-test"
+    assert payload["severity"] in {"critical", "error", "warning", "info"}
+    assert payload["component"] == note.model_id
+    assert payload["class"] == note.primary["kind"]
+    assert payload["custom_details"]["alert_ids"] == [a["alert_id"] for a in note.alerts]
+
+
+async def test_pagerduty_resolve_carries_the_trigger_dedup_key(http: HttpReceiver) -> None:
+    trigger = NOTES["single"]
+    resolve = Notification("fraud", trigger.alerts, trigger.owner, RUNBOOK, action="resolve")
+    cfg = settings(pagerduty_url=http.url("/v2/enqueue/202"))
+    async with ChannelSender(cfg) as sender:
+        await sender.deliver(Channel("pagerduty", ROUTING_KEY), trigger)
+        await sender.deliver(Channel("pagerduty", ROUTING_KEY), resolve)
+
+    first, second = (orjson.loads(r.body) for r in http.requests)
+    assert second == {
+        "routing_key": ROUTING_KEY,
+        "event_action": "resolve",
+        "dedup_key": first["dedup_key"],
+    }
+
+
+@pytest.mark.parametrize("name", list(NOTES))
+async def test_email_is_delivered_over_smtp(
+    smtp: tuple[Controller, MailHandler], name: str
+) -> None:
+    controller, handler = smtp
+    note = NOTES[name]
+    cfg = settings(smtp_host="127.0.0.1", smtp_port=controller.port)
+    async with ChannelSender(cfg) as sender:
+        await sender.deliver(parse_channel("email:oncall@example.com"), note)
+
+    (mail,) = handler.received
+    assert mail.mail_from == "watchkeeper@example.com"
+    assert mail.rcpt_tos == ["oncall@example.com"]
+    msg = mail.message
+    assert msg["Subject"] == f"[Watchkeeper] {note.title}"
+    assert msg["From"] == "watchkeeper@example.com"
+    assert msg["To"] == "oncall@example.com"
+    assert msg["Message-ID"] == f"<{note.delivery_id}@watchkeeper>"
+    assert msg["X-Watchkeeper-Alert-Id"] == note.primary["alert_id"]
+    body = msg.get_content()
+    assert f"Model:    {note.model_id}" in body
+    assert f"Severity: {note.severity}" in body
+    for alert in note.alerts:
+        assert alert["alert_id"] in body
+        assert f"detector:   {alert['detector']}" in body
+        assert f"event time: {alert['event_time']}" in body
+    if name == "orphan":
+        assert "NO REGISTERED OWNER" in body and "orphaned_model" in body
+    else:
+        assert "Owner:    risk-team@example.com" in body
+        assert f"Runbook: {RUNBOOK}" in body
+        assert "error rate: 0.05 (n=800) → 0.31 (n=150)" in body
+
+
+async def test_email_logs_in_when_credentials_are_configured() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any):
+        assert isinstance(data, LoginPassword)
+        seen.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=data.password == b"pw", handled=False)
+
+    handler = MailHandler()
+    controller = start_smtp(handler, authenticator=authenticator, auth_require_tls=False)
+    try:
+        good = settings(smtp_port=controller.port, smtp_username="wk", smtp_password="pw")
+        bad = settings(smtp_port=controller.port, smtp_username="wk", smtp_password="nope")
+        async with ChannelSender(good) as sender:
+            await sender.deliver(Channel("email", "oncall@example.com"), NOTES["single"])
+        async with ChannelSender(bad) as sender:
+            err = await deliver_error(
+                sender, Channel("email", "oncall@example.com"), NOTES["single"]
+            )
+    finally:
+        controller.stop()
+    assert seen[0] == ("wk", "pw")
+    assert set(seen[1:]) == {("wk", "nope")}, "smtplib tries each offered mechanism"
+    assert len(handler.received) == 1
+    assert err.reason.startswith("smtp 535") and not err.retryable
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 made by the openssl binary (no extra Python packages)."""
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_email_starttls_verifies_the_server_certificate(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = MailHandler()
+    controller = start_smtp(handler, tls_context=context, require_starttls=True)
+    cfg = settings(smtp_port=controller.port, smtp_starttls=True)
+    channel = Channel("email", "oncall@example.com")
+    try:
+        async with ChannelSender(cfg) as sender:
+            untrusted = await deliver_error(sender, channel, NOTES["single"])
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the client trusts it
+            await sender.deliver(channel, NOTES["single"])
+    finally:
+        controller.stop()
+    assert untrusted.reason.startswith("tls:") and not untrusted.retryable
+    assert len(handler.received) == 1
+
+
+async def test_email_starttls_not_offered_is_permanent(
+    smtp: tuple[Controller, MailHandler],
+) -> None:
+    controller, handler = smtp
+    cfg = settings(smtp_port=controller.port, smtp_starttls=True)
+    async with ChannelSender(cfg) as sender:
+        err = await deliver_error(sender, Channel("email", "a@example.com"), NOTES["single"])
+    assert "STARTTLS" in err.reason and not err.retryable
+    assert handler.received == []
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(500, True), (503, True), (429, True), (408, True), (400, False), (404, False)],
+)
+@pytest.mark.parametrize("kind", ["webhook", "slack", "pagerduty"])
+async def test_http_status_classification(
+    http: HttpReceiver, kind: str, status: int, retryable: bool
+) -> None:
+    url = http.url(f"/x/{status}")
+    cfg = settings(pagerduty_url=url)
+    channel = Channel("pagerduty", ROUTING_KEY) if kind == "pagerduty" else Channel(kind, url)  # type: ignore[arg-type]
+    async with ChannelSender(cfg) as sender:
+        err = await deliver_error(sender, channel, NOTES["single"])
+    assert err.retryable is retryable
+    assert err.reason.startswith(f"http {status}")
+    assert len(http.requests) == 1
+    if not retryable:
+        assert f"receiver says {status}: invalid_payload" in err.reason
+    if status == 429:
+        assert err.retry_after == 7.0
+
+
+async def test_redirect_is_not_followed(http: HttpReceiver) -> None:
+    async with ChannelSender(settings()) as sender:
+        err = await deliver_error(
+            sender, Channel("webhook", http.url("/redirect")), NOTES["single"]
+        )
+    assert err.reason.startswith("http 302") and not err.retryable
+    assert [r.path for r in http.requests] == ["/redirect"]
+
+
+async def test_timeout_is_retryable(http: HttpReceiver) -> None:
+    async with ChannelSender(settings(request_timeout_s=0.3)) as sender:
+        err = await deliver_error(sender, Channel("webhook", http.url("/sleep")), NOTES["single"])
+    assert err.reason == "timeout" and err.retryable
+    assert len(http.requests) == 1, "the request reached the receiver, the answer did not"
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port that was just bound and released: connecting to it is refused."""
+    return free_port()
+
+
+@pytest.mark.parametrize("kind", ["webhook", "slack", "pagerduty", "email"])
+async def test_connection_refused_is_retryable(closed_port: int, kind: str) -> None:
+    url = f"http://127.0.0.1:{closed_port}/hook"
+    cfg = settings(pagerduty_url=url, smtp_port=closed_port)
+    target = {"pagerduty": ROUTING_KEY, "email": "oncall@example.com"}.get(kind, url)
+    async with ChannelSender(cfg) as sender:
+        err = await deliver_error(sender, Channel(kind, target), NOTES["single"])  # type: ignore[arg-type]
+    assert err.reason == "connection refused" and err.retryable
+
+
+async def test_smtp_recipient_refused_is_permanent(smtp: tuple[Controller, MailHandler]) -> None:
+    controller, handler = smtp
+    async with ChannelSender(settings(smtp_port=controller.port)) as sender:
+        err = await deliver_error(sender, Channel("email", "refused@example.com"), NOTES["single"])
+    assert err.reason.startswith("smtp 550") and "mailbox unavailable" in err.reason
+    assert not err.retryable
+    assert handler.received == []
+
+
+async def test_smtp_temporary_failure_is_retryable(smtp: tuple[Controller, MailHandler]) -> None:
+    controller, handler = smtp
+    async with ChannelSender(settings(smtp_port=controller.port)) as sender:
+        err = await deliver_error(sender, Channel("email", "busy@example.com"), NOTES["single"])
+    assert err.reason.startswith("smtp 451") and err.retryable
+    assert handler.received == []
+
+
+async def test_one_sender_delivers_to_every_channel_kind(
+    http: HttpReceiver, smtp: tuple[Controller, MailHandler]
+) -> None:
+    controller, handler = smtp
+    cfg = settings(pagerduty_url=http.url("/pd/202"), smtp_port=controller.port)
+    channels = [
+        Channel("webhook", http.url("/wh/200")),
+        Channel("slack", http.url("/slack/200")),
+        Channel("pagerduty", ROUTING_KEY),
+        Channel("email", "oncall@example.com"),
+    ]
+    async with ChannelSender(cfg) as sender:
+        await asyncio.gather(*(sender.deliver(c, NOTES["grouped"]) for c in channels))
+    assert sorted(r.path for r in http.requests) == ["/pd/202", "/slack/200", "/wh/200"]
+    assert len(handler.received) == 1
+
+
+@pytest.fixture
+async def hangup_port() -> AsyncIterator[int]:
+    """A loopback server that accepts and immediately closes: the peer hangs up mid-request."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("kind", ["webhook", "email"])
+async def test_peer_hanging_up_is_retryable(hangup_port: int, kind: str) -> None:
+    url = f"http://127.0.0.1:{hangup_port}/hook"
+    target = "oncall@example.com" if kind == "email" else url
+    async with ChannelSender(settings(smtp_port=hangup_port)) as sender:
+        err = await deliver_error(sender, Channel(kind, target), NOTES["single"])  # type: ignore[arg-type]
+    expected = "smtp: server disconnected" if kind == "email" else "connection reset"
+    assert err.reason == expected and err.retryable
