@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 from rich.console import Console
@@ -25,6 +26,9 @@ from rich.table import Table
 from .embedded import embedded_stack
 from .errors import WatchkeeperError
 from .health import HealthStore
+from .notification import parse_channel
+from .owners import Owner, OwnerRegistry
+from .paging import PagingStore
 from .producer import WatchkeeperProducer
 from .settings import Settings
 from .simulate import HOUR_MS, Scenario, build_scenario
@@ -183,7 +187,11 @@ def _print_alert(console: Console) -> Callable[[dict[str, Any]], None]:
 
 
 def summarize(
-    scenario: Scenario, alerts: list[dict[str, Any]], totals: dict[str, int]
+    scenario: Scenario,
+    alerts: list[dict[str, Any]],
+    totals: dict[str, int],
+    paging: dict[str, int] | None = None,
+    pages: int = 0,
 ) -> tuple[Table, Table]:
     """Totals, and per degraded model: detected or not, and the delay in event time."""
     counts = Table(title="Watchkeeper demo summary")
@@ -201,7 +209,16 @@ def summarize(
         ("outcomes out of event-time order", totals.get("late_outcomes", 0)),
         ("degradation alerts", len(degradations)),
         ("improvement (info) events", sum(a["kind"] == "performance_improvement" for a in alerts)),
+        ("orphaned_model alerts", sum(a["kind"] == "orphaned_model" for a in alerts)),
     ]
+    if paging is not None:
+        held = {k.removeprefix("suppressed_"): v for k, v in paging.items() if "suppressed_" in k}
+        rows += [
+            ("pages received by owners and fallback", pages),
+            ("alerts in those pages", paging.get("delivered", 0)),
+            ("alerts held back (cooldown, info, …)", f"{sum(held.values())} {held or ''}"),
+            ("pages dead-lettered", paging.get("dlq", 0)),
+        ]
     for name, value in rows:
         counts.add_row(name, str(value))
     delays = Table(title="Degraded models: detection")
@@ -232,6 +249,84 @@ def summarize(
     return counts, delays
 
 
+class PagerInbox:
+    """A webhook receiver standing in for the owners' pagers: prints each page."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.pages: list[tuple[str, dict[str, Any]]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> PagerInbox:
+        app = web.Application()
+        app.router.add_post("/{who:.*}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        page = await request.json()
+        who = request.match_info["who"]
+        self.pages.append((who, page))
+        grouped = len(page.get("grouped_alerts", []))
+        more = f" (+{grouped} grouped)" if grouped else ""
+        reason = page.get("notification_reason")
+        what = "RESOLVED " if page.get("notification_action") == "resolve" else ""
+        if reason == "orphaned_model":
+            what += "NO OWNER, to the fallback channel: "
+        self.console.print(
+            f"[bold magenta]PAGE[/] → {who:<22} {what}{page['severity'].upper()} "
+            f"{page['model_id']} {page['kind']}{more}  runbook {page.get('runbook') or '-'}"
+        )
+        return web.Response(status=200)
+
+
+async def register_owners(redis: Redis, settings: Settings, scenario: Scenario, inbox: str) -> str:
+    """Owners for every model but one stable model, which stays an orphan on purpose."""
+    orphan = [m for m in scenario.models if m.change_at_ms is None][-1].model_id
+    registry = OwnerRegistry(redis, settings.redis_prefix)
+    now = int(time.time() * 1000)
+    await registry.import_many(
+        Owner(
+            model_id=m.model_id,
+            owner=f"team-{m.model_id.split('-')[0]}",
+            channels=(parse_channel(f"webhook:{inbox}/team-{m.model_id.split('-')[0]}"),),
+            runbook=f"https://runbooks.example.com/models/{m.model_id}",
+            updated_at_ms=now,
+        )
+        for m in scenario.models
+        if m.model_id != orphan
+    )
+    return orphan
+
+
+async def wait_for_notifier(
+    store: PagingStore, alerts: int, *, timeout: float, alive: Callable[[], bool]
+) -> dict[str, int]:
+    """Until every alert read from the topic was paged, held back or dead-lettered."""
+    deadline = time.monotonic() + timeout
+    stats: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        if not alive():
+            raise WatchkeeperError("the notifier process exited; see its log")
+        stats = await store.stats()
+        handled = sum(v for k, v in stats.items() if k.startswith("suppressed_"))
+        handled += stats.get("delivered", 0) + stats.get("dlq", 0)
+        if handled >= alerts:
+            return stats
+        await asyncio.sleep(0.2)
+    raise WatchkeeperError(f"notifier did not finish within {timeout:.0f}s; stats={stats}")
+
+
 def _hours(ms: int) -> str:
     return f"{ms / HOUR_MS:+.1f} h" if ms < 0 else f"{ms / HOUR_MS:.1f} h"
 
@@ -248,7 +343,26 @@ async def _drive(
         bootstrap, settings.topics.alerts, _print_alert(console)
     ).start()
     redis = Redis.from_url(settings.redis_url)
+    inbox = await PagerInbox(console).start()
+    notifier = WorkerProcess(
+        settings.broker,
+        settings.redis_url,
+        worker.log_path.with_name("notifier.log"),
+        env={
+            "WATCHKEEPER_NOTIFY_GROUP_WAIT_S": "1",
+            "WATCHKEEPER_NOTIFY_FALLBACK_CHANNELS": orjson.dumps(
+                [f"webhook:{inbox.url}/fallback-oncall"]
+            ).decode(),
+        },
+        command="notify",
+    )
     try:
+        orphan = await register_owners(redis, settings, scenario, inbox.url)
+        console.print(
+            f"owners registered for {len(scenario.models) - 1} models; {orphan} has none "
+            f"(its pages go to the fallback channel); pager inbox {inbox.url}"
+        )
+        notifier.start()
         health = HealthStore(redis, settings.redis_prefix)
         started = time.monotonic()
         await produce_scenario(bootstrap, scenario, settings)
@@ -265,10 +379,19 @@ async def _drive(
             alive=worker.alive,
         )
         console.print(f"pipeline drained {time.monotonic() - started:.1f}s after publishing began")
+        store = PagingStore(redis, settings.redis_prefix, clock=time.time)
+        paging = await wait_for_notifier(
+            store, len(collector.alerts), timeout=60, alive=notifier.alive
+        )
         totals["late_outcomes"] = await health.late_outcomes()
-        for table in summarize(scenario, collector.alerts, totals):
+        for table in summarize(scenario, collector.alerts, totals, paging, len(inbox.pages)):
             console.print(table)
+    except WatchkeeperError:
+        console.print("[red]notifier log tail:[/]\n" + notifier.log_tail())
+        raise
     finally:
+        await asyncio.to_thread(notifier.stop)
+        await inbox.stop()
         await collector.stop()
         await redis.aclose()
 

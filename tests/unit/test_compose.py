@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from streams.settings import Settings
+from streams.notification import parse_channel
+from streams.settings import NotifySettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,21 @@ def test_compose_stack_wires_workers_to_kafka_and_redis():
         assert worker["depends_on"][dep]["condition"] == "service_healthy"
         assert "healthcheck" in services[dep]
     assert worker["command"][0] == "watchkeeper"
+
+
+def test_compose_notifiers_are_configured_with_real_settings():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    notifier = services["notifier"]
+    assert notifier["command"] == ["watchkeeper", "notify"]
+    env = notifier["environment"]
+    top = {f"WATCHKEEPER_{name.upper()}" for name in Settings.model_fields}
+    nested = {f"WATCHKEEPER_NOTIFY_{name.upper()}" for name in NotifySettings.model_fields}
+    assert set(env) <= top | nested, set(env) - top - nested
+    fallback = NotifySettings(fallback_channels=yaml.safe_load(
+        env["WATCHKEEPER_NOTIFY_FALLBACK_CHANNELS"]))  # fmt: skip
+    assert [parse_channel(c).kind for c in fallback.fallback_channels] == ["email"]
+    for dep in ("kafka", "redis"):
+        assert notifier["depends_on"][dep]["condition"] == "service_healthy"
 
 
 def test_dockerfile_installs_the_package_and_runs_the_worker():
