@@ -14,7 +14,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from streams.demo import MALFORMED, AlertCollector, produce_scenario, wait_for_pipeline
+from streams.demo import (
+    MALFORMED,
+    AlertCollector,
+    produce_scenario,
+    register_owners,
+    wait_for_pipeline,
+)
 from streams.health import HealthStore
 from streams.settings import Settings, Topics
 from streams.simulate import Scenario, build_scenario
@@ -118,12 +124,21 @@ async def run_scenario(
     return totals, collector.alerts, views
 
 
+async def register_owners_with(settings: Settings, scenario: Scenario) -> str:
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        return await register_owners(redis, settings, scenario, "http://127.0.0.1:9")
+    finally:
+        await redis.aclose()
+
+
 def test_degraded_models_alert_after_their_change_and_stable_ones_stay_quiet(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
     settings = isolated_settings(kafka_bootstrap, redis_url, tmp_path)
     asyncio.run(ensure_topics(settings))
     scenario = build_scenario(models=10, predictions_per_model=2500, degraded=2, seed=11)
+    orphan = asyncio.run(register_owners_with(settings, scenario))
     worker = worker_for(settings, tmp_path).start()
     try:
         totals, alerts, _ = asyncio.run(
@@ -152,6 +167,12 @@ def test_degraded_models_alert_after_their_change_and_stable_ones_stay_quiet(
         assert a["model_version"] == spec.version
         assert a["severity"] in {"warning", "critical"}
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
+    # owners as registered, and exactly one orphaned_model alert, for the unowned model
+    assert all(
+        a["owner"] == f"team-{a['model_id'].split('-')[0]}" and a["runbook"] for a in degradations
+    )
+    orphaned = [a for a in alerts if a["kind"] == "orphaned_model"]
+    assert [a["model_id"] for a in orphaned] == [orphan]
 
     assert len(dlq_records) == len(MALFORMED)
     originals = sorted(base64.b64decode(orjson.loads(r.value)["original_b64"]) for r in dlq_records)
