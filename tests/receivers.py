@@ -1,15 +1,18 @@
 """Real receivers on loopback for the notifier's channels: an HTTP server (webhooks, Slack,
-PagerDuty) and an SMTP server (aiosmtpd). They record what arrives and answer as told."""
+PagerDuty), an SMTP server (aiosmtpd) and a TCP server that hangs up on every connection.
+They record what arrives and answer as told."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
 import socket
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from email import message_from_bytes
-from email.message import Message
+from email.message import EmailMessage
 from typing import Any
 
 import orjson
@@ -22,49 +25,63 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     def json(self) -> Any:
         return orjson.loads(self.body)
 
 
-class HttpReceiver:
-    """Records every request; answers each path from a queue of statuses (then 200).
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer. ``body`` defaults to "ok" below 400 and "nope" from 400."""
 
-    A status of 0 means "hang longer than any client timeout" (the request is recorded)."""
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+
+
+class HttpReceiver:
+    """Records every request; answers each path from a queue of replies (then 200).
+
+    A reply is a status or a :class:`Reply` (status, response headers, body). A status of 0
+    means "hang longer than any client timeout" (the request is recorded)."""
 
     def __init__(self, *, delay_s: float = 0.0) -> None:
         self.requests: list[Request] = []
         self.delay_s = delay_s
-        self._script: dict[str, deque[int]] = defaultdict(deque)
+        self._script: dict[str, deque[int | Reply]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
         self._released = asyncio.Event()
         self.url = ""
 
-    def answer(self, path: str, *statuses: int) -> None:
-        self._script[path].extend(statuses)
+    def answer(self, path: str, *replies: int | Reply) -> None:
+        self._script[path].extend(replies)
 
     def at(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
 
     async def _handle(self, request: web.Request) -> web.Response:
-        self.requests.append(Request(request.path, dict(request.headers), await request.read()))
+        body = await request.read()
+        self.requests.append(Request(request.path, dict(request.headers), body, request.method))
         script = self._script[request.path]
-        status = script.popleft() if script else 200
-        if status == 0:
+        reply = script.popleft() if script else 200
+        if isinstance(reply, int):
+            reply = Reply(reply)
+        if reply.status == 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), 30)
-            status = 200
+            reply = Reply(200)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return web.Response(status=status, text="ok" if status < 400 else "nope")
+        text = reply.body or ("ok" if reply.status < 400 else "nope")
+        return web.Response(status=reply.status, text=text, headers=dict(reply.headers))
 
     async def start(self) -> HttpReceiver:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
         return self
@@ -75,33 +92,55 @@ class HttpReceiver:
             await self._runner.cleanup()
 
 
+@dataclass
+class Mail:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
 class _Mailbox:
+    """Accepts mail, except for recipients in ``refuse`` (550) or in ``replies`` (that reply,
+    e.g. ``"451 4.3.0 try again later"``)."""
+
     def __init__(self) -> None:
-        self.messages: list[Message] = []
+        self.received: list[Mail] = []
         self.refuse: set[str] = set()
+        self.replies: dict[str, str] = {}
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, _o: Any):  # noqa: N802
+        if address in self.replies:
+            return self.replies[address]
         if address in self.refuse:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.messages.append(message_from_bytes(envelope.content))
+        message = message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message))
         return "250 Message accepted"
 
 
 class SmtpReceiver:
-    """aiosmtpd on a free loopback port."""
+    """aiosmtpd on a free loopback port; keyword arguments go to its ``Controller``
+    (``authenticator=``, ``tls_context=``, ``require_starttls=``, ...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, **controller: Any) -> None:
         self.mailbox = _Mailbox()
         self.port = free_port()
-        self._controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            self.mailbox, hostname="127.0.0.1", port=self.port, **controller
+        )
 
     @property
-    def messages(self) -> list[Message]:
-        return self.mailbox.messages
+    def received(self) -> list[Mail]:
+        return self.mailbox.received
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        return [mail.message for mail in self.mailbox.received]
 
     def start(self) -> SmtpReceiver:
         self._controller.start()
@@ -111,7 +150,30 @@ class SmtpReceiver:
         self._controller.stop()
 
 
+class HangUpServer:
+    """Accepts TCP connections and closes them at once: the peer hangs up mid-request
+    (before an HTTP answer, before an SMTP greeting)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> HangUpServer:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        self._server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
 def free_port() -> int:
+    """A loopback port that was just bound and released: nothing listens on it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

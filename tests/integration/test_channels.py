@@ -1,34 +1,25 @@
-"""ChannelSender against real receivers on loopback: an aiohttp server that records what it
-gets and answers as told, and an aiosmtpd SMTP server. Nothing is mocked; every delivery
-crosses a TCP socket.
-
-The HTTP receiver picks its answer from the request path: ``/<anything>/<status>`` answers
-that status, ``/sleep`` holds the request past the client timeout, ``/redirect`` answers 302.
+"""ChannelSender against real receivers on loopback (tests/receivers.py): an aiohttp server
+that records what it gets and answers as scripted, an aiosmtpd SMTP server, and a TCP server
+that hangs up. Nothing is mocked; every delivery crosses a TCP socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.policy
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from receivers import HangUpServer, HttpReceiver, Reply, Request, SmtpReceiver, free_port
 
 from detectors.base import Change
-from streams.alerts import alert_id, build_alert, rfc3339_ms
+from streams.alerts import build_alert, build_orphan_alert
 from streams.channels import (
     ChannelSender,
     DeliveryError,
@@ -43,6 +34,7 @@ from streams.settings import NotifySettings
 pytestmark = pytest.mark.integration
 
 EVENT_MS = 1_795_000_000_000
+DETECTED = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)
 RUNBOOK = "https://runbooks.example.com/fraud"
 ROUTING_KEY = "R0123456789abcdefghijklmnopqrstu"
 SECRET = "hook-secret"
@@ -66,27 +58,9 @@ def degradation(*, detector: str = "adwin", index: int = 1200, after: float = 0.
         change,
         model_id="fraud",
         model_version="3.2.0",
-        detected_at=datetime(2026, 11, 21, 10, 5, tzinfo=UTC),
+        detected_at=DETECTED,
         config_fingerprint="cfg-abc",
     )
-
-
-def orphan_alert() -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "alert_id": alert_id("legacy-churn", "orphaned_model", "registry", 0),
-        "kind": "orphaned_model",
-        "model_id": "legacy-churn",
-        "model_version": None,
-        "detector": "registry",
-        "signal": "owner",
-        "severity": "warning",
-        "event_time": rfc3339_ms(EVENT_MS),
-        "event_time_ms": EVENT_MS,
-        "detected_at": "2026-11-21T10:05:00.000Z",
-        "owner": None,
-        "runbook": None,
-    }
 
 
 NOTES = {
@@ -97,116 +71,31 @@ NOTES = {
         "risk-team@example.com",
         RUNBOOK,
     ),
-    "orphan": Notification("legacy-churn", (orphan_alert(),), None, None, reason="orphaned_model"),
+    "orphan": Notification(
+        "legacy-churn",
+        (build_orphan_alert("legacy-churn", detected_at=DETECTED, cooldown_s=3600),),
+        None,
+        None,
+        reason="orphaned_model",
+    ),
 }
 
 
 # --------------------------------------------------------------------------- receivers
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class HttpReceiver:
-    base: str = ""
-    requests: list[Recorded] = field(default_factory=list)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), body))
-        last = request.path.rstrip("/").rsplit("/", 1)[-1]
-        if last == "sleep":
-            try:
-                await asyncio.wait_for(self.release.wait(), 2.0)
-            except TimeoutError:
-                pass
-            return web.Response(status=200, text="too late")
-        if last == "redirect":
-            raise web.HTTPFound(self.url("/elsewhere/200"))
-        status = int(last) if last.isdigit() else 200
-        headers = {"Retry-After": "7"} if status == 429 else {}
-        text = "ok" if status < 300 else f"receiver says {status}: invalid_payload"
-        return web.Response(status=status, text=text, headers=headers)
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[HttpReceiver]:
-    receiver = HttpReceiver()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=1.0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    receiver.base = f"http://{host}:{port}"
-    try:
-        yield receiver
-    finally:
-        receiver.release.set()
-        await runner.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Mail:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-
-
-class MailHandler:
-    """Accepts mail, except for recipients named refused@ (550) or busy@ (451)."""
-
-    def __init__(self) -> None:
-        self.received: list[Mail] = []
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
-        if address.startswith("refused@"):
-            return "550 5.1.1 <refused@example.com>: mailbox unavailable"
-        if address.startswith("busy@"):
-            return "451 4.3.0 try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self.received.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message))
-        return "250 Message accepted for delivery"
-
-
-def start_smtp(handler: MailHandler, **kwargs: Any) -> Controller:
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
-    controller.start()
-    return controller
+    receiver = await HttpReceiver().start()
+    yield receiver
+    await receiver.stop()
 
 
 @pytest.fixture
-def smtp() -> Iterator[tuple[Controller, MailHandler]]:
-    handler = MailHandler()
-    controller = start_smtp(handler)
-    try:
-        yield controller, handler
-    finally:
-        controller.stop()
+def smtp() -> Iterator[SmtpReceiver]:
+    receiver = SmtpReceiver().start()
+    yield receiver
+    receiver.stop()
 
 
 def settings(**overrides: Any) -> NotifySettings:
@@ -228,17 +117,24 @@ async def deliver_error(
     return caught.value
 
 
+async def deliver_one(
+    http: HttpReceiver, spec: str, note: Notification, **overrides: Any
+) -> Request:
+    """Deliver ``note`` to the channel ``spec`` with a fresh sender; the one request it made."""
+    async with ChannelSender(settings(**overrides)) as sender:
+        await sender.deliver(parse_channel(spec), note)
+    (req,) = http.requests
+    return req
+
+
 # --------------------------------------------------------------------------- payloads on the wire
 
 
 @pytest.mark.parametrize("name", list(NOTES))
 async def test_webhook_delivers_the_signed_alert(http: HttpReceiver, name: str) -> None:
     note = NOTES[name]
-    async with ChannelSender(settings()) as sender:
-        await sender.deliver(parse_channel(f"webhook:{http.url('/hooks/wk/200')}"), note)
-
-    (req,) = http.requests
-    assert (req.method, req.path) == ("POST", "/hooks/wk/200")
+    req = await deliver_one(http, f"webhook:{http.url}/hooks/wk", note)
+    assert (req.method, req.path) == ("POST", "/hooks/wk")
     assert req.headers["Content-Type"] == "application/json"
     assert req.headers["User-Agent"].startswith("watchkeeper/")
     assert req.headers["X-Watchkeeper-Alert-Id"] == note.primary["alert_id"]
@@ -262,19 +158,15 @@ async def test_webhook_delivers_the_signed_alert(http: HttpReceiver, name: str) 
 
 
 async def test_webhook_without_a_secret_is_unsigned(http: HttpReceiver) -> None:
-    async with ChannelSender(settings(webhook_secret=None)) as sender:
-        await sender.deliver(Channel("webhook", http.url("/h/204")), NOTES["single"])
-    (req,) = http.requests
+    http.answer("/h", 204)
+    req = await deliver_one(http, f"webhook:{http.url}/h", NOTES["single"], webhook_secret=None)
     assert "X-Watchkeeper-Signature" not in req.headers
 
 
 @pytest.mark.parametrize("name", list(NOTES))
 async def test_slack_delivers_blocks(http: HttpReceiver, name: str) -> None:
     note = NOTES[name]
-    async with ChannelSender(settings()) as sender:
-        await sender.deliver(parse_channel(f"slack:{http.url('/services/T/B/x/200')}"), note)
-
-    (req,) = http.requests
+    req = await deliver_one(http, f"slack:{http.url}/services/T/B/x", note)
     assert req.method == "POST" and req.headers["Content-Type"] == "application/json"
     assert "X-Watchkeeper-Signature" not in req.headers, "Slack URLs carry their own secret"
     payload = orjson.loads(req.body)
@@ -298,12 +190,10 @@ async def test_slack_delivers_blocks(http: HttpReceiver, name: str) -> None:
 @pytest.mark.parametrize("name", list(NOTES))
 async def test_pagerduty_trigger_goes_to_the_events_url(http: HttpReceiver, name: str) -> None:
     note = NOTES[name]
-    cfg = settings(pagerduty_url=http.url("/v2/enqueue/202"))
-    async with ChannelSender(cfg) as sender:
-        await sender.deliver(parse_channel(f"pagerduty:{ROUTING_KEY}"), note)
-
-    (req,) = http.requests
-    assert (req.method, req.path) == ("POST", "/v2/enqueue/202")
+    http.answer("/v2/enqueue", 202)
+    pd_url = f"{http.url}/v2/enqueue"
+    req = await deliver_one(http, f"pagerduty:{ROUTING_KEY}", note, pagerduty_url=pd_url)
+    assert (req.method, req.path) == ("POST", "/v2/enqueue")
     assert req.headers["Content-Type"] == "application/json"
     event = orjson.loads(req.body)
     assert event == pagerduty_event(note, ROUTING_KEY, "wk-test")
@@ -321,7 +211,8 @@ async def test_pagerduty_trigger_goes_to_the_events_url(http: HttpReceiver, name
 async def test_pagerduty_resolve_carries_the_trigger_dedup_key(http: HttpReceiver) -> None:
     trigger = NOTES["single"]
     resolve = Notification("fraud", trigger.alerts, trigger.owner, RUNBOOK, action="resolve")
-    cfg = settings(pagerduty_url=http.url("/v2/enqueue/202"))
+    http.answer("/v2/enqueue", 202, 202)
+    cfg = settings(pagerduty_url=f"{http.url}/v2/enqueue")
     async with ChannelSender(cfg) as sender:
         await sender.deliver(Channel("pagerduty", ROUTING_KEY), trigger)
         await sender.deliver(Channel("pagerduty", ROUTING_KEY), resolve)
@@ -335,16 +226,13 @@ async def test_pagerduty_resolve_carries_the_trigger_dedup_key(http: HttpReceive
 
 
 @pytest.mark.parametrize("name", list(NOTES))
-async def test_email_is_delivered_over_smtp(
-    smtp: tuple[Controller, MailHandler], name: str
-) -> None:
-    controller, handler = smtp
+async def test_email_is_delivered_over_smtp(smtp: SmtpReceiver, name: str) -> None:
     note = NOTES[name]
-    cfg = settings(smtp_host="127.0.0.1", smtp_port=controller.port)
+    cfg = settings(smtp_host="127.0.0.1", smtp_port=smtp.port)
     async with ChannelSender(cfg) as sender:
         await sender.deliver(parse_channel("email:oncall@example.com"), note)
 
-    (mail,) = handler.received
+    (mail,) = smtp.received
     assert mail.mail_from == "watchkeeper@example.com"
     assert mail.rcpt_tos == ["oncall@example.com"]
     msg = mail.message
@@ -376,11 +264,10 @@ async def test_email_logs_in_when_credentials_are_configured() -> None:
         seen.append((data.login.decode(), data.password.decode()))
         return AuthResult(success=data.password == b"pw", handled=False)
 
-    handler = MailHandler()
-    controller = start_smtp(handler, authenticator=authenticator, auth_require_tls=False)
+    smtp = SmtpReceiver(authenticator=authenticator, auth_require_tls=False).start()
     try:
-        good = settings(smtp_port=controller.port, smtp_username="wk", smtp_password="pw")
-        bad = settings(smtp_port=controller.port, smtp_username="wk", smtp_password="nope")
+        good = settings(smtp_port=smtp.port, smtp_username="wk", smtp_password="pw")
+        bad = settings(smtp_port=smtp.port, smtp_username="wk", smtp_password="nope")
         async with ChannelSender(good) as sender:
             await sender.deliver(Channel("email", "oncall@example.com"), NOTES["single"])
         async with ChannelSender(bad) as sender:
@@ -388,10 +275,10 @@ async def test_email_logs_in_when_credentials_are_configured() -> None:
                 sender, Channel("email", "oncall@example.com"), NOTES["single"]
             )
     finally:
-        controller.stop()
+        smtp.stop()
     assert seen[0] == ("wk", "pw")
     assert set(seen[1:]) == {("wk", "nope")}, "smtplib tries each offered mechanism"
-    assert len(handler.received) == 1
+    assert len(smtp.received) == 1
     assert err.reason.startswith("smtp 535") and not err.retryable
 
 
@@ -415,9 +302,8 @@ async def test_email_starttls_verifies_the_server_certificate(
     cert, key = self_signed
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    handler = MailHandler()
-    controller = start_smtp(handler, tls_context=context, require_starttls=True)
-    cfg = settings(smtp_port=controller.port, smtp_starttls=True)
+    smtp = SmtpReceiver(tls_context=context, require_starttls=True).start()
+    cfg = settings(smtp_port=smtp.port, smtp_starttls=True)
     channel = Channel("email", "oncall@example.com")
     try:
         async with ChannelSender(cfg) as sender:
@@ -425,20 +311,17 @@ async def test_email_starttls_verifies_the_server_certificate(
             monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the client trusts it
             await sender.deliver(channel, NOTES["single"])
     finally:
-        controller.stop()
+        smtp.stop()
     assert untrusted.reason.startswith("tls:") and not untrusted.retryable
-    assert len(handler.received) == 1
+    assert len(smtp.received) == 1
 
 
-async def test_email_starttls_not_offered_is_permanent(
-    smtp: tuple[Controller, MailHandler],
-) -> None:
-    controller, handler = smtp
-    cfg = settings(smtp_port=controller.port, smtp_starttls=True)
+async def test_email_starttls_not_offered_is_permanent(smtp: SmtpReceiver) -> None:
+    cfg = settings(smtp_port=smtp.port, smtp_starttls=True)
     async with ChannelSender(cfg) as sender:
         err = await deliver_error(sender, Channel("email", "a@example.com"), NOTES["single"])
     assert "STARTTLS" in err.reason and not err.retryable
-    assert handler.received == []
+    assert smtp.received == []
 
 
 # --------------------------------------------------------------------------- failures
@@ -452,7 +335,9 @@ async def test_email_starttls_not_offered_is_permanent(
 async def test_http_status_classification(
     http: HttpReceiver, kind: str, status: int, retryable: bool
 ) -> None:
-    url = http.url(f"/x/{status}")
+    headers = {"Retry-After": "7"} if status == 429 else {}
+    http.answer("/x", Reply(status, headers, f"receiver says {status}: invalid_payload"))
+    url = f"{http.url}/x"
     cfg = settings(pagerduty_url=url)
     channel = Channel("pagerduty", ROUTING_KEY) if kind == "pagerduty" else Channel(kind, url)  # type: ignore[arg-type]
     async with ChannelSender(cfg) as sender:
@@ -467,17 +352,19 @@ async def test_http_status_classification(
 
 
 async def test_redirect_is_not_followed(http: HttpReceiver) -> None:
+    http.answer("/redirect", Reply(302, {"Location": f"{http.url}/elsewhere"}))
     async with ChannelSender(settings()) as sender:
         err = await deliver_error(
-            sender, Channel("webhook", http.url("/redirect")), NOTES["single"]
+            sender, Channel("webhook", f"{http.url}/redirect"), NOTES["single"]
         )
     assert err.reason.startswith("http 302") and not err.retryable
     assert [r.path for r in http.requests] == ["/redirect"]
 
 
 async def test_timeout_is_retryable(http: HttpReceiver) -> None:
+    http.answer("/sleep", 0)  # hangs until the receiver stops
     async with ChannelSender(settings(request_timeout_s=0.3)) as sender:
-        err = await deliver_error(sender, Channel("webhook", http.url("/sleep")), NOTES["single"])
+        err = await deliver_error(sender, Channel("webhook", f"{http.url}/sleep"), NOTES["single"])
     assert err.reason == "timeout" and err.retryable
     assert len(http.requests) == 1, "the request reached the receiver, the answer did not"
 
@@ -498,53 +385,46 @@ async def test_connection_refused_is_retryable(closed_port: int, kind: str) -> N
     assert err.reason == "connection refused" and err.retryable
 
 
-async def test_smtp_recipient_refused_is_permanent(smtp: tuple[Controller, MailHandler]) -> None:
-    controller, handler = smtp
-    async with ChannelSender(settings(smtp_port=controller.port)) as sender:
+async def test_smtp_recipient_refused_is_permanent(smtp: SmtpReceiver) -> None:
+    smtp.mailbox.refuse.add("refused@example.com")
+    async with ChannelSender(settings(smtp_port=smtp.port)) as sender:
         err = await deliver_error(sender, Channel("email", "refused@example.com"), NOTES["single"])
     assert err.reason.startswith("smtp 550") and "mailbox unavailable" in err.reason
     assert not err.retryable
-    assert handler.received == []
+    assert smtp.received == []
 
 
-async def test_smtp_temporary_failure_is_retryable(smtp: tuple[Controller, MailHandler]) -> None:
-    controller, handler = smtp
-    async with ChannelSender(settings(smtp_port=controller.port)) as sender:
+async def test_smtp_temporary_failure_is_retryable(smtp: SmtpReceiver) -> None:
+    smtp.mailbox.replies["busy@example.com"] = "451 4.3.0 try again later"
+    async with ChannelSender(settings(smtp_port=smtp.port)) as sender:
         err = await deliver_error(sender, Channel("email", "busy@example.com"), NOTES["single"])
     assert err.reason.startswith("smtp 451") and err.retryable
-    assert handler.received == []
+    assert smtp.received == []
 
 
 async def test_one_sender_delivers_to_every_channel_kind(
-    http: HttpReceiver, smtp: tuple[Controller, MailHandler]
+    http: HttpReceiver, smtp: SmtpReceiver
 ) -> None:
-    controller, handler = smtp
-    cfg = settings(pagerduty_url=http.url("/pd/202"), smtp_port=controller.port)
+    http.answer("/pd", 202)
+    cfg = settings(pagerduty_url=f"{http.url}/pd", smtp_port=smtp.port)
     channels = [
-        Channel("webhook", http.url("/wh/200")),
-        Channel("slack", http.url("/slack/200")),
+        Channel("webhook", f"{http.url}/wh"),
+        Channel("slack", f"{http.url}/slack"),
         Channel("pagerduty", ROUTING_KEY),
         Channel("email", "oncall@example.com"),
     ]
     async with ChannelSender(cfg) as sender:
         await asyncio.gather(*(sender.deliver(c, NOTES["grouped"]) for c in channels))
-    assert sorted(r.path for r in http.requests) == ["/pd/202", "/slack/200", "/wh/200"]
-    assert len(handler.received) == 1
+    assert sorted(r.path for r in http.requests) == ["/pd", "/slack", "/wh"]
+    assert len(smtp.received) == 1
 
 
 @pytest.fixture
 async def hangup_port() -> AsyncIterator[int]:
     """A loopback server that accepts and immediately closes: the peer hangs up mid-request."""
-
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        await server.wait_closed()
+    server = await HangUpServer().start()
+    yield server.port
+    await server.stop()
 
 
 @pytest.mark.parametrize("kind", ["webhook", "email"])

@@ -211,6 +211,16 @@ async def run_cli(*argv: str) -> int:
     return await asyncio.to_thread(cli, list(argv))
 
 
+async def own_with_escalation(h: Harness, http: HttpReceiver, model: str) -> None:
+    """``model`` pages /hook; a critical page unacknowledged for 30 minutes escalates to /boss."""
+    await h.own(
+        model,
+        f"webhook:{http.url}/hook",
+        escalate_after_s=1800,
+        escalation_channels=(parse_channel(f"webhook:{http.url}/boss"),),
+    )
+
+
 def ids_in_webhook(req: Any) -> list[str]:
     body = req.json()
     return [body["alert_id"], *(a["alert_id"] for a in body["grouped_alerts"])]
@@ -313,12 +323,7 @@ async def test_unacknowledged_critical_alert_escalates_once(
     make_harness: Any, http: HttpReceiver
 ) -> None:
     h = await make_harness(cooldown_s=0)
-    await h.own(
-        "pricing",
-        f"webhook:{http.url}/hook",
-        escalate_after_s=1800,
-        escalation_channels=(parse_channel(f"webhook:{http.url}/boss"),),
-    )
+    await own_with_escalation(h, http, "pricing")
     critical = alert("pricing", 10, after=0.5)
     warning = alert("pricing-b", 10, after=0.07)
     await h.run(critical)
@@ -341,20 +346,10 @@ async def test_ack_from_the_cli_stops_escalation_and_repeats(
 ) -> None:
     h = await make_harness(cooldown_s=60)
     monkeypatch.setenv("WATCHKEEPER_REDIS_PREFIX", h.settings.redis_prefix)
-    await h.own(
-        "pricing",
-        f"webhook:{http.url}/hook",
-        escalate_after_s=1800,
-        escalation_channels=(parse_channel(f"webhook:{http.url}/boss"),),
-    )
+    await own_with_escalation(h, http, "pricing")
     critical = alert("pricing", 10, after=0.5)
     await h.run(critical)
-    assert (
-        await asyncio.to_thread(
-            cli, ["ack", critical["alert_id"], "--by", "alice", "--redis", redis_url]
-        )
-        == 0
-    )
+    assert await run_cli("ack", critical["alert_id"], "--by", "alice", "--redis", redis_url) == 0
     assert (await h.store.acked(critical["alert_id"]))["by"] == "alice"
     h.clock.advance(3600)  # past the escalation time and the cooldown, within the ack
     assert h.notifier is not None

@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from detectors.base import Change
-from streams.alerts import alert_id, build_alert, rfc3339_ms
+from streams.alerts import build_alert, build_orphan_alert
 from streams.channels import (
     email_message,
     pagerduty_event,
@@ -63,25 +63,6 @@ def degradation(
     )
 
 
-def orphan_alert(model: str = "legacy-churn") -> dict[str, Any]:
-    """What the registry sweep publishes: no detector statistics, no before/after."""
-    return {
-        "schema_version": 1,
-        "alert_id": alert_id(model, "orphaned_model", "registry", 0),
-        "kind": "orphaned_model",
-        "model_id": model,
-        "model_version": None,
-        "detector": "registry",
-        "signal": "owner",
-        "severity": "warning",
-        "event_time": rfc3339_ms(EVENT_MS),
-        "event_time_ms": EVENT_MS,
-        "detected_at": "2026-11-21T10:05:00.000Z",
-        "owner": None,
-        "runbook": None,
-    }
-
-
 def single() -> Notification:
     return Notification("fraud", (degradation(),), owner="risk-team@example.com", runbook=RUNBOOK)
 
@@ -92,9 +73,9 @@ def grouped() -> Notification:
 
 
 def orphaned() -> Notification:
-    return Notification(
-        "legacy-churn", (orphan_alert(),), owner=None, runbook=None, reason="orphaned_model"
-    )
+    """What the registry sweep publishes: no detector statistics, no before/after."""
+    alert = build_orphan_alert("legacy-churn", detected_at=DETECTED, cooldown_s=3600)
+    return Notification("legacy-churn", (alert,), owner=None, runbook=None, reason="orphaned_model")
 
 
 # --------------------------------------------------------------------------- webhook
@@ -135,7 +116,7 @@ def test_webhook_body_of_an_orphan_has_no_statistics_and_no_owner() -> None:
     assert body["kind"] == "orphaned_model"
     assert body["notification_reason"] == "orphaned_model"
     assert body["owner"] is None
-    assert "before" not in body and "after" not in body
+    assert body["before"] is None and body["after"] is None
 
 
 def test_webhook_headers_identify_the_alert_and_sign_the_exact_body() -> None:
