@@ -51,12 +51,18 @@ class Sequencer:
         if self.max_seen_ms is None or completion_ms > self.max_seen_ms:
             self.max_seen_ms = completion_ms
 
-    def ready(self) -> list[Pending]:
-        """Outcomes strictly older than the watermark, in canonical order (late ones first)."""
+    def ready(self, upto: int | None = None) -> list[Pending]:
+        """Outcomes strictly older than the watermark, in canonical order (late ones first).
+
+        The watermark is ``upto`` when the caller knows better (the live worker's minimum
+        over all join partitions), else the largest completion time seen minus the lag."""
         out, self._late = self._late, []
-        if self.max_seen_ms is None:
+        if upto is not None:
+            watermark = upto
+        elif self.max_seen_ms is None:
             return out
-        watermark = self.max_seen_ms - self.lag_ms
+        else:
+            watermark = self.max_seen_ms - self.lag_ms
         heap = self._heap
         while heap and heap[0][0] < watermark:
             out.append(heapq.heappop(heap))

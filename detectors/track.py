@@ -56,9 +56,9 @@ class ModelTrack:
     def pending(self) -> int:
         return len(self.sequencer)
 
-    def release(self) -> list[Detection]:
-        """Run whatever the watermark has released (after a batch of offers)."""
-        return self._run(self.sequencer.ready())
+    def release(self, upto: int | None = None) -> list[Detection]:
+        """Run whatever the watermark (or ``upto``) has released (after a batch of offers)."""
+        return self._run(self.sequencer.ready(upto))
 
     def flush(self) -> list[Detection]:
         """Run everything held (idle stream, end of replay)."""

@@ -46,7 +46,10 @@ from .settings import Settings
 from .state import PartitionView, load_changelog
 from .topology import join_topic_names
 
-__all__ = ["Pipeline", "prediction_event", "label_event"]
+__all__ = ["WATERMARK_KEY", "Pipeline", "label_event", "prediction_event"]
+
+# key of the event-time markers the join sends to every outcomes partition (never a model id)
+WATERMARK_KEY = b"\x00watermark"
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,10 @@ class Pipeline:
         self.track_views: dict[int, PartitionView] = {}
         self._held_models: dict[str, int] = {}  # model -> outcomes partition, since last flush
         self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
+        self._last_join = 0.0  # last join batch (wall)
+        # newest event time read per (main input topic, partition); re-key topics are
+        # sparse and not waited for
+        self._source_wm: dict[str, dict[int, int]] = {pred: {}, truth: {}}
         self.joiners: dict[int, Joiner] = {}
         self._health: HealthStore | None = None
         self._orphans: OrphanWatch | None = None
@@ -240,6 +247,7 @@ class Pipeline:
 
     async def _join_batch(self, events: list[Any]) -> None:
         await self._settled()
+        self._last_join = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "join batch %s",
@@ -270,6 +278,8 @@ class Pipeline:
                 preds, rejected = parse_predictions(
                     msg.value, record_timestamp_ms=record_ms, max_bytes=s.max_message_bytes
                 )
+                if preds and msg.topic in self._source_wm:
+                    self._read_up_to(msg.topic, here, [p.timestamp_ms for p in preds], reasons)
                 for p in preds:
                     home = partition_for(p.prediction_id, n)
                     if home != here:
@@ -280,6 +290,8 @@ class Pipeline:
                 labels, rejected = parse_ground_truth(
                     msg.value, record_timestamp_ms=record_ms, max_bytes=s.max_message_bytes
                 )
+                if labels and msg.topic in self._source_wm:
+                    self._read_up_to(msg.topic, here, [g.timestamp_ms for g in labels], reasons)
                 for g in labels:
                     home = partition_for(g.prediction_id, n)
                     if home != here:
@@ -289,6 +301,34 @@ class Pipeline:
             if rejected:
                 await self._dead_letter(rejected, event, reasons, sent)
         await self._publish_join(by_model, rekey, touched, reasons, sent)
+
+    def _read_up_to(
+        self, topic: str, partition: int, times: list[int], counts: Counter[str]
+    ) -> None:
+        """Advance a source partition's event-time mark; count events that come more than
+        ``reorder_lag_ms`` behind it (the watermark assumes each partition is in order
+        within the lag; events beyond it can reach the detectors out of order)."""
+        marks = self._source_wm[topic]
+        mark = marks.get(partition)
+        if mark is not None and min(times) < mark - self.settings.reorder_lag_ms:
+            behind = sum(t < mark - self.settings.reorder_lag_ms for t in times)
+            counts["disordered_input"] += behind
+            log.warning(
+                "%s[%d]: %d events more than reorder_lag_ms behind the newest read (%d)",
+                topic, partition, behind, mark,
+            )  # fmt: skip
+        newest = max(times)
+        if mark is None or newest > mark:
+            marks[partition] = newest
+
+    def _join_watermark(self, partition: int) -> int | None:
+        """How far a join partition has read in event time: the older of its predictions
+        and ground-truth partitions (Kafka fetches them independently, so one can run far
+        ahead of the other). None until both have delivered events."""
+        marks = [m.get(partition) for m in self._source_wm.values()]
+        if any(m is None for m in marks):
+            return None
+        return min(m for m in marks if m is not None)
 
     async def _publish_join(
         self,
@@ -307,6 +347,13 @@ class Pipeline:
             sent.append(
                 await self.rekey_topics[kind].send(value=orjson.dumps(items), partition=partition)
             )
+        for joined in touched:  # after the outcomes: every outcomes partition, in order
+            if (wm := self._join_watermark(joined)) is not None:
+                marker = orjson.dumps({"join_partition": joined, "watermark_ms": wm})
+                for target in range(self.partitions):
+                    sent.append(
+                        await self.outcomes.send(key=WATERMARK_KEY, value=marker, partition=target)
+                    )
         for partition in touched:
             joiner = self.joiners.get(partition)
             if joiner is None:
@@ -360,6 +407,10 @@ class Pipeline:
         view = self.track_views.get(partition)
         if view is None:
             view = self.track_views[partition] = await self._view(self.track_table, partition)
+            for model_id, track in view.items():  # restored outcomes still waiting
+                if isinstance(track, ModelTrack) and track.pending:
+                    self._held_models[model_id] = partition
+            self._last_input.setdefault(partition, time.monotonic())
         return view
 
     def _track(self, model_id: str, partition: int) -> ModelTrack:
@@ -389,6 +440,9 @@ class Pipeline:
                 continue
             view.processed(msg.topic, msg.offset)
             touched_partitions.add(msg.partition)
+            if msg.key == WATERMARK_KEY:
+                self._advance_watermark(view, msg.value)
+                continue
             try:
                 outcomes = decode_outcomes(msg.value)
             except ValueError as exc:
@@ -397,14 +451,34 @@ class Pipeline:
                 continue
             for o in outcomes:
                 track = self._track(o.model_id, msg.partition)
+                late = track.sequencer.late
                 track.push(o.completed_ms, o.prediction_id, o.error, o.model_version)
+                if track.sequencer.late > late == 0:
+                    log.warning(
+                        "%s: outcome %s (completed %d) arrived after the watermark released "
+                        "%s; watermarks %s. It is processed now, out of canonical order.",
+                        o.model_id, o.prediction_id, o.completed_ms, track.sequencer.released,
+                        {k: v for k, v in view.offsets.items() if k.startswith("wm:")},
+                    )  # fmt: skip
                 touched[o.model_id] = msg.partition
                 counters[o.model_id]["outcomes"] += 1
-        detections = {}
         for model_id, partition in touched.items():
-            track = self.tracks(partition)[model_id]
-            detections[model_id] = track.release()
             self._held_models[model_id] = partition
+        detections: dict[str, list[Detection]] = {}
+        released: dict[str, int] = {}
+        for partition in touched_partitions:
+            upto = self._watermark(self.tracks(partition))
+            if upto is None:
+                continue  # not every join partition has reported yet: hold
+            for model_id, p in list(self._held_models.items()):
+                if p != partition:
+                    continue
+                track = self.tracks(partition)[model_id]
+                detections[model_id] = track.release(upto)
+                released[model_id] = partition
+                if not track.pending:
+                    del self._held_models[model_id]
+        touched = {**touched, **released}
         for partition in touched_partitions:
             self._last_input[partition] = now
         if dead:
@@ -412,19 +486,50 @@ class Pipeline:
         await self._emit(detections, touched, counters, touched_partitions)
         await self.health.add_skipped(reasons)
 
+    def _advance_watermark(self, view: PartitionView, raw: bytes) -> None:
+        try:
+            marker = orjson.loads(raw)
+            view.advance(f"wm:{int(marker['join_partition'])}", int(marker["watermark_ms"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignoring a malformed watermark marker: %r", raw[:200])
+
+    def _watermark(self, view: PartitionView) -> int | None:
+        """Release bound for one outcomes partition: the oldest newest-event-time over
+        all join partitions, minus the reorder lag. An outcome not yet here completes
+        at or after its join partition's newest event (give or take the lag), so below
+        this bound the canonical order is final. None until every partition reported."""
+        marks = [view.offsets.get(f"wm:{j}") for j in range(self.partitions)]
+        if any(m is None for m in marks):
+            return None
+        return min(m for m in marks if m is not None) - self.settings.reorder_lag_ms
+
+    async def _load_assigned_tracks(self) -> None:
+        """Load every assigned outcomes partition, which registers outcomes restored from
+        its changelog that are still held, so that a restarted worker releases them even
+        if no new input arrives."""
+        outcomes = self.settings.topics.outcomes
+        for tp in self.app.consumer.assignment():
+            if tp.topic == outcomes and tp.partition not in self.track_views:
+                await self.load_tracks(tp.partition)
+
     async def flush_idle(self) -> None:
         await _uninterrupted(self._flush_idle())
 
     async def _flush_idle(self) -> None:
-        """Release held outcomes of partitions whose input has been quiet for a while.
+        """At the end of the stream, release what the watermark still holds.
 
-        Quiet is judged per partition, not per model: a model that merely has a gap while
-        others on its partition keep flowing is still covered by the watermark, and
-        draining it early would turn its next outcomes into late ones.
+        The end is when this worker's join has produced nothing and an outcomes partition
+        has received nothing (outcomes or watermark markers, which every join batch sends
+        to every partition) for ``idle_flush_s``. Quiet is judged per partition, not per
+        model: a model with a gap is still covered by the watermark, and draining it early
+        would turn its next outcomes into late ones.
         """
         if self.app.rebalancing:
             return
+        await self._load_assigned_tracks()
         cutoff = time.monotonic() - self.settings.idle_flush_s
+        if self._last_join > cutoff:
+            return  # the join is still producing: not the end of the stream
         quiet = {p for p, t in self._last_input.items() if t <= cutoff}
         idle = {m: p for m, p in self._held_models.items() if p in quiet}
         for partition in quiet:
@@ -437,6 +542,8 @@ class Pipeline:
             if track is not None and track.pending:
                 detections[model_id] = track.flush()
         touched = {m: idle[m] for m in detections}
+        if detections:
+            log.info("end of stream: released held outcomes of %d models", len(detections))
         await self._emit(detections, touched, {})
 
     async def _emit(

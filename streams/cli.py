@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from .errors import ConfigError, WatchkeeperError
 from .notify_cli import add_notify_commands, run_notify_command
 from .owners_cli import add_owner_commands, run_owners
+from .replay_cli import add_replay_command, run_replay
 from .settings import Settings
 
 __all__ = ["build_parser", "main", "settings_from"]
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--predictions-per-model", type=int, default=3000)
     sim.add_argument("--seed", type=int, default=7)
     add_owner_commands(sub)
+    add_replay_command(sub)
     add_notify_commands(sub, _connection_flags)
     return parser
 
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 timeout=args.timeout,
             )
+        if args.command == "replay":
+            return run_replay(args, settings_from(args))
         if args.command == "owners":
             return run_owners(args)
         if args.command in ("notify", "ack", "silence", "unsilence"):

@@ -207,6 +207,10 @@ def summarize(
         ("duplicate labels ignored", totals.get("duplicate_labels", 0)),
         ("dead-lettered", totals.get("dlq", 0)),
         ("outcomes out of event-time order", totals.get("late_outcomes", 0)),
+        (
+            "input events behind their partition by more than the lag",
+            totals.get("disordered_input", 0),
+        ),
         ("degradation alerts", len(degradations)),
         ("improvement (info) events", sum(a["kind"] == "performance_improvement" for a in alerts)),
         ("orphaned_model alerts", sum(a["kind"] == "orphaned_model" for a in alerts)),

@@ -57,11 +57,13 @@ class HealthStore:
         await pipe.execute()
 
     async def add_skipped(self, reasons: Counter[str]) -> None:
-        """Count dead-lettered records per reason, and redeliveries that were skipped."""
+        """Count dead-lettered records per reason; ``redelivered`` (skipped) and
+        ``disordered_input`` (processed, but out of order) are plain counters."""
         reasons = Counter(reasons)
-        redelivered = reasons.pop("redelivered", 0)
-        if redelivered:
-            await self.redis.hincrby(self.key("stats"), "redelivered", redelivered)
+        for name in ("redelivered", "disordered_input"):
+            value = reasons.pop(name, 0)
+            if value:
+                await self.redis.hincrby(self.key("stats"), name, value)
         await self.add_dlq(reasons)
 
     async def add_dlq(self, reasons: Counter[str]) -> None:

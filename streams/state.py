@@ -100,9 +100,16 @@ class PartitionView(MutableMapping[str, Any]):
 
     def processed(self, topic: str, offset: int) -> None:
         """Record that the message at ``offset`` is now part of this state."""
-        if offset > self.offsets.get(topic, -1):
-            self.offsets[topic] = offset
+        self.advance(topic, offset)
+
+    def advance(self, name: str, value: int) -> bool:
+        """Raise a high-water mark checkpointed with this state: a source offset (named by
+        its topic) or an event-time watermark (``wm:…``, never a valid topic name)."""
+        if value > self.offsets.get(name, -(2**63)):
+            self.offsets[name] = value
             self._offsets_changed = True
+            return True
+        return False
 
     def __getitem__(self, key: str) -> Any:
         value = restored(self._data, key)
