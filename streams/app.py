@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from detectors.config import DetectorSettings
@@ -145,6 +146,7 @@ class Pipeline:
         self._held_models: dict[str, int] = {}  # model -> outcomes partition, since last flush
         self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
         self._last_join = 0.0  # last join batch (wall)
+        self._offsets_reader: AIOKafkaConsumer | None = None  # end offsets, for _caught_up
         # newest event time read per (main input topic, partition); re-key topics are
         # sparse and not waited for
         self._source_wm: dict[str, dict[int, int]] = {pred: {}, truth: {}}
@@ -503,6 +505,29 @@ class Pipeline:
             return None
         return min(m for m in marks if m is not None) - self.settings.reorder_lag_ms
 
+    async def _caught_up(self) -> bool:
+        """Has this worker processed every record the broker holds on its partitions?
+
+        Asked of the broker directly (Faust's cached high-water marks were seen stale)."""
+        if self._offsets_reader is None:
+            self._offsets_reader = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_servers, group_id=None
+            )
+            await self._offsets_reader.start()
+        outcomes = self.settings.topics.outcomes
+        views: dict[TopicPartition, PartitionView] = {}
+        for tp in self.app.consumer.assignment():
+            if tp.topic in self._kind_of:
+                views[TopicPartition(tp.topic, tp.partition)] = (
+                    await self.joiner(tp.partition)
+                ).store  # type: ignore[assignment]
+            elif tp.topic == outcomes:
+                views[TopicPartition(tp.topic, tp.partition)] = await self.load_tracks(tp.partition)
+        if not views:
+            return False
+        ends = await self._offsets_reader.end_offsets(list(views))
+        return all(view.offsets.get(tp.topic, -1) + 1 >= ends[tp] for tp, view in views.items())
+
     async def _load_assigned_tracks(self) -> None:
         """Load every assigned outcomes partition, which registers outcomes restored from
         its changelog that are still held, so that a restarted worker releases them even
@@ -531,6 +556,8 @@ class Pipeline:
         if self._last_join > cutoff:
             return  # the join is still producing: not the end of the stream
         quiet = {p for p, t in self._last_input.items() if t <= cutoff}
+        if not quiet or not await self._caught_up():
+            return  # a stall (CPU, fetch, broker) is not the end of the stream
         idle = {m: p for m, p in self._held_models.items() if p in quiet}
         for partition in quiet:
             del self._last_input[partition]

@@ -256,8 +256,12 @@ def evaluate(result: BacktestResult, expected: list[ExpectedChange]) -> list[Com
 # --- tables ----------------------------------------------------------------------------------
 
 
-def _when(ms: int | None) -> str:
-    return "-" if ms is None else rfc3339_ms(ms)
+def _range(result: BacktestResult) -> str:
+    if result.start_ms is None and result.end_ms is None:
+        return "all events"
+    start = "beginning" if result.start_ms is None else rfc3339_ms(result.start_ms)
+    end = "end" if result.end_ms is None else rfc3339_ms(result.end_ms)
+    return f"{start} .. {end}"
 
 
 def _rate(value: Any) -> str:
@@ -295,7 +299,7 @@ def model_table(result: BacktestResult, combination_name: str) -> Table:
     """One row per model with the change points one combination found, for the terminal."""
     found = _change_points(_alerts_of(result, combination_name))
     table = Table(
-        title=f"{combination_name}: {_when(result.start_ms)} .. {_when(result.end_ms)}",
+        title=f"{combination_name}: {_range(result)}",
         title_justify="left",
     )
     table.add_column("model")
@@ -321,7 +325,9 @@ def model_table(result: BacktestResult, combination_name: str) -> Table:
 def sweep_table(result: BacktestResult, scores: list[ComboScore]) -> Table:
     """One row per combination, so settings can be compared side by side."""
     scored = any(s.expected for s in scores)
-    table = Table(title=f"{len(scores)} detector configuration(s)", title_justify="left")
+    table = Table(
+        title=f"{len(scores)} detector configuration(s), {_range(result)}", title_justify="left"
+    )
     table.add_column("combination")
     table.add_column("detections", justify="right")
     if scored:
@@ -435,6 +441,25 @@ def _dt(ms: float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def _steps(points: list[tuple[int, float]]) -> tuple[list[datetime], list[float]]:
+    """Hourly values as a steps-post series: each value spans its hour, and an hour with
+    no data breaks the line (NaN) instead of stretching the previous value across it."""
+    xs: list[datetime] = []
+    ys: list[float] = []
+    previous: int | None = None
+    for t, value in points:
+        if previous is not None and t > previous + HOUR_MS:
+            xs += [_dt(previous + HOUR_MS)]
+            ys += [math.nan]
+        xs.append(_dt(t))
+        ys.append(value)
+        previous = t
+    if previous is not None:  # close the last hour
+        xs.append(_dt(previous + HOUR_MS))
+        ys.append(ys[-1])
+    return xs, ys
+
+
 def _plot_model(
     summary: ModelSummary,
     changes: list[dict[str, Any]],
@@ -454,6 +479,8 @@ def _plot_model(
     cover = sorted(
         (hour * HOUR_MS, joined / n) for hour, (n, joined) in summary.coverage.items() if n
     )
+    error_x, error_y = _steps([(t, r) for t, r, _ in rows])
+    cover_x, cover_y = _steps(cover)
     times = [t for t, _, _ in rows] + [t for t, _ in cover] + expected
     times += [a["event_time_ms"] for a in changes]
     times += [t for t in (summary.first_ms, summary.last_ms) if t is not None]
@@ -466,8 +493,8 @@ def _plot_model(
     top.set_title(title)
     # steps-post: each hourly value holds for the hour it describes
     top.plot(
-        [_dt(t) for t, _, _ in rows],
-        [r for _, r, _ in rows],
+        error_x,
+        error_y,
         drawstyle="steps-post",
         color="tab:blue",
         label="error rate",
@@ -500,8 +527,8 @@ def _plot_model(
     top.legend(loc="upper left", fontsize="small")
 
     bottom.plot(
-        [_dt(t) for t, _ in cover],
-        [c for _, c in cover],
+        cover_x,
+        cover_y,
         drawstyle="steps-post",
         color="tab:green",
     )
