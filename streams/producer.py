@@ -14,6 +14,7 @@ prediction and its label always meet on the same partition, batched or not::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,7 +100,14 @@ class WatchkeeperProducer:
         self._error: BaseException | None = None
         self._linger_task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
-        self._flushing = asyncio.Lock()  # flush() waits for a linger flush under way
+        # Batches leave in the order they were closed: a closed batch joins this queue
+        # without an await, and one sender at a time empties it. (aiokafka's send() can
+        # wait for buffer space; two senders could then reorder a partition's batches,
+        # which the tests saw as label batches arriving hours behind their partition.)
+        self._outbox: collections.deque[tuple[str, int, bytes, bytes | None, int]] = (
+            collections.deque()
+        )
+        self._flushing = asyncio.Lock()
 
     async def start(self) -> None:
         """Connect (the aiokafka producer needs a running loop, so it is built here)."""
@@ -193,10 +201,15 @@ class WatchkeeperProducer:
         self._raise_failure()
 
     async def _send_buffers(self) -> None:
+        buffers, self._buffers = self._buffers, {}
+        for (topic, partition), batch in buffers.items():
+            self._outbox.append((topic, partition, batch.value(), None, len(batch.parts)))
+        await self._drain_outbox()
+
+    async def _drain_outbox(self) -> None:
         async with self._flushing:
-            buffers, self._buffers = self._buffers, {}
-            for (topic, partition), batch in buffers.items():
-                await self._send(topic, partition, batch.value(), None, len(batch.parts))
+            while self._outbox:
+                await self._send(*self._outbox.popleft())
 
     async def _add(self, topic: str, prediction_id: str, event: dict[str, Any]) -> None:
         try:
@@ -214,7 +227,8 @@ class WatchkeeperProducer:
         n = len(await self._require_started().partitions_for(topic))
         partition = partition_for(prediction_id, n)
         if self.batch_size == 1:
-            await self._send(topic, partition, value, prediction_id.encode(), 1)
+            self._outbox.append((topic, partition, value, prediction_id.encode(), 1))
+            await self._drain_outbox()
             return
         # No await between reading and updating the buffers: other callers and the linger
         # task cannot interleave here.
@@ -231,7 +245,9 @@ class WatchkeeperProducer:
         if len(batch.parts) >= self.batch_size:
             ready.append(self._buffers.pop(key))
         for full in ready:
-            await self._send(topic, partition, full.value(), None, len(full.parts))
+            self._outbox.append((topic, partition, full.value(), None, len(full.parts)))
+        if ready:
+            await self._drain_outbox()
 
     async def _send(
         self, topic: str, partition: int, value: bytes, key: bytes | None, events: int

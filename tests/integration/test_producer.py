@@ -260,3 +260,28 @@ async def test_unreachable_broker_fails_start_cleanly() -> None:
     with pytest.raises(KafkaConnectionError):
         await producer.start()
     await producer.stop()  # nothing to stop: no error
+
+
+async def test_a_single_caller_keeps_each_partitions_order_under_backpressure(
+    kafka_bootstrap: str, make_topic: Callable[..., Any]
+) -> None:
+    """Events of one caller reach each partition in the order they were given, even when
+    aiokafka's buffer is full and the linger task flushes at the same time (a reorder
+    here once put whole label batches hours behind their partition)."""
+    topic = await new_topic(make_topic, "wk-order")
+    async with WatchkeeperProducer(
+        kafka_bootstrap,
+        predictions_topic=topic,
+        batch_size=200,
+        linger_ms=1,
+        max_batch_size=16_384,  # aiokafka's accumulator fills up, and send() waits
+    ) as producer:
+        for i in range(30_000):
+            await producer.predict(f"p-{i}", "fraud", i % 2, timestamp=1_795_000_000_000 + i)
+    elements = check_messages(await read_all(kafka_bootstrap, topic), 200)
+    by_partition: dict[int, list[int]] = {}
+    for record, element in elements:
+        by_partition.setdefault(record.partition, []).append(int(element["prediction_id"][2:]))
+    assert sum(len(v) for v in by_partition.values()) == 30_000
+    for partition, order in by_partition.items():
+        assert order == sorted(order), f"partition {partition} out of order"
