@@ -16,6 +16,7 @@ sleeping through group windows, cooldowns and escalations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 DeadLetter = Callable[[bytes, bytes], Awaitable[None]]
 Release = Callable[[], None]
 SEVERITIES = ("info", "warning", "critical")
+RETRY_S = 5.0  # after Redis or the broker failed mid-route
 
 
 class Sender(Protocol):
@@ -171,15 +174,26 @@ class Notifier:
         now = self.clock()
         if self._duplicates:
             self._duplicates, seen = 0, self._duplicates
-            await self.store.count(duplicate=seen)
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.count(duplicate=seen)
         due = [m for m, g in self._groups.items() if g.deadline <= now]
         await self._flush_groups(due)
+        try:
+            await self._tick_deferred(now)
+            await self._escalate()
+        except (RedisError, OSError, KafkaError) as exc:
+            log.warning("deferred deliveries and escalations wait: %r", exc)
+
+    async def _tick_deferred(self, now: float) -> None:
         ready = [d for d in self._deferred if d.at <= now]
         self._deferred = [d for d in self._deferred if d.at > now]
         for d in ready:
-            await self._deliver(d.note, d.channel, d.hold, d.delivery_suffix)
+            try:
+                await self._deliver(d.note, d.channel, d.hold, d.delivery_suffix)
+            except (RedisError, OSError, KafkaError):
+                self._deferred.append(replace(d, at=now + RETRY_S))
+                raise
             d.hold.drop()
-        await self._escalate()
 
     async def flush(self) -> None:
         """Send every open group now (shutdown, partitions revoked)."""
@@ -236,8 +250,16 @@ class Notifier:
                     dedup_key=dedup_key,
                 )
                 await self._send_to(note, channels, hold)
-        finally:
-            hold.drop()
+        except (RedisError, OSError, KafkaError) as exc:
+            # Redis or the broker is away: keep the alerts (and their offsets) and try
+            # again; decisions and claims make the second attempt safe.
+            log.warning("routing %s failed (%r); retrying in %.0fs", model_id, exc, RETRY_S)
+            retry = self._groups.setdefault(model_id, _Group(self.clock() + RETRY_S))
+            for alert_id, alert in group.alerts.items():
+                retry.alerts.setdefault(alert_id, alert)
+            retry.releases.extend(group.releases)
+            hold.releases = []  # deliveries already deferred must not release them
+        hold.drop()
 
     async def _decide(
         self, alerts: list[dict[str, Any]], owner: Owner | None
@@ -459,12 +481,16 @@ async def run_notifier(
                 wait = notifier.due_in()
                 timeout_ms = 200 if wait is None else int(min(max(wait, 0.01), 0.2) * 1000)
                 batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=500)
-                for tp, messages in batch.items():
-                    for m in messages:
-                        tracker.start(tp, m.offset)
-                        await _intake(notifier, m, tracker, tp, to_dlq)
-                await notifier.tick()
-                await _commit(consumer, tracker)
+                try:
+                    for tp, messages in batch.items():
+                        for m in messages:
+                            tracker.start(tp, m.offset)
+                            await _intake(notifier, m, tracker, tp, to_dlq)
+                    await notifier.tick()
+                    await _commit(consumer, tracker)
+                except (RedisError, OSError, KafkaError) as exc:  # unfinished offsets stay
+                    log.warning("notifier step failed (%r); retrying", exc)
+                    await asyncio.sleep(1.0)
             await notifier.flush()
             await notifier.tick()
             await _commit(consumer, tracker)

@@ -68,7 +68,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     with Progress(
         TextColumn("replay"),
         BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} messages"),
+        TextColumn("{task.completed:,} messages"),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),

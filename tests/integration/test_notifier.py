@@ -20,6 +20,7 @@ from detectors.base import Change
 from streams.alerts import build_alert
 from streams.channels import ChannelSender, verify_signature
 from streams.cli import main as cli
+from streams.embedded import EmbeddedRedis
 from streams.notification import parse_channel
 from streams.notify import Notifier
 from streams.orphans import OrphanWatch
@@ -495,3 +496,39 @@ async def test_a_delivery_cut_short_by_a_crash_is_dead_lettered_not_resent(
     (letter,) = await h.dead_letters(1)
     assert letter["reason"] == "delivery_in_doubt"
     assert h.notifier.pending == 0
+
+
+async def test_a_redis_outage_keeps_alerts_until_redis_is_back(
+    http: HttpReceiver, kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """No crash, no release of the Kafka offset, and delivery once Redis returns."""
+    first = EmbeddedRedis().start()
+    port = first.port
+    settings = Settings(
+        redis_url=first.url,
+        notify=NotifySettings(group_wait_s=0, fallback_channels=[f"webhook:{http.url}/fallback"]),
+    )
+    redis = Redis.from_url(first.url)
+    harness = await Harness(settings, redis, make_topic("dlq", 1), kafka_bootstrap).start()
+    second: EmbeddedRedis | None = None
+    try:
+        assert harness.notifier is not None
+        released: list[str] = []
+        a = alert("nobody", 9)
+        first.stop()
+        harness.notifier.offer(a, release=lambda: released.append(a["alert_id"]))
+        await harness.notifier.tick()  # must not raise
+        assert released == [] and harness.notifier.pending == 1
+        assert http.requests == []
+        second = EmbeddedRedis(port=port).start()
+        harness.clock.advance(60)
+        await harness.notifier.tick()
+        assert released == [a["alert_id"]] and harness.notifier.pending == 0
+        (page,) = http.at("/fallback")
+        assert page.json()["alert_id"] == a["alert_id"]
+    finally:
+        await harness.stop()
+        await redis.aclose()
+        for server in (first, second):
+            if server is not None:
+                server.stop()

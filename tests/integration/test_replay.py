@@ -69,7 +69,7 @@ def test_replay_gives_the_live_alert_ids_and_the_cli_writes_and_publishes_them(
     argv = [
         "replay", "--broker", settings.broker, "--from", str(published_from),
         "--sweep", "adwin.delta=0.002,0.0001", "--out", str(out),
-        "--publish", f"{t.alerts}-replayed", "--no-progress",
+        "--publish", f"{t.alerts}-replayed",
     ]  # fmt: skip
     env = {
         "WATCHKEEPER_TOPIC_PREDICTIONS": t.predictions,
