@@ -172,9 +172,9 @@ async def replay(
     return result
 
 
-async def publish_alerts(settings: Settings, topic: str, alerts: list[dict[str, Any]]) -> int:
+async def publish_alerts(bootstrap: str, topic: str, alerts: list[dict[str, Any]]) -> int:
     """Re-emit replayed alerts (key = model_id), as the live worker would have."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for alert in alerts:

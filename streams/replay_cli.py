@@ -103,6 +103,6 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
             console.print(f"wrote {path}")
     if args.publish:
         alerts = result.alerts[combinations[0].name]
-        sent = asyncio.run(publish_alerts(settings, args.publish, alerts))
+        sent = asyncio.run(publish_alerts(settings.bootstrap_servers, args.publish, alerts))
         console.print(f"published {sent} alerts to {args.publish} ({combinations[0].name})")
     return 0

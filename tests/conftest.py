@@ -12,11 +12,12 @@ import concurrent.futures
 import itertools
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from receivers import HttpReceiver, SmtpReceiver
 
 from streams.embedded import EmbeddedBroker, EmbeddedRedis
 
@@ -77,3 +78,19 @@ def make_topic(kafka_bootstrap: str) -> Callable[..., str]:
         return name
 
     return _make
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpReceiver]:
+    """A recording HTTP receiver on loopback (webhooks, Slack, PagerDuty)."""
+    receiver = await HttpReceiver().start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    """A recording SMTP server (aiosmtpd) on loopback."""
+    receiver = SmtpReceiver().start()
+    yield receiver
+    receiver.stop()

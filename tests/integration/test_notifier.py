@@ -72,20 +72,6 @@ def alert(model: str, index: int, **kw: Any) -> dict[str, Any]:
     )
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[HttpReceiver]:
-    receiver = await HttpReceiver().start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
-def smtp() -> Any:
-    receiver = SmtpReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
 class Harness:
     """A notifier wired to real Redis, real receivers and a real dead-letter topic."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from receivers import HttpReceiver
 from redis.asyncio import Redis
 
@@ -24,6 +24,7 @@ from streams.embedded import EmbeddedBroker
 from streams.notification import parse_channel
 from streams.owners import Owner, OwnerRegistry
 from streams.paging import PagingStore
+from streams.replay import publish_alerts
 from streams.worker import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,17 +57,6 @@ def make_alerts() -> list[dict[str, Any]]:
                 )
             )
     return alerts
-
-
-async def publish(bootstrap: str, topic: str, alerts: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for a in alerts:
-            await producer.send(topic, key=a["model_id"].encode(), value=orjson.dumps(a))
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 class DeadLetters:
@@ -141,7 +131,7 @@ async def test_each_alert_is_paged_once_through_a_kill_a_second_replica_and_dupl
     second: WorkerProcess | None = None
     restarted: WorkerProcess | None = None
     try:
-        await publish(embedded_broker.bootstrap, alerts_topic, alerts[:half] + alerts[:5])
+        await publish_alerts(embedded_broker.bootstrap, alerts_topic, alerts[:half] + alerts[:5])
         deadline = time.monotonic() + 60
         while len(http.requests) < 6:
             assert time.monotonic() < deadline and first.alive(), first.log_tail()
@@ -149,7 +139,7 @@ async def test_each_alert_is_paged_once_through_a_kill_a_second_replica_and_dupl
         await asyncio.to_thread(first.kill)  # SIGKILL, with deliveries in flight
         restarted = notifier("a2", "group-a").start()
         second = notifier("b", "group-b").start()  # a second replica that sees every alert
-        await publish(embedded_broker.bootstrap, alerts_topic, alerts[half:] + alerts[:half])
+        await publish_alerts(embedded_broker.bootstrap, alerts_topic, alerts[half:] + alerts[:half])
         deadline = time.monotonic() + 90
         while True:  # until every (alert, channel) delivery has a final state in Redis
             await dead.poll()
