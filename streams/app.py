@@ -476,8 +476,11 @@ class Pipeline:
                 if p != partition:
                     continue
                 track = self.tracks(partition)[model_id]
-                detections[model_id] = track.release(upto)
-                released[model_id] = partition
+                held = track.pending
+                found = track.release(upto)
+                if track.pending != held or model_id in touched:  # changed: checkpoint it
+                    detections[model_id] = found
+                    released[model_id] = partition
                 if not track.pending:
                     del self._held_models[model_id]
         touched = {**touched, **released}
