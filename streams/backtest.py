@@ -15,7 +15,6 @@ per model and configuration; outcomes are not kept.
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -240,10 +239,9 @@ class Backtest:
 
     def finish(self) -> BacktestResult:
         self.release(None)
-        late = 0
-        for tracks in self.tracks[:1]:
-            late = sum(t.sequencer.late for t in tracks.values())
-        self.result.late_outcomes = late
+        # the join feeds every combination the same outcomes: count them once
+        first = self.tracks[0] if self.tracks else {}
+        self.result.late_outcomes = sum(t.sequencer.late for t in first.values())
         for joiner in self.joiners:
             stats = joiner.drain_stats()
             for model, n in stats.predictions.items():
@@ -264,10 +262,3 @@ def hourly(errors: dict[int, list[float]]) -> list[tuple[int, float, int]]:
         (hour * HOUR_MS, total / n if n else 0.0, int(n))
         for hour, (n, total) in sorted(errors.items())
     ]
-
-
-def by_model(alerts: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for a in alerts:
-        grouped[a["model_id"]].append(a)
-    return grouped
