@@ -187,11 +187,11 @@ class Notifier:
     async def _tick_deferred(self, now: float) -> None:
         ready = [d for d in self._deferred if d.at <= now]
         self._deferred = [d for d in self._deferred if d.at > now]
-        for d in ready:
+        for i, d in enumerate(ready):
             try:
                 await self._deliver(d.note, d.channel, d.hold, d.delivery_suffix)
             except (RedisError, OSError, KafkaError):
-                self._deferred.append(replace(d, at=now + RETRY_S))
+                self._deferred += [replace(rest, at=now + RETRY_S) for rest in ready[i:]]
                 raise
             d.hold.drop()
 
@@ -293,9 +293,16 @@ class Notifier:
     async def _send_to(self, note: Notification, channels: Sequence[Channel], hold: _Hold) -> None:
         if not channels:
             for alert in note.alerts:
+                # claimed like a delivery, so a re-emitted alert is dead-lettered once
+                claim = await self.store.claim(
+                    alert["alert_id"], "no-channel", lease_s=self.cfg.delivery_lease_s
+                )
+                if claim.state != "claimed":
+                    continue
                 await self._dead_letter_alert(
                     alert, note, None, "no_channel", "no owner and no fallback channel", 0
                 )
+                await self.store.finish(claim, "dlq|no_channel")
             return
         await asyncio.gather(*(self._deliver(note, ch, hold, "") for ch in channels))
 

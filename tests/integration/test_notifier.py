@@ -366,6 +366,7 @@ async def test_without_a_fallback_an_orphan_alert_is_dead_lettered(make_harness:
     h = await make_harness(fallback_channels=[])
     a = alert("nobody", 77)
     await h.run(a)
+    await h.run(a)  # re-emitted: dead-lettered once
     (letter,) = await h.dead_letters(1)
     assert letter["reason"] == "no_channel" and letter["alert"]["alert_id"] == a["alert_id"]
 
