@@ -47,6 +47,7 @@ from .offsets import OffsetTracker
 from .owners import Owner, OwnerRegistry
 from .paging import Clock, PagingStore
 from .records import Rejected, dead_letter
+from .redis_session import redis_session
 from .settings import Settings
 
 __all__ = ["Notifier", "Sender", "parse_alert", "run_notifier"]
@@ -455,22 +456,20 @@ async def run_notifier(
     from .topology import ensure_topics_named
 
     stop = stop or _stop_on_signals()
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        await redis.ping()
-    except (RedisError, OSError) as exc:
-        raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
     t = settings.topics
     await ensure_topics_named(settings, [t.alerts, t.dlq])
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
-    await producer.start()
+    async with contextlib.AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(redis_session(settings.redis_url))
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        await producer.start()
+        stack.push_async_callback(producer.stop)
 
-    async def to_dlq(key: bytes, value: bytes) -> None:
-        await producer.send_and_wait(t.dlq, value=value, key=key)
+        async def to_dlq(key: bytes, value: bytes) -> None:
+            await producer.send_and_wait(t.dlq, value=value, key=key)
 
-    tracker: OffsetTracker[Any] = OffsetTracker()
-    async with ChannelSender(settings.notify) as sender:
+        sender = await stack.enter_async_context(ChannelSender(settings.notify))
         notifier = Notifier(settings, redis=redis, sender=sender, dead_letter=to_dlq, clock=clock)
+        tracker: OffsetTracker[Any] = OffsetTracker()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             group_id=settings.notify.group_id,
@@ -480,31 +479,26 @@ async def run_notifier(
             heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
         )
-        listener = _Revoked(notifier, consumer, tracker)
-        consumer.subscribe([t.alerts], listener=listener)
+        consumer.subscribe([t.alerts], listener=_Revoked(notifier, consumer, tracker))
         await consumer.start()
-        try:
-            while not stop.is_set():
-                wait = notifier.due_in()
-                timeout_ms = 200 if wait is None else int(min(max(wait, 0.01), 0.2) * 1000)
-                batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=500)
-                try:
-                    for tp, messages in batch.items():
-                        for m in messages:
-                            tracker.start(tp, m.offset)
-                            await _intake(notifier, m, tracker, tp, to_dlq)
-                    await notifier.tick()
-                    await _commit(consumer, tracker)
-                except (RedisError, OSError, KafkaError) as exc:  # unfinished offsets stay
-                    log.warning("notifier step failed (%r); retrying", exc)
-                    await asyncio.sleep(1.0)
-            await notifier.flush()
-            await notifier.tick()
-            await _commit(consumer, tracker)
-        finally:
-            await consumer.stop()
-            await producer.stop()
-            await redis.aclose()
+        stack.push_async_callback(consumer.stop)
+        while not stop.is_set():
+            wait = notifier.due_in()
+            timeout_ms = 200 if wait is None else int(min(max(wait, 0.01), 0.2) * 1000)
+            batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=500)
+            try:
+                for tp, messages in batch.items():
+                    for m in messages:
+                        tracker.start(tp, m.offset)
+                        await _intake(notifier, m, tracker, tp, to_dlq)
+                await notifier.tick()
+                await _commit(consumer, tracker)
+            except (RedisError, OSError, KafkaError) as exc:  # unfinished offsets stay
+                log.warning("notifier step failed (%r); retrying", exc)
+                await asyncio.sleep(1.0)
+        await notifier.flush()
+        await notifier.tick()
+        await _commit(consumer, tracker)
 
 
 async def _intake(

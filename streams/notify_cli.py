@@ -11,12 +11,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from .errors import ConfigError
 from .owners import parse_duration
 from .paging import PagingStore
+from .redis_session import redis_session
 from .settings import Settings
 
 __all__ = ["add_notify_commands", "run_notify_command"]
@@ -56,12 +54,7 @@ def run_notify_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _paging_command(args: argparse.Namespace, settings: Settings) -> int:
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        try:
-            await redis.ping()
-        except (RedisError, OSError) as exc:
-            raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+    async with redis_session(settings.redis_url) as redis:
         store = PagingStore(
             redis, settings.redis_prefix, clock=time.time, ttl_s=settings.notify.dedup_ttl_s
         )
@@ -74,8 +67,6 @@ async def _paging_command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{args.model} was not silenced")
             return 1
         return await _silence(store, args)
-    finally:
-        await redis.aclose()
 
 
 async def _ack(store: PagingStore, args: argparse.Namespace, settings: Settings) -> int:

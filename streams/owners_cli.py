@@ -21,16 +21,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import ConfigError, WatchkeeperError
+from .errors import ConfigError
 from .notification import Channel
 from .owners import (
     Orphan,
@@ -40,11 +37,10 @@ from .owners import (
     format_duration,
     load_owners_file,
 )
+from .redis_session import redis_session
 from .settings import Settings
 
 __all__ = ["add_owner_commands", "run_owners"]
-
-CONNECT_TIMEOUT_S = 5.0
 
 
 def add_owner_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -129,21 +125,8 @@ Handler = Callable[[argparse.Namespace, Redis, str], Awaitable[int]]
 
 
 async def _with_redis(settings: Settings, handler: Handler, args: argparse.Namespace) -> int:
-    url = _redacted(settings.redis_url)
-    try:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S)
-    except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL {url}: {exc}") from exc
-    try:
+    async with redis_session(settings.redis_url) as redis:
         return await handler(args, redis, settings.redis_prefix)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise WatchkeeperError(
-            f"cannot reach Redis at {url}: {exc} (set --redis or WATCHKEEPER_REDIS_URL)"
-        ) from exc
-    except RedisError as exc:
-        raise WatchkeeperError(f"Redis at {url} refused the request: {exc}") from exc
-    finally:
-        await redis.aclose()
 
 
 async def _set(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
@@ -274,19 +257,6 @@ def _masked(channel: Channel) -> str:
         url = urlsplit(channel.target)
         return f"slack:{url.scheme}://{url.netloc}/…{channel.target[-4:]}"
     return str(channel)
-
-
-def _redacted(url: str) -> str:
-    """The Redis URL without its password, fit for error messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        return urlunsplit(parts._replace(netloc=user + netloc))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def _iso(ms: int) -> str:
