@@ -4,9 +4,9 @@
     outcomes                            ──► detect_changes ──► alerts  (key = model_id)
     anything unparseable                ──► watchkeeper-dlq (reason + original bytes)
 
-Both agents take events in batches (``take_events``) and touch Faust tables through
-:class:`~streams.state.PartitionView`, so per-event framework work stays small while
-consumer groups, changelogs and recovery remain Faust's.
+Both agents take whatever their channel holds as one batch (:func:`_batches`) and touch
+Faust tables through :class:`~streams.state.PartitionView`, so per-event framework work
+stays small while consumer groups, changelogs and recovery remain Faust's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,10 +28,11 @@ from detectors.config import DetectorSettings
 from detectors.track import Detection, ModelTrack
 
 from .alerts import build_alert
-from .health import HealthStore
+from .batches import RecordBatches
+from .health import HealthBuffer, HealthStore
 from .join import Joiner
 from .orphans import OrphanWatch
-from .partitioning import partition_for
+from .partitioning import partition_for, partitions_for
 from .records import (
     GroundTruth,
     Outcome,
@@ -52,15 +53,19 @@ __all__ = ["WATERMARK_KEY", "Pipeline", "label_event", "prediction_event"]
 # key of the event-time markers the join sends to every outcomes partition (never a model id)
 WATERMARK_KEY = b"\x00watermark"
 
+# record batches of 256 KiB rather than Faust's 16 KiB: a join batch writes megabytes of
+# changelog, and each batch costs a produce request
+PRODUCER_BATCH_BYTES = 256 * 1024
+
 log = logging.getLogger(__name__)
 
 
 async def _uninterrupted(work: Coroutine[Any, Any, None]) -> None:
     """Finish a batch even when the worker is stopping.
 
-    Faust cancels agents on shutdown, and ``take_events`` acks its batch on the way out;
-    a batch cut short would be committed without its output. So the batch runs as its
-    own task, and a cancellation waits for it before passing on.
+    Faust cancels agents on shutdown; a batch cut short and then acked would be committed
+    without its output. So the batch runs as its own task, and a cancellation waits for it
+    before passing on.
     """
     task = asyncio.ensure_future(work)
     try:
@@ -70,11 +75,45 @@ async def _uninterrupted(work: Coroutine[Any, Any, None]) -> None:
         raise
 
 
-async def _ack(stream: Any, events: list[Any]) -> None:
-    """Ack a processed batch now; ``take_events`` would only ack it when the next one
-    arrives, so a stopping worker would re-read its last batch after a restart."""
-    for event in events:
-        await stream.ack(event)
+async def _batches(
+    stream: Any, max_messages: int, max_bytes: int, within_s: float
+) -> AsyncIterator[list[Any]]:
+    """The agent's events in batches of up to ``max_messages`` or ``max_bytes``, closed
+    ``within_s`` after their first event at the latest.
+
+    Faust's own iteration (``async for``, ``take_events``) runs sensors, a buffer task and
+    a timer per event, about 150 µs each, most of a worker's CPU when every Kafka message
+    holds one event. Reading the channel's queue directly keeps what matters: the
+    conductor's delivery, flow control (the queue pauses fetching when full) and acks,
+    which the caller gives per event after the batch is processed. The byte limit bounds
+    a batch of large (batched) messages.
+    """
+    channel = aiter(stream.channel)  # registers the channel with the conductor
+    queue = channel.queue  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            event = await queue.get()
+            events = [event]
+            size = len(event.message.value or b"")
+            close_at = loop.time() + within_s
+            while size < max_bytes and len(events) < max_messages:
+                if queue.empty():
+                    left = close_at - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(left):
+                            event = await queue.get()
+                    except TimeoutError:
+                        break
+                else:
+                    event = queue.get_nowait()
+                events.append(event)
+                size += len(event.message.value or b"")
+            yield events
+    except StopAsyncIteration:  # Faust throws it into the queue to end the stream
+        return
 
 
 def prediction_event(p: Prediction) -> dict[str, Any]:
@@ -117,6 +156,7 @@ class Pipeline:
             broker_heartbeat_interval=s.heartbeat_interval_s,
             broker_rebalance_timeout=s.rebalance_timeout_s,
             broker_commit_interval=s.commit_interval_s,
+            producer_max_batch_size=PRODUCER_BATCH_BYTES,
             stream_recovery_delay=0.0,
             consumer_auto_offset_reset="earliest",
             key_serializer="raw",
@@ -143,6 +183,8 @@ class Pipeline:
             "detector-state", partitions=partitions, key_type=str, value_type=bytes
         )
         self.track_views: dict[int, PartitionView] = {}
+        # outcomes, watermarks, re-keyed events and changelog records of a batch
+        self.batches = RecordBatches(self._kafka_producer)
         self._held_models: dict[str, int] = {}  # model -> outcomes partition, since last flush
         self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
         self._last_join = 0.0  # last join batch (wall)
@@ -152,11 +194,19 @@ class Pipeline:
         self._source_wm: dict[str, dict[int, int]] = {pred: {}, truth: {}}
         self.joiners: dict[int, Joiner] = {}
         self._health: HealthStore | None = None
+        self._counts: HealthBuffer | None = None
         self._orphans: OrphanWatch | None = None
         self.app.agent(self.join_source, name="join_outcomes")(self._batched(self._join_batch))
         self.app.agent(self.outcomes, name="detect_changes")(self._batched(self._detect_batch))
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
+        self.app.timer(s.health_interval_s, on_leader=False)(self._write_counts)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+
+    def _kafka_producer(self) -> Any:
+        """The aiokafka producer inside Faust's, so that our batches share its connection
+        and are flushed by its shutdown."""
+        producer: Any = self.app.producer
+        return producer._ensure_producer()
 
     async def _on_revoked(self, *_args: Any, **_kwargs: Any) -> None:
         self.joiners.clear()
@@ -182,6 +232,13 @@ class Pipeline:
             )
         return self._health
 
+    @property
+    def counts(self) -> HealthBuffer:
+        """Counter deltas and snapshots on their way to Redis (written every 0.5 s)."""
+        if self._counts is None:
+            self._counts = HealthBuffer(self.health, self.settings.health_interval_s)
+        return self._counts
+
     async def _view(self, table: Any, partition: int) -> PartitionView:
         """A partition's state, reloaded from its changelog on first use."""
         n = self.partitions
@@ -195,7 +252,7 @@ class Pipeline:
             partition,
             table.data.data,
         )
-        view = PartitionView(table, partition, owns)
+        view = PartitionView(table, partition, owns, self.batches)
         log.info("%s partition %d: %d changelog records restored", table.name, partition, applied)
         return view
 
@@ -232,9 +289,10 @@ class Pipeline:
         s = self.settings
 
         async def agent(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_max, s.batch_within_s):
+            async for events in _batches(stream, s.batch_max, s.batch_max_bytes, s.batch_within_s):
                 await _uninterrupted(process(events))
-                await _ack(stream, events)
+                for event in events:
+                    event.ack()
 
         return agent
 
@@ -282,8 +340,8 @@ class Pipeline:
                 )
                 if preds and msg.topic in self._source_wm:
                     self._read_up_to(msg.topic, here, [p.timestamp_ms for p in preds], reasons)
-                for p in preds:
-                    home = partition_for(p.prediction_id, n)
+                homes = partitions_for([p.prediction_id for p in preds], n)
+                for p, home in zip(preds, homes, strict=True):
                     if home != here:
                         rekey["p", home].append(prediction_event(p))
                     elif (o := joiner.add_prediction(p)) is not None:
@@ -294,8 +352,8 @@ class Pipeline:
                 )
                 if labels and msg.topic in self._source_wm:
                     self._read_up_to(msg.topic, here, [g.timestamp_ms for g in labels], reasons)
-                for g in labels:
-                    home = partition_for(g.prediction_id, n)
+                homes = partitions_for([g.prediction_id for g in labels], n)
+                for g, home in zip(labels, homes, strict=True):
                     if home != here:
                         rekey["g", home].append(label_event(g))
                     elif (o := joiner.add_label(g)) is not None:
@@ -341,21 +399,19 @@ class Pipeline:
         sent: list[Any],
     ) -> None:
         """Publish outputs, wait for the broker, then checkpoint the join state."""
+        add = self.batches.add
+        n = self.partitions
+        outcomes = self.settings.topics.outcomes
         for model_id, outs in by_model.items():
-            sent.append(
-                await self.outcomes.send(key=model_id.encode(), value=encode_outcomes(outs))
-            )
+            key = model_id.encode()
+            add(outcomes, partition_for(key, n), key, encode_outcomes(outs))
         for (kind, partition), items in rekey.items():
-            sent.append(
-                await self.rekey_topics[kind].send(value=orjson.dumps(items), partition=partition)
-            )
+            add(self._rekey_topic[kind], partition, None, orjson.dumps(items))
         for joined in touched:  # after the outcomes: every outcomes partition, in order
             if (wm := self._join_watermark(joined)) is not None:
                 marker = orjson.dumps({"join_partition": joined, "watermark_ms": wm})
-                for target in range(self.partitions):
-                    sent.append(
-                        await self.outcomes.send(key=WATERMARK_KEY, value=marker, partition=target)
-                    )
+                for target in range(n):
+                    add(outcomes, target, WATERMARK_KEY, marker)
         for partition in touched:
             joiner = self.joiners.get(partition)
             if joiner is None:
@@ -374,18 +430,21 @@ class Pipeline:
                     }
                 )
                 sent.append(await self.dlq.send(key=u.prediction_id.encode(), value=body))
+        sent += await self.batches.send()
         if sent:
             await asyncio.gather(*sent)
+        # checkpoint after the output is with the broker (see streams.state)
+        joiners = [j for p in touched if (j := self.joiners.get(p)) is not None]
+        for joiner in joiners:
+            joiner.store.stage()  # type: ignore[attr-defined]
+        await self.batches.deliver()
         seen: set[str] = set()
-        for partition in touched:
-            joiner = self.joiners.get(partition)
-            if joiner is None:
-                continue
-            await joiner.store.flush()  # type: ignore[attr-defined]
+        for joiner in joiners:
             stats = joiner.drain_stats()
             seen.update(stats.predictions)
-            await self.health.add_join_stats(stats)
-        await self.health.add_skipped(reasons)
+            self.counts.add_join_stats(stats)
+        self.counts.add_skipped(reasons)
+        await self.counts.maybe_flush()
         await self._raise_orphans(seen)
 
     async def _raise_orphans(self, models: set[str]) -> None:
@@ -399,7 +458,7 @@ class Pipeline:
         ]
         await asyncio.gather(*sent)
         await self.orphans.raised(alerts)
-        await self.health.put_health({}, {a["model_id"]: Counter(orphaned_model=1) for a in alerts})
+        self.counts.put_health({}, {a["model_id"]: Counter(orphaned_model=1) for a in alerts})
 
     def tracks(self, partition: int) -> PartitionView:
         """The detection state (one :class:`ModelTrack` per model) of a loaded partition."""
@@ -489,7 +548,8 @@ class Pipeline:
         if dead:
             await asyncio.gather(*dead)
         await self._emit(detections, touched, counters, touched_partitions)
-        await self.health.add_skipped(reasons)
+        self.counts.add_skipped(reasons)
+        await self.counts.maybe_flush()
 
     def _advance_watermark(self, view: PartitionView, raw: bytes) -> None:
         try:
@@ -539,6 +599,9 @@ class Pipeline:
         for tp in self.app.consumer.assignment():
             if tp.topic == outcomes and tp.partition not in self.track_views:
                 await self.load_tracks(tp.partition)
+
+    async def _write_counts(self) -> None:
+        await self.counts.maybe_flush()
 
     async def flush_idle(self) -> None:
         await _uninterrupted(self._flush_idle())
@@ -613,9 +676,10 @@ class Pipeline:
         for model_id, partition in touched.items():
             self.tracks(partition).touch(model_id)
         for partition in set(touched.values()) | (partitions or set()):
-            await self.tracks(partition).flush()
+            self.tracks(partition).stage()
+        await self.batches.deliver()
         snapshots = {m: self._snapshot(self.tracks(p)[m], alerts) for m, p in touched.items()}
-        await self.health.put_health(snapshots, counters)
+        self.counts.put_health(snapshots, counters)
 
     @staticmethod
     def _snapshot(track: ModelTrack, alerts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,9 +8,12 @@ partition, so they call :func:`partition_for` instead of guessing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 from aiokafka.partitioner import murmur2
 
-__all__ = ["partition_for"]
+__all__ = ["partition_for", "partitions_for"]
 
 
 def partition_for(key: str | bytes, partitions: int) -> int:
@@ -24,3 +27,59 @@ def partition_for(key: str | bytes, partitions: int) -> int:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     data = key.encode() if isinstance(key, str) else key
     return (murmur2(data) & 0x7FFFFFFF) % partitions
+
+
+_M = np.uint32(0x5BD1E995)
+
+
+def partitions_for(keys: Sequence[str], partitions: int) -> list[int]:
+    """:func:`partition_for` of many keys at once: the same murmur2, vectorised over keys
+    of equal length with numpy (the join hashes every event; in pure Python that was a
+    sixth of a busy worker's CPU)."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    if len(keys) < 16:  # numpy's fixed cost is larger than a few scalar hashes
+        return [partition_for(key, partitions) for key in keys]
+    out = [0] * len(keys)
+    if partitions == 1:
+        return out
+    by_length: dict[int, tuple[list[int], list[bytes]]] = {}
+    for i, key in enumerate(keys):
+        data = key.encode()
+        slot = by_length.get(len(data))
+        if slot is None:
+            slot = by_length[len(data)] = ([], [])
+        slot[0].append(i)
+        slot[1].append(data)
+    for length, (where, datas) in by_length.items():
+        rows = np.frombuffer(b"".join(datas), dtype=np.uint8).reshape(len(datas), length)
+        for i, h in zip(where, _murmur2_rows(rows, length) % partitions, strict=True):
+            out[i] = int(h)
+    return out
+
+
+def _murmur2_rows(rows: np.ndarray, length: int) -> np.ndarray:
+    """Kafka's murmur2 of each row (all of ``length`` bytes), masked to 31 bits."""
+    with np.errstate(over="ignore"):
+        h = np.full(len(rows), (0x9747B28C ^ length) & 0xFFFFFFFF, dtype=np.uint32)
+        whole = length & ~3
+        if whole:
+            chunks = np.ascontiguousarray(rows[:, :whole]).view("<u4")
+            for c in range(whole // 4):
+                k = chunks[:, c] * _M
+                k ^= k >> np.uint32(24)
+                k *= _M
+                h *= _M
+                h ^= k
+        tail = length & 3
+        if tail:
+            if tail == 3:
+                h ^= rows[:, whole + 2].astype(np.uint32) << np.uint32(16)
+            if tail >= 2:
+                h ^= rows[:, whole + 1].astype(np.uint32) << np.uint32(8)
+            h ^= rows[:, whole].astype(np.uint32)
+            h *= _M
+        h ^= h >> np.uint32(13)
+        h *= _M
+        h ^= h >> np.uint32(15)
+    return (h & np.uint32(0x7FFFFFFF)).astype(np.int64)

@@ -90,9 +90,17 @@ class Settings(BaseSettings):
         5.0, gt=0, description="release held outcomes of a partition quiet this long (wall)"
     )
     batch_max: int = Field(
-        200, ge=1, description="messages per take() batch (a message may hold many events)"
+        4096, ge=1, description="messages per batch at most (a message may hold many events)"
     )
-    batch_within_s: float = Field(0.05, gt=0)
+    batch_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=1, description="message bytes per batch at most (one more may pass)"
+    )
+    batch_within_s: float = Field(
+        0.05, gt=0, description="a batch closes this long after its first event at the latest"
+    )
+    health_interval_s: float = Field(
+        0.5, gt=0, description="write counters and health snapshots to Redis this often"
+    )
     session_timeout_s: float = Field(6.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)
     rebalance_timeout_s: float = Field(20.0, gt=0)

@@ -3,7 +3,8 @@
 Faust's ``table[key] = value`` needs the current event to pick the changelog partition,
 runs sensors and sends one changelog record per write. Batched agents know the partition
 already, so this view changes the table's in-memory store at once, remembers which keys
-changed, and :meth:`PartitionView.flush` sends one record per changed key. Agents flush
+changed, and :meth:`PartitionView.stage` adds one record per changed key to a batch that the
+agent sends with its other output (:mod:`streams.batches`). Agents flush
 *after* publishing a batch's output: a crash in between re-processes the batch (a
 duplicate at worst) instead of recording state whose output was never published.
 Faust still restores the table from the changelog on restart.
@@ -16,14 +17,15 @@ this state, so agents skip it instead of applying it twice.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import pickle
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from .batches import RecordBatches
 
 __all__ = ["PartitionView", "load_changelog", "restored"]
 
@@ -84,8 +86,9 @@ async def load_changelog(
 class PartitionView(MutableMapping[str, Any]):
     """Mapping over one partition's keys of a Faust table, changelogged on write."""
 
-    def __init__(self, table: Any, partition: int, owns: Any) -> None:
-        self._table = table
+    def __init__(self, table: Any, partition: int, owns: Any, batches: RecordBatches) -> None:
+        self._topic: str = table.changelog_topic.get_topic_name()
+        self._batches = batches
         self._data: MutableMapping[str, Any] = table.data.data  # the memory store's dict
         self._partition = partition
         self._owns = owns  # key -> bool: does this key belong to this partition
@@ -133,33 +136,32 @@ class PartitionView(MutableMapping[str, Any]):
         del self._data[key]
         self._dirty.add(key)
 
-    async def flush(self) -> int:
-        """Send one changelog record per key changed since the last flush and wait until
-        the broker has them: the batch is acked (and its offsets committed) only after.
-
-        Records go straight to the producer (``topic.send``), not through Faust's
-        ``send_soon`` buffer, which drains one record at a time.
-        """
+    def stage(self) -> int:
+        """Add one changelog record per key changed since the last call (and the offsets
+        checkpoint, last) to the shared batches; the caller delivers them, and only then
+        acks the input (so its offsets are committed after the state that includes it).
+        Returns the number of changed keys."""
         dirty, self._dirty = self._dirty, set()
-        send = functools.partial(
-            self._table.changelog_topic.send,
-            partition=self._partition,
-            key_serializer=self._table.key_serializer,
-            value_serializer="raw",
-        )
+        topic = self._topic
+        partition = self._partition
+        add = self._batches.add
+        data = self._data
         dumps = pickle.dumps
-        sent = []
         for key in dirty:
-            value = self._data.get(key)
+            value = data.get(key)
             blob = None if value is None else dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            sent.append(await send(key=key, value=blob))
+            add(topic, partition, orjson.dumps(key), blob)
         if self._offsets_changed:  # last: the checkpoint never runs ahead of the state
             self._offsets_changed = False
-            self._data[self._offsets_key] = dict(self.offsets)
-            sent.append(await send(key=self._offsets_key, value=dumps(self.offsets)))
-        if sent:
-            await asyncio.gather(*sent)
+            data[self._offsets_key] = dict(self.offsets)
+            add(topic, partition, orjson.dumps(self._offsets_key), dumps(self.offsets))
         return len(dirty)
+
+    async def flush(self) -> int:
+        """:meth:`stage`, then send and wait until the broker has the records."""
+        changed = self.stage()
+        await self._batches.deliver()
+        return changed
 
     def __iter__(self) -> Iterator[str]:
         return (k for k in list(self._data) if not k.startswith(_OFFSETS) and self._owns(k))

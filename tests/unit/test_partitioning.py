@@ -7,7 +7,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from streams.partitioning import partition_for
+from streams.partitioning import partition_for, partitions_for
 
 counts = st.integers(min_value=1, max_value=1024)
 
@@ -47,3 +47,10 @@ def test_matches_the_java_client(key: bytes, java_hash: int, n: int) -> None:
 def test_partitions_must_be_positive() -> None:
     with pytest.raises(ValueError, match="partitions"):
         partition_for("p-1", 0)
+
+
+@given(st.lists(st.text(max_size=24), max_size=300), counts)
+@example([f"p-{i:06d}" for i in range(100)], 4)  # equal lengths: one vectorised group
+@example(["a", "bb", "ccc", "dddd", "eeeee"] * 8, 7)  # every tail length
+def test_many_keys_at_once_match_one_at_a_time(keys: list[str], n: int) -> None:
+    assert partitions_for(keys, n) == [partition_for(k, n) for k in keys]

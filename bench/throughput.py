@@ -1,0 +1,120 @@
+"""Throughput of a running worker against two baselines read from the same topics.
+
+For each message form (one event per message, and the producer helper's JSON arrays) the
+same pairs are published once, before anything reads them, and then read three times:
+by a plain aiokafka consumer that only orjson-decodes, by a bare default Faust agent that
+only counts, and by a Watchkeeper worker, timed from its first to its last outcome.
+
+    python -m bench.throughput [--quick] [--pairs N] [--models N] [--forms single,batched]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from .harness import Stack, Traffic, faust_count, plain_read, produce, run_worker, stack
+from .report import Row, Suite, markdown
+
+PAIRS, MODELS = 1_000_000, 100
+
+
+def measure_form(
+    s: Stack, form: str, traffic: Traffic, *, with_faust: bool, timeout: float
+) -> tuple[list[Row], dict[str, float]]:
+    settings = s.settings(f"tp-{form}-{traffic.models}")
+    messages = asyncio.run(produce(settings, traffic, form))
+    read_s = asyncio.run(plain_read(settings, 2 * traffic.pairs))
+    aiokafka_pairs_s = traffic.pairs / read_s
+    run = run_worker(settings, traffic.pairs, timeout=timeout)
+    label = "one event per message" if form == "single" else "batched (producer helper)"
+    rows = [
+        Row(
+            f"worker, {label}",
+            run.pairs_per_s,
+            "pairs/s",
+            "plain aiokafka read + orjson",
+            aiokafka_pairs_s,
+            run.pairs_per_s / aiokafka_pairs_s,
+            ">= 0.3 of aiokafka, >= 20,000 pairs/s" if form == "batched" else "",
+            (run.pairs_per_s >= 20_000 and run.pairs_per_s / aiokafka_pairs_s >= 0.3)
+            if form == "batched"
+            else None,
+        )
+    ]
+    details = {
+        "messages": float(messages),
+        "pairs": float(traffic.pairs),
+        "models": float(traffic.models),
+        "worker_pairs_per_s": run.pairs_per_s,
+        "worker_seconds": run.seconds,
+        "aiokafka_pairs_per_s": aiokafka_pairs_s,
+        "worker_rss_idle_mib": run.rss_idle / 2**20,
+        "worker_rss_end_mib": run.rss_end / 2**20,
+    }
+    if with_faust:
+        counted, faust_s = faust_count(settings, messages, timeout=timeout)
+        faust_pairs_s = traffic.pairs / faust_s
+        details["faust_pairs_per_s"] = faust_pairs_s
+        details["faust_messages_per_s"] = counted / faust_s
+        target = ">= 3x bare Faust" if form == "single" else ""
+        rows.append(
+            Row(
+                f"worker, {label}",
+                run.pairs_per_s,
+                "pairs/s",
+                "bare default Faust agent, counting",
+                faust_pairs_s,
+                run.pairs_per_s / faust_pairs_s,
+                target,
+                run.pairs_per_s / faust_pairs_s >= 3 if form == "single" else None,
+            )
+        )
+    return rows, details
+
+
+def run(
+    quick: bool = False,
+    *,
+    pairs: int | None = None,
+    models: int | None = None,
+    forms: tuple[str, ...] = ("single", "batched"),
+    faust: bool = True,
+) -> Suite:
+    pairs = pairs or (5_000 if quick else PAIRS)
+    models = models or (10 if quick else MODELS)
+    suite = Suite(f"Throughput: {pairs:,} pairs, {models} models, one worker process")
+    with stack() as s:
+        for form in forms:
+            rows, details = measure_form(
+                s, form, Traffic(pairs, models), with_faust=faust and not quick, timeout=1800
+            )
+            suite.rows += rows
+            suite.details[form] = details
+    if quick:
+        suite.notes.append("quick run: the bare Faust baseline (30 s+ group join) is skipped")
+    return suite
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pairs", type=int)
+    parser.add_argument("--models", type=int)
+    parser.add_argument("--forms", default="single,batched")
+    parser.add_argument("--no-faust", action="store_true", help="skip the bare Faust baseline")
+    args = parser.parse_args()
+    suite = run(
+        args.quick,
+        pairs=args.pairs,
+        models=args.models,
+        forms=tuple(args.forms.split(",")),
+        faust=not args.no_faust,
+    )
+    print(markdown([suite.as_dict()]))
+    print(json.dumps(suite.details, indent=1))
+
+
+if __name__ == "__main__":
+    main()
