@@ -240,7 +240,8 @@ class WatchkeeperProducer:
             batch = None
         if batch is None:
             batch = self._buffers[key] = _Batch()
-        batch.parts.append(value)
+        # an exact-size copy: orjson's result holds a 4 KiB allocation however short it is
+        batch.parts.append(bytes(memoryview(value)))
         batch.size += len(value) + 1
         if len(batch.parts) >= self.batch_size:
             ready.append(self._buffers.pop(key))
