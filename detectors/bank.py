@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from detectors.base import Change, DriftDetector
+from detectors.base import Change, DriftDetector, Shift
 from detectors.config import MonitorConfig
 from detectors.exceptions import InvalidOutcome
 from detectors.registry import DETECTORS
+from detectors.summing import running_sum
 
 __all__ = ["RECENT_WINDOW", "ModelMonitor"]
 
@@ -125,35 +126,41 @@ class ModelMonitor:
                         f"error at position {position} must be finite, got {value!r} "
                         f"for model {self.model_id!r}"
                     )
-        detectors = [(detector.name, detector.update) for detector in self._detectors]
-        append = self._recent.append
-        changes: list[Change] = []
-        n = self.n
-        error_sum = self.error_sum
-        try:
-            for error, event_time_ms in zip(values, times_ms, strict=True):
-                n += 1
-                error_sum += error
-                append(error)
-                for name, update in detectors:
-                    shift = update(error)
-                    if shift is not None:
-                        changes.append(
-                            Change(
-                                name,
-                                shift.direction,
-                                n,
-                                int(event_time_ms),
-                                shift.mean_before,
-                                shift.n_before,
-                                shift.mean_after,
-                                shift.n_after,
-                            )
-                        )
-        finally:
-            processed = n - self.n
-            if processed:
-                self.last_event_time_ms = int(times_ms[processed - 1])
-            self.n = n
-            self.error_sum = error_sum
-        return changes
+        return self.feed(values, times_ms.__getitem__)
+
+    def feed(self, values: list[float], time_of: Callable[[int], int]) -> list[Change]:
+        """:meth:`update_many` for a non-empty list of floats already known to be finite.
+
+        Each detector takes the whole batch in one call (they are independent, so this
+        equals feeding them value by value); the changes are then put back in stream
+        order, then registry order. ``time_of(position)`` gives an outcome's event time;
+        it is only asked where a change happened and for the last outcome.
+        """
+        first = self.n
+        hits: list[tuple[int, int, str, Shift]] = []
+        for order, detector in enumerate(self._detectors):
+            for position, shift in detector.update_many(values):
+                hits.append((position, order, detector.name, shift))
+        if len(hits) > 1:
+            hits.sort(key=_stream_order)
+        self.n = first + len(values)
+        self.error_sum = running_sum(values, self.error_sum)
+        self._recent.extend(values)
+        self.last_event_time_ms = int(time_of(len(values) - 1))
+        return [
+            Change(
+                name,
+                shift.direction,
+                first + position + 1,
+                int(time_of(position)),
+                shift.mean_before,
+                shift.n_before,
+                shift.mean_after,
+                shift.n_after,
+            )
+            for position, _, name, shift in hits
+        ]
+
+
+def _stream_order(hit: tuple[int, int, str, Shift]) -> tuple[int, int]:
+    return hit[0], hit[1]

@@ -7,6 +7,7 @@ its position in the stream and event time, giving a :class:`Change`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -51,4 +52,12 @@ class DriftDetector(Protocol):
 
     def update(self, x: float) -> Shift | None:
         """Feed one error value; return a :class:`Shift` if this value completed a change."""
+        ...
+
+    def update_many(self, values: Sequence[float]) -> list[tuple[int, Shift]]:
+        """Feed a batch of finite floats; ``(position, shift)`` for each value that fired.
+
+        Must report exactly what :meth:`update` in a loop would: it exists so that the
+        per-value cost is river's own, not the adapter's bookkeeping.
+        """
         ...

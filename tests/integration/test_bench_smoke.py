@@ -1,0 +1,49 @@
+"""Smoke runs of the Kafka benchmarks at tiny sizes: the harness, the worker it times and
+the figures it reports must hang together (the full sizes run only by hand)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import latency, throughput
+
+
+@pytest.mark.timeout(300)
+def test_throughput_smoke_times_every_pair_and_reports_ratios() -> None:
+    suite = throughput.run(quick=True, pairs=3000, models=7, forms=("single", "batched"))
+    assert [r.metric for r in suite.rows] == [
+        "worker, one event per message",
+        "worker, batched (producer helper)",
+    ]
+    for form, row in zip(("single", "batched"), suite.rows, strict=True):
+        d = suite.details[form]
+        assert d["pairs"] == 3000
+        # the helper packs many events per message, the plain form one per message
+        assert d["messages"] == 6000 if form == "single" else d["messages"] < 100
+        assert row.value == d["worker_pairs_per_s"] > 0
+        assert row.ratio == pytest.approx(row.value / row.baseline_value)
+        assert d["worker_rss_end_mib"] >= 50
+
+
+@pytest.mark.timeout(300)
+def test_latency_smoke_measures_alerts_after_their_label() -> None:
+    suite = latency.run(quick=True, rate=800, seconds=6, reorder_lag_ms=200)
+    lats = suite.details["latencies_s"]
+    assert suite.details["degradation_alerts"] == len(lats) >= 1
+    # an alert cannot be read before the label that triggered it was sent, and at this
+    # load it must not take anywhere near the whole run
+    assert all(0 < x < 6 for x in lats), lats
+    p50 = next(r for r in suite.rows if r.metric == "latency p50")
+    assert min(lats) <= p50.value <= max(lats)
+
+
+def test_runner_writes_json_and_markdown(tmp_path) -> None:
+    assert bench_main.main(["--quick", "--only", "detector_overhead", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results-quick.json").read_text())
+    assert [s["suite"] for s in doc["suites"]] == ["detector_overhead"]
+    assert doc["suites"][0]["rows"], "a suite without figures"
+    md = (tmp_path / "results-quick.md").read_text()
+    assert md.startswith("**") and doc["suites"][0]["rows"][0]["metric"] in md
