@@ -73,9 +73,8 @@ async def _batches(
     which the caller gives per event after the batch is processed. The byte limit bounds
     a batch of large (batched) messages.
     """
-    # The stream's own channel: the agent registered it with the conductor, and Faust's
-    # iterator reads this same queue. (An ``aiter()`` clone would be a second subscriber:
-    # every message delivered twice, its copy never acked, and its tp index built late.)
+    # the stream's channel is the iterator ``app.stream`` registered with the conductor;
+    # Faust's own (Cython) stream iterator reads this same queue
     queue = stream.channel.queue
     loop = asyncio.get_running_loop()
     try:
