@@ -35,9 +35,6 @@ class RecordBatches:
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         self._records[topic, partition].append((key, value))
 
-    def __len__(self) -> int:
-        return sum(len(r) for r in self._records.values())
-
     async def send(self) -> list[asyncio.Future[Any]]:
         """Queue everything collected; returns the delivery futures (one per batch)."""
         records, self._records = self._records, defaultdict(list)

@@ -163,15 +163,7 @@ class HealthBuffer:
         self._writing = asyncio.Lock()
 
     def add_join_stats(self, stats: JoinStats) -> None:
-        j = self._join
-        j.predictions.update(stats.predictions)
-        j.joined.update(stats.joined)
-        j.expired_predictions.update(stats.expired_predictions)
-        j.unscorable.update(stats.unscorable)
-        j.labels += stats.labels
-        j.duplicate_predictions += stats.duplicate_predictions
-        j.duplicate_labels += stats.duplicate_labels
-        j.expired_labels += stats.expired_labels
+        self._join.add(stats)
 
     def add_skipped(self, reasons: Counter[str]) -> None:
         self._skipped.update(reasons)

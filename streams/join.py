@@ -38,7 +38,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from sys import intern as _intern
 from typing import Any
 
@@ -76,6 +76,15 @@ class JoinStats:
     duplicate_predictions: int = 0
     duplicate_labels: int = 0
     expired_labels: int = 0  # labels whose prediction never came within the TTL
+
+    def add(self, other: JoinStats) -> None:
+        """Add ``other``'s counts to these (a worker sums batches between writes)."""
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if isinstance(mine, Counter):
+                mine.update(getattr(other, f.name))
+            else:
+                setattr(self, f.name, mine + getattr(other, f.name))
 
     def totals(self) -> dict[str, int]:
         return {

@@ -4,7 +4,7 @@ Faust's ``table[key] = value`` needs the current event to pick the changelog par
 runs sensors and sends one changelog record per write. Batched agents know the partition
 already, so this view changes the table's in-memory store at once, remembers which keys
 changed, and :meth:`PartitionView.stage` adds one record per changed key to a batch that the
-agent sends with its other output (:mod:`streams.batches`). Agents flush
+agent sends with its other output (:mod:`streams.batches`). Agents send it
 *after* publishing a batch's output: a crash in between re-processes the batch (a
 duplicate at worst) instead of recording state whose output was never published.
 Faust still restores the table from the changelog on restart.
@@ -139,7 +139,7 @@ class PartitionView(MutableMapping[str, Any]):
         self._dirty.add(key)
 
     def touch(self, key: str) -> None:
-        """Mark a value changed in place (a detector bank) for the next flush."""
+        """Mark a value changed in place (a detector bank) for the next :meth:`stage`."""
         self._dirty.add(key)
 
     def __delitem__(self, key: str) -> None:
@@ -166,12 +166,6 @@ class PartitionView(MutableMapping[str, Any]):
             data[self._offsets_key] = dict(self.offsets)
             add(topic, partition, json_key(self._offsets_key), dumps(self.offsets))
         return len(dirty)
-
-    async def flush(self) -> int:
-        """:meth:`stage`, then send and wait until the broker has the records."""
-        changed = self.stage()
-        await self._batches.deliver()
-        return changed
 
     def __iter__(self) -> Iterator[str]:
         return (k for k in list(self._data) if not k.startswith(_OFFSETS) and self._owns(k))
