@@ -15,9 +15,9 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -29,6 +29,7 @@ from detectors.track import Detection, ModelTrack
 
 from .alerts import build_alert
 from .batches import RecordBatches
+from .consumer import BatchDrainConsumer, DirectSink, Fetched, Transport
 from .health import HealthBuffer, HealthStore
 from .join import Joiner
 from .orphans import OrphanWatch
@@ -60,48 +61,6 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 log = logging.getLogger(__name__)
 
 
-async def _batches(
-    stream: Any, max_messages: int, max_bytes: int, within_s: float
-) -> AsyncIterator[list[Any]]:
-    """The agent's events in batches of up to ``max_messages`` or ``max_bytes``, closed
-    ``within_s`` after their first event at the latest.
-
-    Faust's own iteration (``async for``, ``take_events``) runs sensors, a buffer task and
-    a timer per event, about 150 µs each, most of a worker's CPU when every Kafka message
-    holds one event. Reading the channel's queue directly keeps what matters: the
-    conductor's delivery, flow control (the queue pauses fetching when full) and acks,
-    which the caller gives per event after the batch is processed. The byte limit bounds
-    a batch of large (batched) messages.
-    """
-    # the stream's channel is the iterator ``app.stream`` registered with the conductor;
-    # Faust's own (Cython) stream iterator reads this same queue
-    queue = stream.channel.queue
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            event = await queue.get()
-            events = [event]
-            size = len(event.message.value or b"")
-            close_at = loop.time() + within_s
-            while size < max_bytes and len(events) < max_messages:
-                if queue.empty():
-                    left = close_at - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(left):
-                            event = await queue.get()
-                    except TimeoutError:
-                        break
-                else:
-                    event = queue.get_nowait()
-                events.append(event)
-                size += len(event.message.value or b"")
-            yield events
-    except StopAsyncIteration:  # Faust throws it into the queue to end the stream
-        return
-
-
 def prediction_event(p: Prediction) -> dict[str, Any]:
     """A prediction back in contract form (for the re-key topic)."""
     return {
@@ -119,6 +78,16 @@ def label_event(g: GroundTruth) -> dict[str, Any]:
     return {"prediction_id": g.prediction_id, "label": g.label, "timestamp": g.timestamp_ms}
 
 
+class _App(faust.App):
+    """Faust's app whose consumer hands the agents' topics over per fetch
+    (:mod:`streams.consumer`)."""
+
+    direct_sinks: dict[str, DirectSink]
+
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
+
 class Pipeline:
     """Builds the Faust app, its topics, tables and agents from settings."""
 
@@ -129,7 +98,7 @@ class Pipeline:
         self.detector_settings = detector_settings
         self.partitions = partitions
         s = settings
-        self.app = faust.App(
+        self.app = _App(
             s.app_id,
             broker=s.broker,
             store="memory://",
@@ -184,8 +153,17 @@ class Pipeline:
         self._health: HealthStore | None = None
         self._counts: HealthBuffer | None = None
         self._orphans: OrphanWatch | None = None
-        self.app.agent(self.join_source, name="join_outcomes")(self._batched(self._join_batch))
-        self.app.agent(self.outcomes, name="detect_changes")(self._batched(self._detect_batch))
+        # the agents subscribe their topics; the consumer hands the records to the sinks
+        join_sink = DirectSink(self._kind_of)
+        detect_sink = DirectSink([t.outcomes])
+        self.sinks = (join_sink, detect_sink)
+        self.app.direct_sinks = {topic: sink for sink in self.sinks for topic in sink.topics}
+        self.app.agent(self.join_source, name="join_outcomes")(
+            self._batched(join_sink, self._join_batch)
+        )
+        self.app.agent(self.outcomes, name="detect_changes")(
+            self._batched(detect_sink, self._detect_batch)
+        )
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
         self.app.timer(s.health_interval_s, on_leader=False)(self._write_counts)
         self.app.on_partitions_revoked.connect(self._on_revoked)
@@ -232,6 +210,8 @@ class Pipeline:
         """
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
+        for sink in self.sinks:  # fetched under the old assignment: fetched again
+            sink.clear()
         self.joiners.clear()
         self.track_views.clear()
         self._last_input.clear()
@@ -297,11 +277,10 @@ class Pipeline:
             return joiner
 
     async def _dead_letter(
-        self, rejected: list[Rejected], event: Any, reasons: Counter[str], sent: list[Any]
+        self, rejected: list[Rejected], msg: Any, reasons: Counter[str], sent: list[Any]
     ) -> None:
         """Send rejected records to the DLQ; their delivery futures join ``sent``, which
         the batch awaits before it checkpoints state and acks its offsets."""
-        msg = event.message
         for r in rejected:
             reasons[r.reason] += 1
             body = dead_letter(
@@ -310,19 +289,29 @@ class Pipeline:
             sent.append(await self.dlq.send(key=msg.key, value=body))
 
     def _batched(
-        self, process: Callable[[list[Any]], Coroutine[Any, Any, None]]
+        self, sink: DirectSink, process: Callable[[list[Any]], Coroutine[Any, Any, None]]
     ) -> Callable[[Any], Any]:
-        """An agent body: take a batch, process it to the end, ack it."""
+        """An agent body: take a batch of fetches from the sink, process its records to
+        the end, ack them. Fetches from before a rebalance are dropped unacked: Faust
+        fetches them again from the committed offsets, for whoever owns them now."""
         s = self.settings
 
-        async def agent(stream: Any) -> None:
-            async for events in _batches(stream, s.batch_max, s.batch_max_bytes, s.batch_within_s):
+        async def agent(_stream: Any) -> None:
+            async for batch in sink.batches(s.batch_max, s.batch_max_bytes):
                 await self._settled()  # before the batch counts as in flight
-                await self._uninterrupted(process(events))
-                for event in events:
-                    event.ack()
+                generation = self.app.consumer_generation_id
+                current = [f for f in batch if f.generation == generation]
+                if not current:
+                    continue
+                await self._uninterrupted(process([r for f in current for r in f.records]))
+                self._ack(current)
 
         return agent
+
+    def _ack(self, batch: list[Fetched]) -> None:
+        consumer: BatchDrainConsumer = self.app.consumer  # type: ignore[assignment]
+        for fetched in batch:
+            consumer.ack_fetched(fetched)
 
     async def _settled(self) -> None:
         """Wait while a rebalance restores tables and re-seeks offsets.
@@ -333,13 +322,10 @@ class Pipeline:
         while self.app.rebalancing:
             await asyncio.sleep(0.05)
 
-    async def _join_batch(self, events: list[Any]) -> None:
+    async def _join_batch(self, records: list[Any]) -> None:
         self._last_join = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "join batch %s",
-                [(e.message.topic, e.message.partition, e.message.offset) for e in events],
-            )
+            log.debug("join batch %s", [(r.topic, r.partition, r.offset) for r in records])
         s = self.settings
         n = self.partitions
         by_model: dict[str, list[Outcome]] = defaultdict(list)
@@ -347,10 +333,12 @@ class Pipeline:
         reasons: Counter[str] = Counter()
         touched: set[int] = set()
         sent: list[Any] = []
-        for event in events:
-            msg = event.message
+        # parse everything first, so that the keys of the whole batch are hashed at once
+        parsed: list[tuple[Joiner, int, str, list[Any]]] = []
+        ids: list[str] = []
+        for msg in records:
             kind = self._kind_of[msg.topic]
-            record_ms = int((msg.timestamp or 0) * 1000)
+            record_ms = msg.timestamp if msg.timestamp and msg.timestamp > 0 else 0
             here = msg.partition
             joiner = self.joiners.get(here)
             if joiner is None:
@@ -361,32 +349,31 @@ class Pipeline:
                 continue
             view.processed(msg.topic, msg.offset)
             touched.add(here)
+            parse = parse_predictions if kind == "p" else parse_ground_truth
+            events, rejected = parse(
+                msg.value, record_timestamp_ms=record_ms, max_bytes=s.max_message_bytes
+            )
+            if events:
+                if msg.topic in self._source_wm:
+                    self._read_up_to(msg.topic, here, [e.timestamp_ms for e in events], reasons)
+                parsed.append((joiner, here, kind, events))
+                ids += [e.prediction_id for e in events]
+            if rejected:
+                await self._dead_letter(rejected, msg, reasons, sent)
+        homes = iter(partitions_for(ids, n))
+        for joiner, here, kind, events in parsed:
             if kind == "p":
-                preds, rejected = parse_predictions(
-                    msg.value, record_timestamp_ms=record_ms, max_bytes=s.max_message_bytes
-                )
-                if preds and msg.topic in self._source_wm:
-                    self._read_up_to(msg.topic, here, [p.timestamp_ms for p in preds], reasons)
-                homes = partitions_for([p.prediction_id for p in preds], n)
-                for p, home in zip(preds, homes, strict=True):
-                    if home != here:
+                for p in cast(list[Prediction], events):
+                    if (home := next(homes)) != here:
                         rekey["p", home].append(prediction_event(p))
                     elif (o := joiner.add_prediction(p)) is not None:
                         by_model[o.model_id].append(o)
             else:
-                labels, rejected = parse_ground_truth(
-                    msg.value, record_timestamp_ms=record_ms, max_bytes=s.max_message_bytes
-                )
-                if labels and msg.topic in self._source_wm:
-                    self._read_up_to(msg.topic, here, [g.timestamp_ms for g in labels], reasons)
-                homes = partitions_for([g.prediction_id for g in labels], n)
-                for g, home in zip(labels, homes, strict=True):
-                    if home != here:
+                for g in cast(list[GroundTruth], events):
+                    if (home := next(homes)) != here:
                         rekey["g", home].append(label_event(g))
                     elif (o := joiner.add_label(g)) is not None:
                         by_model[o.model_id].append(o)
-            if rejected:
-                await self._dead_letter(rejected, event, reasons, sent)
         await self._publish_join(by_model, rekey, touched, reasons, sent)
 
     def _read_up_to(
@@ -515,15 +502,14 @@ class Pipeline:
             view[model_id] = track
         return track
 
-    async def _detect_batch(self, events: list[Any]) -> None:
+    async def _detect_batch(self, records: list[Any]) -> None:
         touched: dict[str, int] = {}
         touched_partitions: set[int] = set()
         counters: dict[str, Counter[str]] = defaultdict(Counter)
         reasons: Counter[str] = Counter()
         dead: list[Any] = []
         now = time.monotonic()
-        for event in events:
-            msg = event.message
+        for msg in records:
             view = self.track_views.get(msg.partition)
             if view is None:
                 view = await self.load_tracks(msg.partition)
@@ -539,7 +525,7 @@ class Pipeline:
                 outcomes = decode_outcomes(msg.value)
             except ValueError as exc:
                 rejected = Rejected("invalid_value", str(exc), None, msg.value or b"")
-                await self._dead_letter([rejected], event, reasons, dead)
+                await self._dead_letter([rejected], msg, reasons, dead)
                 continue
             for o in outcomes:
                 track = self._track(o.model_id, msg.partition)

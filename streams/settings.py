@@ -90,13 +90,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="release held outcomes of a partition quiet this long (wall)"
     )
     batch_max: int = Field(
-        4096, ge=1, description="messages per batch at most (a message may hold many events)"
+        4096, ge=1, description="Kafka messages per batch at most (a message may hold many events)"
     )
     batch_max_bytes: int = Field(
-        4 * 1024 * 1024, ge=1, description="message bytes per batch at most (one more may pass)"
-    )
-    batch_within_s: float = Field(
-        0.05, gt=0, description="a batch closes this long after its first event at the latest"
+        4 * 1024 * 1024, ge=1, description="message bytes per batch at most"
     )
     health_interval_s: float = Field(
         0.5, gt=0, description="write counters and health snapshots to Redis this often"
