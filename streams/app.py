@@ -177,7 +177,13 @@ class Pipeline:
 
     async def _on_shutdown(self, *_args: Any, **_kwargs: Any) -> None:
         """Write the last counters (they are buffered for up to ``health_interval_s``) and
-        close the end-offsets reader, once the agents have stopped."""
+        close the end-offsets reader, once the agents have stopped.
+
+        Faust waits at shutdown for the messages it tracks to be acked; the agents' records
+        are not tracked (see :mod:`streams.consumer`), so batches still in flight are
+        waited for here, before their counters are written."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
         if self._counts is not None:
             await self._counts.flush()
         if self._offsets_reader is not None:
