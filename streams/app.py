@@ -17,7 +17,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 import orjson
@@ -59,6 +59,7 @@ WATERMARK_KEY = b"\x00watermark"
 PRODUCER_BATCH_BYTES = 256 * 1024
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def prediction_event(p: Prediction) -> dict[str, Any]:
@@ -141,7 +142,10 @@ class Pipeline:
         # outcomes, watermarks, re-keyed events and changelog records of a batch
         self.batches = RecordBatches(self._kafka_producer)
         self._held_models: dict[str, int] = {}  # model -> outcomes partition, since last flush
-        self._in_flight: set[asyncio.Future[None]] = set()  # batches being processed
+        self._in_flight: set[asyncio.Future[Any]] = set()  # batches being processed
+        self._unsaved: set[int] = set()  # outcomes partitions changed since the checkpoint
+        self._held_acks: list[Fetched] = []  # outcomes processed since the checkpoint
+        self._save_due = 0.0  # next checkpoint of detector state (monotonic)
         self._loading = asyncio.Lock()  # one partition state loaded at a time
         self._last_input: dict[int, float] = {}  # outcomes partition -> last batch (wall)
         self._last_join = 0.0  # last join batch (wall)
@@ -184,13 +188,15 @@ class Pipeline:
         waited for here, before their counters are written."""
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
+        if self._unsaved:
+            await self._save_tracks()  # the held acks are not committed any more
         if self._counts is not None:
             await self._counts.flush()
         if self._offsets_reader is not None:
             await self._offsets_reader.stop()
             self._offsets_reader = None
 
-    async def _uninterrupted(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _uninterrupted(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a batch to its end, even when the worker stops or a rebalance begins.
 
         Faust cancels agents on shutdown; a batch cut short and then acked would be
@@ -202,7 +208,7 @@ class Pipeline:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             await task
             raise
@@ -218,6 +224,10 @@ class Pipeline:
             await asyncio.wait(set(self._in_flight))
         for sink in self.sinks:  # fetched under the old assignment: fetched again
             sink.clear()
+        # detector state not yet checkpointed is dropped with its unacked input, which
+        # whoever owns the partitions now reads again from the committed offsets
+        self._unsaved.clear()
+        self._held_acks.clear()
         self.joiners.clear()
         self.track_views.clear()
         self._last_input.clear()
@@ -295,11 +305,13 @@ class Pipeline:
             sent.append(await self.dlq.send(key=msg.key, value=body))
 
     def _batched(
-        self, sink: DirectSink, process: Callable[[list[Any]], Coroutine[Any, Any, None]]
+        self, sink: DirectSink, process: Callable[[list[Any]], Coroutine[Any, Any, bool]]
     ) -> Callable[[Any], Any]:
         """An agent body: take a batch of fetches from the sink, process its records to
-        the end, ack them. Fetches from before a rebalance are dropped unacked: Faust
-        fetches them again from the committed offsets, for whoever owns them now."""
+        the end, ack them once their state is checkpointed (``process`` says whether it
+        checkpointed; if not, they are held for the next checkpoint). Fetches from before
+        a rebalance are dropped unacked: Faust fetches them again from the committed
+        offsets, for whoever owns them now."""
         s = self.settings
 
         async def agent(_stream: Any) -> None:
@@ -309,8 +321,11 @@ class Pipeline:
                 current = [f for f in batch if f.generation == generation]
                 if not current:
                     continue
-                await self._uninterrupted(process([r for f in current for r in f.records]))
-                self._ack(current)
+                records = [r for f in current for r in f.records]
+                if await self._uninterrupted(process(records)):
+                    self._ack(current)
+                else:
+                    self._held_acks += current
 
         return agent
 
@@ -328,7 +343,7 @@ class Pipeline:
         while self.app.rebalancing:
             await asyncio.sleep(0.05)
 
-    async def _join_batch(self, records: list[Any]) -> None:
+    async def _join_batch(self, records: list[Any]) -> bool:
         self._last_join = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("join batch %s", [(r.topic, r.partition, r.offset) for r in records])
@@ -381,6 +396,7 @@ class Pipeline:
                     elif (o := joiner.add_label(g)) is not None:
                         by_model[o.model_id].append(o)
         await self._publish_join(by_model, rekey, touched, reasons, sent)
+        return True  # the join checkpoints every batch
 
     def _read_up_to(
         self, topic: str, partition: int, times: list[int], counts: Counter[str]
@@ -508,7 +524,7 @@ class Pipeline:
             view[model_id] = track
         return track
 
-    async def _detect_batch(self, records: list[Any]) -> None:
+    async def _detect_batch(self, records: list[Any]) -> bool:
         touched: dict[str, int] = {}
         touched_partitions: set[int] = set()
         counters: dict[str, Counter[str]] = defaultdict(Counter)
@@ -570,9 +586,10 @@ class Pipeline:
             self._last_input[partition] = now
         if dead:
             await asyncio.gather(*dead)
-        await self._emit(detections, touched, counters, touched_partitions)
+        saved = await self._emit(detections, touched, counters, touched_partitions)
         self.counts.add_skipped(reasons)
         await self.counts.maybe_flush()
+        return saved
 
     def _advance_watermark(self, view: PartitionView, raw: bytes) -> None:
         try:
@@ -660,7 +677,7 @@ class Pipeline:
         touched = {m: idle[m] for m in detections}
         if detections:
             log.info("end of stream: released held outcomes of %d models", len(detections))
-        await self._emit(detections, touched, {})
+        await self._emit(detections, touched, {}, save=True)
 
     async def _emit(
         self,
@@ -668,8 +685,11 @@ class Pipeline:
         touched: dict[str, int],
         counters: dict[str, Counter[str]],
         partitions: set[int] | None = None,
-    ) -> None:
-        """Checkpoint touched tracks, publish alerts, update health snapshots."""
+        *,
+        save: bool = False,
+    ) -> bool:
+        """Publish alerts, checkpoint touched tracks when due (or ``save``), update health
+        snapshots. Returns whether the detector state was checkpointed."""
         detected_at = datetime.now(tz=UTC)
         alerts: list[dict[str, Any]] = []
         counters = defaultdict(Counter, counters)
@@ -698,11 +718,32 @@ class Pipeline:
             await asyncio.gather(*sent)
         for model_id, partition in touched.items():
             self.tracks(partition).touch(model_id)
-        for partition in set(touched.values()) | (partitions or set()):
-            self.tracks(partition).stage()
-        await self.batches.deliver()
+        self._unsaved.update(touched.values())
+        self._unsaved.update(partitions or ())
+        saved = save or time.monotonic() >= self._save_due
+        if saved:
+            await self._save_tracks()
         snapshots = {m: self._snapshot(self.tracks(p)[m], alerts) for m, p in touched.items()}
         self.counts.put_health(snapshots, counters)
+        return saved
+
+    async def _save_tracks(self) -> None:
+        """Checkpoint the detector state changed since the last checkpoint.
+
+        Every ``checkpoint_interval_s`` rather than every batch: each checkpoint pickles
+        every model's detector bank it covers (about 5 KB each), which with 10,000 models
+        took most of a worker. The outcomes read in between stay unacked until then, so
+        the committed offsets never pass the checkpointed state. (A batch still running
+        while another task saves is not held yet: it is acked after its own save.)
+        """
+        for partition in self._unsaved:
+            if (view := self.track_views.get(partition)) is not None:
+                view.stage()
+        self._unsaved.clear()
+        await self.batches.deliver()
+        self._save_due = time.monotonic() + self.settings.checkpoint_interval_s
+        held, self._held_acks = self._held_acks, []  # batches finished before this save
+        self._ack(held)
 
     @staticmethod
     def _snapshot(track: ModelTrack, alerts: list[dict[str, Any]]) -> dict[str, Any]:

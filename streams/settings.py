@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     batch_max_bytes: int = Field(
         4 * 1024 * 1024, ge=1, description="message bytes per batch at most"
     )
+    checkpoint_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="checkpoint detector state at most this often (0: every batch); "
+        "outcomes are acked after the checkpoint that includes them",
+    )
     health_interval_s: float = Field(
         0.5, gt=0, description="write counters and health snapshots to Redis this often"
     )

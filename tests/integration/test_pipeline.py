@@ -275,3 +275,75 @@ def test_restarted_worker_resumes_join_buffers_and_detector_state(
         processed, held = int(snapshot["outcomes"]), int(snapshot["held"])
         assert processed + held == counters["outcomes"], model
         assert held == 0, model
+
+
+def test_a_worker_killed_between_checkpoints_loses_no_outcome(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The first worker checkpoints its detector state once (its first batch) and is
+    killed (SIGKILL) after it processed everything and committed its input. Outcomes read
+    since that checkpoint were never acked, so the next worker restores the checkpoint
+    and reads them again: every labelled prediction reaches its model's detector, and
+    the group ends up committing everything."""
+    settings = isolated_settings(kafka_bootstrap, redis_url, tmp_path)
+    asyncio.run(ensure_topics(settings))
+    scenario = build_scenario(models=4, predictions_per_model=3000, degraded=1, seed=11)
+    model_of = {e["prediction_id"]: e["model_id"] for k, e in scenario.events if k == "p"}
+    labelled = Counter(
+        model_of[pid] for pid in {e["prediction_id"] for k, e in scenario.events if k == "g"}
+    )
+    assert sum(labelled.values()) == scenario.labelled_predictions
+    t = settings.topics
+
+    async def process_everything_once() -> None:
+        await produce_scenario(kafka_bootstrap, scenario, settings, batch_size=200, malformed=False)
+        redis = Redis.from_url(redis_url)
+        try:
+            deadline = time.monotonic() + 120
+            while int(
+                await redis.hget(f"{settings.redis_prefix}stats", "outcomes") or 0
+            ) < scenario.labelled_predictions or any(
+                not key.startswith(t.outcomes) for key in await uncommitted(settings, 0)
+            ):
+                assert time.monotonic() < deadline, "the first worker did not finish"
+                assert first.alive(), first.log_tail()
+                await asyncio.sleep(0.2)
+        finally:
+            await redis.aclose()
+
+    first = worker_for(settings, tmp_path, "first")
+    first.env.update(WATCHKEEPER_CHECKPOINT_INTERVAL_S="3600", WATCHKEEPER_IDLE_FLUSH_S="3600")
+    first.start()
+    try:
+        asyncio.run(process_everything_once())
+        first.kill()
+    finally:
+        first.stop()
+
+    async def detected_per_model() -> dict[str, tuple[int, int]]:
+        redis = Redis.from_url(redis_url)
+        health = HealthStore(redis, settings.redis_prefix)
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                seen = {}
+                for model in labelled:
+                    snap = await health.health(model)
+                    seen[model] = (int(snap.get("outcomes", 0)), int(snap.get("held", 0)))
+                done = all(n >= labelled[m] and held == 0 for m, (n, held) in seen.items())
+                if done or time.monotonic() > deadline or not second.alive():
+                    return seen
+                await asyncio.sleep(0.2)
+        finally:
+            await redis.aclose()
+
+    second = worker_for(settings, tmp_path, "second").start()
+    try:
+        seen = asyncio.run(detected_per_model())
+        behind = asyncio.run(uncommitted(settings, timeout=30))
+    finally:
+        assert second.stop() == 0, second.log_tail()
+    for model, (n, held) in seen.items():
+        assert held == 0, (model, seen)
+        assert n >= labelled[model], (model, n, labelled[model])
+    assert behind == {}
