@@ -4,9 +4,10 @@
     outcomes                            ──► detect_changes ──► alerts  (key = model_id)
     anything unparseable                ──► watchkeeper-dlq (reason + original bytes)
 
-Both agents take whatever their channel holds as one batch (:func:`_batches`) and touch
-Faust tables through :class:`~streams.state.PartitionView`, so per-event framework work
-stays small while consumer groups, changelogs and recovery remain Faust's.
+Both agents take whatever Faust's consumer has fetched for them as one batch (it hands
+their topics over per fetch, :mod:`streams.consumer`) and touch Faust tables through
+:class:`~streams.state.PartitionView`, so per-event framework work stays small while
+consumer groups, changelogs and recovery remain Faust's.
 """
 
 from __future__ import annotations
