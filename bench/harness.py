@@ -26,7 +26,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis import Redis
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, embedded_stack
+from streams.embedded import EmbeddedBroker, EmbeddedRedis, embedded_stack, stop_process
 from streams.partitioning import partition_for
 from streams.producer import WatchkeeperProducer
 from streams.settings import Settings, Topics
@@ -253,12 +253,7 @@ def faust_count(settings: Settings, messages: int, timeout: float) -> tuple[int,
         result = json.loads(out.read_text())
         return int(result["messages"]), float(result["last"]) - float(result["first"])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout=20)
         log.close()
 
 

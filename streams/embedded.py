@@ -26,6 +26,7 @@ __all__ = [
     "embedded_stack",
     "free_port",
     "redis_server_binary",
+    "stop_process",
     "tansu_binary",
 ]
 
@@ -59,20 +60,22 @@ def _spawn_listening(
     try:
         _wait_listening(port, proc, what, timeout)
     except BaseException:
-        _stop(proc)
+        stop_process(proc)
         raise
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """Stop a child by its pid: SIGTERM, then SIGKILL if it is still running after
+    ``timeout`` seconds."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
     try:
-        proc.wait(timeout=5)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=5)
+        proc.wait(timeout=10)
 
 
 def tansu_binary() -> str:
@@ -138,7 +141,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
 
 @dataclass
@@ -188,7 +191,7 @@ class EmbeddedRedis:
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

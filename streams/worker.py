@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import IO
 
 from detectors.config import DetectorSettings, load_detector_settings
 
+from .embedded import stop_process
 from .errors import ConfigError
 from .settings import Settings
 from .topology import ensure_topics
@@ -116,13 +116,7 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """Ask the worker to stop (SIGTERM), then kill it if it does not."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
