@@ -187,8 +187,7 @@ class Pipeline:
         Faust waits at shutdown for the messages it tracks to be acked; the agents' records
         are not tracked (see :mod:`streams.consumer`), so batches still in flight are
         waited for here, before their counters are written."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight))
+        await self._finish_in_flight()
         if self._unsaved:
             await self._save_tracks()  # the held acks are not committed any more
         if self._counts is not None:
@@ -214,6 +213,10 @@ class Pipeline:
             await task
             raise
 
+    async def _finish_in_flight(self) -> None:
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
     async def _on_revoked(self, *_args: Any, **_kwargs: Any) -> None:
         """Drop partition state, to be reloaded from the changelogs when next used.
 
@@ -221,8 +224,7 @@ class Pipeline:
         its changelog records came back behind offsets Faust then committed, and the
         records in between were never processed again (seen as outcomes held forever).
         """
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight))
+        await self._finish_in_flight()
         for sink in self.sinks:  # fetched under the old assignment: fetched again
             sink.clear()
         # detector state not yet checkpointed is dropped with its unacked input, which

@@ -194,7 +194,8 @@ class HealthBuffer:
     with small batches (one event per message) took a tenth of the worker's CPU. Deltas
     are summed and the newest snapshot per model kept, then written at most every
     ``interval_s``; readers see counters up to that much late. With many models a write
-    is itself slow (10,000 models: about 0.1 s, even in few commands), so the next
+    is itself slow (10,000 models: about 0.4 s as four commands per model, before they
+    went into script calls), so the next
     write also waits four times as long as the last one took: writing never takes more
     than a fifth of the worker's time (readers then lag by up to five write times). A worker that
     dies loses at most one interval of counts (counters are at-least-once anyway: a
