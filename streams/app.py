@@ -23,7 +23,6 @@ from typing import Any, TypeVar, cast
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from redis.asyncio import Redis
 
 from detectors.config import DetectorSettings
 from detectors.track import Detection, ModelTrack
@@ -46,6 +45,7 @@ from .records import (
     parse_ground_truth,
     parse_predictions,
 )
+from .redis_outage import RedisBreaker, worker_redis
 from .settings import Settings
 from .state import PartitionView, load_changelog
 from .topology import join_topic_names
@@ -158,6 +158,8 @@ class Pipeline:
         self._health: HealthStore | None = None
         self._counts: HealthBuffer | None = None
         self._orphans: OrphanWatch | None = None
+        # one for all of the worker's Redis calls: while Redis is down none of them waits
+        self.redis_breaker = RedisBreaker()
         # the agents subscribe their topics; the consumer hands the records to the sinks
         join_sink = DirectSink(self._kind_of)
         detect_sink = DirectSink([t.outcomes])
@@ -191,7 +193,15 @@ class Pipeline:
         if self._unsaved:
             await self._save_tracks()  # the held acks are not committed any more
         if self._counts is not None:
-            await self._counts.flush()
+            await self._counts.flush(force=True)
+            counts, snapshots = self._counts.unwritten()
+            if counts or snapshots:
+                log.error(
+                    "stopping with Redis unreachable: %d counter increments and %d health "
+                    "snapshots were not written (the detectors' state is in Kafka; only "
+                    "these figures are lost)",
+                    counts, snapshots,
+                )  # fmt: skip
         if self._offsets_reader is not None:
             await self._offsets_reader.stop()
             self._offsets_reader = None
@@ -243,6 +253,7 @@ class Pipeline:
                 self.health.redis,
                 self.settings.redis_prefix,
                 cooldown_s=self.settings.notify.orphan_cooldown_s,
+                breaker=self.redis_breaker,
             )
         return self._orphans
 
@@ -250,7 +261,7 @@ class Pipeline:
     def health(self) -> HealthStore:
         if self._health is None:
             self._health = HealthStore(
-                Redis.from_url(self.settings.redis_url), prefix=self.settings.redis_prefix
+                worker_redis(self.settings.redis_url), prefix=self.settings.redis_prefix
             )
         return self._health
 
@@ -258,7 +269,9 @@ class Pipeline:
     def counts(self) -> HealthBuffer:
         """Counter deltas and snapshots on their way to Redis (written every 0.5 s)."""
         if self._counts is None:
-            self._counts = HealthBuffer(self.health, self.settings.health_interval_s)
+            self._counts = HealthBuffer(
+                self.health, self.settings.health_interval_s, breaker=self.redis_breaker
+            )
         return self._counts
 
     async def _view(self, table: Any, partition: int) -> PartitionView:
@@ -709,7 +722,7 @@ class Pipeline:
                 alerts.append(alert)
                 counters[model_id][alert["kind"]] += 1
         if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
-            owners = await self.orphans.registry.get_many({a["model_id"] for a in alerts})
+            owners = await self.orphans.owners_of({a["model_id"] for a in alerts})
             for alert in alerts:
                 if (owner := owners.get(alert["model_id"])) is not None:
                     alert["owner"], alert["runbook"] = owner.owner, owner.runbook

@@ -163,7 +163,8 @@ class EmbeddedRedis:
             self.external_url = env_url
             return self
         self.port = self.port or free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="watchkeeper-redis-")
+        if self._dir is None:  # a server started again (after SHUTDOWN SAVE) reloads its data
+            self._dir = tempfile.TemporaryDirectory(prefix="watchkeeper-redis-")
         try:
             self.proc = _spawn_listening(
                 [

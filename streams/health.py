@@ -24,6 +24,7 @@ import orjson
 from redis.asyncio import Redis
 
 from .join import JoinStats
+from .redis_outage import OUTAGE_ERRORS, RedisBreaker
 
 __all__ = ["HealthBuffer", "HealthStore"]
 
@@ -104,12 +105,12 @@ class HealthStore:
                 per_model.setdefault(model, Counter())[field] += value
         for model, counts in per_model.items():
             writes.incr(self.key("model", model), counts)
-        pipe = self.redis.pipeline(transaction=False)
-        await writes.queue(pipe, self._write_hashes)
-        if per_model:
-            now = int(time.time() * 1000)
-            pipe.zadd(self.key("models"), dict.fromkeys(per_model, now))
-        await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await writes.queue(pipe, self._write_hashes)
+            if per_model:
+                now = int(time.time() * 1000)
+                pipe.zadd(self.key("models"), dict.fromkeys(per_model, now))
+            await pipe.execute()
 
     async def add_skipped(self, reasons: Counter[str]) -> None:
         """Count dead-lettered records per reason; ``redelivered`` (skipped) and
@@ -124,11 +125,11 @@ class HealthStore:
     async def add_dlq(self, reasons: Counter[str]) -> None:
         if not reasons:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for reason, value in reasons.items():
-            pipe.hincrby(self.key("dlq"), reason, value)
-        pipe.hincrby(self.key("stats"), "dlq", sum(reasons.values()))
-        await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for reason, value in reasons.items():
+                pipe.hincrby(self.key("dlq"), reason, value)
+            pipe.hincrby(self.key("stats"), "dlq", sum(reasons.values()))
+            await pipe.execute()
 
     async def put_health(
         self, snapshots: Mapping[str, Mapping[str, Any]], counters: Mapping[str, Counter[str]]
@@ -144,9 +145,9 @@ class HealthStore:
             totals.update(counter)
         totals["alerts"] = totals["performance_degradation"] + totals["performance_improvement"]
         writes.incr(self.key("stats"), totals)
-        pipe = self.redis.pipeline(transaction=False)
-        await writes.queue(pipe, self._write_hashes)
-        await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await writes.queue(pipe, self._write_hashes)
+            await pipe.execute()
 
     async def totals(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.key("stats"))
@@ -200,12 +201,24 @@ class HealthBuffer:
     than a fifth of the worker's time (readers then lag by up to five write times). A worker that
     dies loses at most one interval of counts (counters are at-least-once anyway: a
     re-processed batch counts again).
+
+    While Redis is unreachable (see :mod:`streams.redis_outage`) a failed write is put
+    back and merged with what came since, and written once Redis answers again; it is
+    bounded by the number of models, not by time. A write cut off halfway (the connection
+    lost after some of its commands ran) counts that part twice.
     """
 
-    def __init__(self, store: HealthStore, interval_s: float, clock: Any = time.monotonic):
+    def __init__(
+        self,
+        store: HealthStore,
+        interval_s: float,
+        clock: Any = time.monotonic,
+        breaker: RedisBreaker | None = None,
+    ):
         self.store = store
         self.interval_s = interval_s
         self._clock = clock
+        self.breaker = breaker or RedisBreaker(clock=clock)
         self._due = clock() + interval_s
         self._join = JoinStats()
         self._skipped: Counter[str] = Counter()
@@ -236,9 +249,12 @@ class HealthBuffer:
         if self._clock() >= self._due:
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write everything collected (taken first, so a failed write is not doubled by
-        the next flush's retry of the same deltas)."""
+    async def flush(self, *, force: bool = False) -> None:
+        """Write everything collected (taken first, so that what arrives during the write
+        waits for the next one; if Redis fails, what was not written is put back).
+        ``force`` tries even while the breaker waits (the last flush at shutdown)."""
+        if not force and not self.breaker.available():
+            return
         async with self._writing:
             began = self._clock()
             self._due = began + self.interval_s
@@ -246,10 +262,46 @@ class HealthBuffer:
             skipped, self._skipped = self._skipped, Counter()
             snapshots, self._snapshots = self._snapshots, {}
             counters, self._counters = self._counters, {}
-            if any(join.totals().values()):
-                await self.store.add_join_stats(join)
-            if skipped:
-                await self.store.add_skipped(skipped)
-            await self.store.put_health(snapshots, counters)
+            if not (any(join.totals().values()) or skipped or snapshots or counters):
+                return  # nothing to write, and nothing learnt about Redis
+            try:
+                if any(join.totals().values()):
+                    await self.store.add_join_stats(join)
+                join = JoinStats()
+                if skipped:
+                    await self.store.add_skipped(skipped)
+                skipped = Counter()
+                await self.store.put_health(snapshots, counters)
+            except OUTAGE_ERRORS as exc:
+                self._put_back(join, skipped, snapshots, counters)
+                self.breaker.failed("writing counters and health snapshots", exc)
+                return
+            self.breaker.succeeded()
             took = self._clock() - began
             self._due = max(self._due, began + took + 4 * took)
+
+    def unwritten(self) -> tuple[int, int]:
+        """Counter increments and model snapshots not written yet (what a stop would lose)."""
+        counts = (
+            sum(self._join.totals().values())
+            + sum(self._skipped.values())
+            + sum(sum(c.values()) for c in self._counters.values())
+        )
+        return counts, len(self._snapshots)
+
+    def _put_back(
+        self,
+        join: JoinStats,
+        skipped: Counter[str],
+        snapshots: dict[str, Mapping[str, Any]],
+        counters: dict[str, Counter[str]],
+    ) -> None:
+        """Merge a failed write's content under what was collected since it began."""
+        join.add(self._join)
+        self._join = join
+        skipped.update(self._skipped)
+        self._skipped = skipped
+        snapshots.update(self._snapshots)  # the newer snapshot of a model wins
+        self._snapshots = snapshots
+        newer, self._counters = self._counters, counters
+        self.put_health({}, newer)

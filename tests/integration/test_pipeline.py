@@ -7,6 +7,7 @@ import base64
 import itertools
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from streams.demo import (
     register_owners,
     wait_for_pipeline,
 )
+from streams.embedded import EmbeddedRedis
 from streams.health import HealthStore
 from streams.settings import Settings, Topics
 from streams.simulate import Scenario, build_scenario
@@ -347,3 +349,110 @@ def test_a_worker_killed_between_checkpoints_loses_no_outcome(
         assert held == 0, (model, seen)
         assert n >= labelled[model], (model, n, labelled[model])
     assert behind == {}
+
+
+def test_a_worker_rides_out_a_redis_outage_and_writes_its_counts_afterwards(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stops (SHUTDOWN SAVE) once the worker has written its first counts, and
+    comes back, with that data, after the worker went through the rest of the scenario.
+    Meanwhile the worker keeps joining and detecting: the degraded model's alert is
+    published and the input is committed. Once Redis answers again the buffered counts
+    are written, and the totals are exactly the scenario's, as without the outage."""
+    monkeypatch.delenv("REDIS_URL", raising=False)  # this test stops its own server
+    own = EmbeddedRedis().start()
+    try:
+        settings = isolated_settings(kafka_bootstrap, own.url, tmp_path)
+        asyncio.run(ensure_topics(settings))
+        scenario = build_scenario(models=4, predictions_per_model=3000, degraded=1, seed=5)
+        orphan = asyncio.run(register_owners_with(settings, scenario))
+        first = replace(scenario, events=scenario.events[:1500])
+        rest = replace(scenario, events=scenario.events[1500:])
+        (degraded,) = [m.model_id for m in scenario.degraded]
+        worker = worker_for(settings, tmp_path).start()
+        try:
+            down_alerts, totals, alerts = asyncio.run(
+                _through_an_outage(
+                    settings,
+                    kafka_bootstrap,
+                    own,
+                    worker,
+                    (first, rest),
+                    scenario.labelled_predictions,
+                )
+            )
+            log = worker.log_path.read_text(errors="replace")
+        finally:
+            code = worker.stop()
+        assert code == 0, worker.log_tail()
+    finally:
+        own.stop()
+
+    # while Redis was down: the degradation was detected and published, without the owner
+    assert [a["model_id"] for a in down_alerts] == [degraded]
+    assert all(a["owner"] is None for a in down_alerts)
+    assert "Redis unreachable" in log and "Redis reachable again" in log
+    # afterwards: every count written once, none lost and none doubled
+    assert totals["predictions"] == scenario.predictions
+    assert totals["joined"] == scenario.labelled_predictions
+    assert totals["outcomes"] == scenario.labelled_predictions
+    assert totals["duplicate_labels"] == scenario.duplicate_labels
+    assert totals["dlq"] == len(MALFORMED)
+    degradations = {a["model_id"] for a in alerts if a["kind"] == "performance_degradation"}
+    assert degradations == {degraded}
+    assert {a["model_id"] for a in alerts if a["kind"] == "orphaned_model"} == {orphan}
+
+
+async def _through_an_outage(
+    settings: Settings,
+    bootstrap: str,
+    own: EmbeddedRedis,
+    worker: WorkerProcess,
+    halves: tuple[Scenario, Scenario],
+    labelled: int,
+) -> tuple[list[dict[str, Any]], dict[str, int], list[dict[str, Any]]]:
+    first, rest = halves
+    collector = await AlertCollector(bootstrap, settings.topics.alerts).start()
+    try:
+        redis = Redis.from_url(own.url)
+        try:
+            await produce_scenario(bootstrap, first, settings, batch_size=200, malformed=False)
+            deadline = time.monotonic() + 60
+            while not int(await redis.hget(f"{settings.redis_prefix}stats", "predictions") or 0):
+                assert time.monotonic() < deadline, "no counts written before the outage"
+                assert worker.alive(), worker.log_tail()
+                await asyncio.sleep(0.2)
+            await redis.shutdown(save=True)  # what the worker wrote so far survives
+        finally:
+            await redis.aclose()
+        assert own.proc is not None
+        own.proc.wait(timeout=10)
+
+        await produce_scenario(bootstrap, rest, settings, batch_size=200, malformed=True)
+        inputs = (settings.topics.predictions, settings.topics.ground_truth)
+        deadline = time.monotonic() + 90
+        while True:  # the degradation alert is out, and the input all committed
+            assert worker.alive(), worker.log_tail()
+            down_alerts = [a for a in collector.alerts if a["kind"] == "performance_degradation"]
+            behind = await uncommitted(settings, 0)
+            if down_alerts and not any(k.startswith(inputs) for k in behind):
+                break
+            assert time.monotonic() < deadline, f"stalled without Redis: {behind}"
+            await asyncio.sleep(0.5)
+
+        own.start()  # the same port and data directory: it reloads its saved data
+        redis = Redis.from_url(own.url)
+        try:
+            totals = await wait_for_pipeline(
+                HealthStore(redis, settings.redis_prefix),
+                collector,
+                joined=labelled,
+                dlq=len(MALFORMED),
+                timeout=90,
+                alive=worker.alive,
+            )
+        finally:
+            await redis.aclose()
+        return down_alerts, totals, collector.alerts
+    finally:
+        await collector.stop()

@@ -7,6 +7,10 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from streams.health import HealthBuffer
 from streams.join import JoinStats
 
@@ -80,3 +84,111 @@ def test_a_slow_write_spaces_the_next_one_by_four_times_its_duration() -> None:
     assert gaps and all(g >= 5.0 - 1e-9 for g in gaps), gaps  # 1 s write + 4 s pause
     # nothing lost: every delta is in exactly one write
     assert sum(c["m"]["outcomes"] for _, c in store.writes) == 200
+
+
+class FlakyStore:
+    """Records writes; fails (before writing anything) at the steps it is told to."""
+
+    def __init__(self) -> None:
+        self.fail_at: set[str] = set()
+        self.joined: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.counters: dict[str, Counter[str]] = {}
+        self.snapshots: dict[str, Any] = {}
+
+    def _step(self, name: str) -> None:
+        if name in self.fail_at:
+            raise RedisConnectionError(f"{name}: connection refused")
+
+    async def add_join_stats(self, stats: JoinStats) -> None:
+        self._step("join")
+        self.joined.update(stats.joined)
+
+    async def add_skipped(self, reasons: Counter[str]) -> None:
+        self._step("skipped")
+        self.skipped.update(reasons)
+
+    async def put_health(self, snapshots: Any, counters: Any) -> None:
+        self._step("health")
+        self.snapshots.update(snapshots)
+        for model, counter in counters.items():
+            self.counters.setdefault(model, Counter()).update(counter)
+
+
+_step = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from("abc"), st.integers(1, 5)),
+    st.tuples(st.just("flush"), st.sets(st.sampled_from(["join", "skipped", "health"]))),
+    st.tuples(st.just("wait"), st.floats(0.0, 20.0)),
+)
+
+
+@given(st.lists(_step, max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_counts_written_through_redis_failures_are_neither_lost_nor_doubled(
+    steps: list[tuple[Any, ...]],
+) -> None:
+    """Whatever fails, and whenever: once a write succeeds everything added was written
+    exactly once, and the snapshot of each model is the newest one."""
+    clock = Clock()
+    store = FlakyStore()
+    buf = HealthBuffer(store, interval_s=0.5, clock=clock)  # type: ignore[arg-type]
+    added_joined: Counter[str] = Counter()
+    added_skipped: Counter[str] = Counter()
+    added_outcomes: dict[str, int] = Counter()
+    newest: dict[str, int] = {}
+
+    async def scenario() -> None:
+        for step in steps:
+            if step[0] == "add":
+                _, model, n = step
+                buf.add_join_stats(JoinStats(joined=Counter({model: n})))
+                buf.add_skipped(Counter(invalid_json=n))
+                buf.put_health({model: {"outcomes": n}}, {model: Counter(outcomes=n)})
+                added_joined[model] += n
+                added_skipped["invalid_json"] += n
+                added_outcomes[model] += n
+                newest[model] = n
+            elif step[0] == "flush":
+                store.fail_at = step[1]
+                await buf.maybe_flush()
+            else:
+                clock.now += step[1]
+        store.fail_at = set()
+        clock.now += 60.0  # past any wait of the breaker
+        await buf.flush()
+
+    asyncio.run(scenario())
+    assert store.joined == added_joined
+    assert store.skipped == added_skipped
+    assert {m: c["outcomes"] for m, c in store.counters.items()} == added_outcomes
+    assert {m: s["outcomes"] for m, s in store.snapshots.items()} == newest
+    assert buf.unwritten() == (0, 0)
+    assert not buf.breaker.down
+
+
+def test_while_redis_is_down_the_buffer_calls_it_once_per_wait_and_the_wait_doubles() -> None:
+    clock = Clock()
+    store = FlakyStore()
+    store.fail_at = {"health"}
+    calls = []
+    original = store.put_health
+
+    async def counted(snapshots: Any, counters: Any) -> None:
+        calls.append(clock.now)
+        await original(snapshots, counters)
+
+    store.put_health = counted  # type: ignore[method-assign]
+    buf = HealthBuffer(store, interval_s=0.5, clock=clock)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        for step in range(400):  # a batch every 0.1 s for 40 s, Redis down throughout
+            clock.now = step * 0.1
+            buf.put_health({}, {"m": Counter(outcomes=1)})
+            await buf.maybe_flush()
+
+    asyncio.run(scenario())
+    gaps = [round(b - a, 6) for a, b in zip(calls, calls[1:], strict=False)]
+    # attempts 1, 2, 4, 8 s apart, then every 15 s (the cap); never once per batch
+    assert gaps[:4] == [1.0, 2.0, 4.0, 8.0], gaps
+    assert all(g == 15.0 for g in gaps[4:]), gaps
+    assert buf.breaker.down and buf.unwritten() == (400, 0)
