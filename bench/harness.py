@@ -1,5 +1,5 @@
 """Shared machinery of the Kafka benchmarks: an embedded stack, seeded traffic, a worker
-timed through its own counters, and the two baselines read from the same topics.
+timed through its own counters, and the baselines read from the same topics.
 
 Everything runs against the embedded tansu broker and redis-server the demo uses, on
 loopback, and every process started here is stopped here by its pid.
@@ -26,9 +26,12 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis import Redis
 
+from detectors.config import DetectorSettings
+from streams.backtest import expand_sweeps
 from streams.embedded import EmbeddedBroker, EmbeddedRedis, embedded_stack, stop_process
 from streams.partitioning import partition_for
 from streams.producer import WatchkeeperProducer
+from streams.replay import replay
 from streams.settings import Settings, Topics
 from streams.topology import ensure_topics
 from streams.worker import WorkerProcess
@@ -40,6 +43,7 @@ __all__ = [
     "faust_count",
     "plain_read",
     "produce",
+    "replay_read",
     "run_worker",
     "stack",
     "start_worker",
@@ -214,6 +218,30 @@ async def plain_read(settings: Settings, expected: int, timeout: float = 600) ->
         return last - began
     finally:
         await consumer.stop()
+
+
+async def replay_read(settings: Settings, pairs: int) -> float:
+    """Ceiling: the replay engine reads both input topics with aiokafka and runs the same
+    join and detectors (default configuration) in process, writing nothing. Returns pairs
+    per second from the end of its first batch to the end of the replay."""
+    marks: list[tuple[float, int, int]] = []
+
+    def progress(read: int, expected: int) -> None:
+        if not marks:
+            marks.append((time.perf_counter(), read, expected))
+
+    result = await replay(
+        settings,
+        expand_sweeps(DetectorSettings(), []),
+        start_ms=None,
+        end_ms=None,
+        progress=progress,
+    )
+    ended = time.perf_counter()
+    if result.events != 2 * pairs:
+        raise RuntimeError(f"replay read {result.events} events, expected {2 * pairs}")
+    began, read, expected = marks[0]
+    return pairs * (expected - read) / expected / (ended - began)
 
 
 def faust_count(settings: Settings, messages: int, timeout: float) -> tuple[int, float]:

@@ -1,9 +1,11 @@
-"""Throughput of a running worker against two baselines read from the same topics.
+"""Throughput of a running worker against baselines read from the same topics.
 
 For each message form (one event per message, and the producer helper's JSON arrays) the
-same pairs are published once, before anything reads them, and then read three times:
-by a plain aiokafka consumer that only orjson-decodes, by a bare default Faust agent that
-only counts, and by a Watchkeeper worker, timed from its first to its last outcome.
+same pairs are published once, before anything reads them, and then read four times:
+by a plain aiokafka consumer that only orjson-decodes, by the replay engine (the same
+join and detectors in process, writing nothing: what the worker's own code costs without
+Faust, changelogs or the outcomes topic), by a bare default Faust agent that only counts,
+and by a Watchkeeper worker, timed from its first to its last outcome.
 
     python -m bench.throughput [--quick] [--pairs N] [--models N] [--forms single,batched]
 """
@@ -14,7 +16,16 @@ import argparse
 import asyncio
 import json
 
-from .harness import Stack, Traffic, faust_count, plain_read, produce, run_worker, stack
+from .harness import (
+    Stack,
+    Traffic,
+    faust_count,
+    plain_read,
+    produce,
+    replay_read,
+    run_worker,
+    stack,
+)
 from .report import Row, Suite, markdown
 
 PAIRS, MODELS = 1_000_000, 100
@@ -27,6 +38,7 @@ def measure_form(
     messages = asyncio.run(produce(settings, traffic, form))
     read_s = asyncio.run(plain_read(settings, 2 * traffic.pairs))
     aiokafka_pairs_s = traffic.pairs / read_s
+    replay_pairs_s = asyncio.run(replay_read(settings, traffic.pairs))
     run = run_worker(settings, traffic.pairs, timeout=timeout)
     label = "one event per message" if form == "single" else "batched (producer helper)"
     rows = [
@@ -41,7 +53,23 @@ def measure_form(
             (run.pairs_per_s >= 20_000 and run.pairs_per_s / aiokafka_pairs_s >= 0.3)
             if form == "batched"
             else None,
-        )
+        ),
+        Row(
+            f"replay engine, {label}",
+            replay_pairs_s,
+            "pairs/s",
+            "plain aiokafka read + orjson",
+            aiokafka_pairs_s,
+            replay_pairs_s / aiokafka_pairs_s,
+        ),
+        Row(
+            f"worker, {label}",
+            run.pairs_per_s,
+            "pairs/s",
+            "replay engine (same code in process, writes nothing)",
+            replay_pairs_s,
+            run.pairs_per_s / replay_pairs_s,
+        ),
     ]
     details = {
         "messages": float(messages),
@@ -50,6 +78,7 @@ def measure_form(
         "worker_pairs_per_s": run.pairs_per_s,
         "worker_seconds": run.seconds,
         "aiokafka_pairs_per_s": aiokafka_pairs_s,
+        "replay_pairs_per_s": replay_pairs_s,
         "worker_rss_idle_mib": run.rss_idle / 2**20,
         "worker_rss_end_mib": run.rss_end / 2**20,
     }

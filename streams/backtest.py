@@ -24,7 +24,7 @@ from detectors.track import Detection, ModelTrack
 
 from .alerts import build_alert
 from .join import Joiner
-from .partitioning import partition_for
+from .partitioning import partitions_for
 from .records import GroundTruth, Outcome, Prediction
 
 __all__ = [
@@ -159,24 +159,23 @@ class Backtest:
     # --- input ----------------------------------------------------------------------------
 
     def predictions(self, source: str, partition: int, preds: list[Prediction]) -> None:
-        for p in preds:
-            if self.only is not None and p.model_id not in self.only:
-                continue
-            self.result.events += 1
+        mine = preds if self.only is None else [p for p in preds if p.model_id in self.only]
+        homes = partitions_for([p.prediction_id for p in mine], self.partitions)
+        self.result.events += len(mine)
+        for p, home in zip(mine, homes, strict=True):
             s = self._summary(p.model_id)
             s.first_ms = p.timestamp_ms if s.first_ms is None else min(s.first_ms, p.timestamp_ms)
             s.last_ms = p.timestamp_ms if s.last_ms is None else max(s.last_ms, p.timestamp_ms)
             s.coverage.setdefault(p.timestamp_ms // HOUR_MS, [0, 0])[0] += 1
-            joiner = self.joiners[partition_for(p.prediction_id, self.partitions)]
-            if (o := joiner.add_prediction(p)) is not None:
+            if (o := self.joiners[home].add_prediction(p)) is not None:
                 self._outcome(o)
         self._read_up_to(source, partition, preds)
 
     def labels(self, source: str, partition: int, labels: list[GroundTruth]) -> None:
-        for g in labels:
-            self.result.events += 1
-            joiner = self.joiners[partition_for(g.prediction_id, self.partitions)]
-            if (o := joiner.add_label(g)) is not None:
+        homes = partitions_for([g.prediction_id for g in labels], self.partitions)
+        self.result.events += len(labels)
+        for g, home in zip(labels, homes, strict=True):
+            if (o := self.joiners[home].add_label(g)) is not None:
                 if self.only is None or o.model_id in self.only:
                     self._outcome(o)
         self._read_up_to(source, partition, labels)
