@@ -14,17 +14,23 @@ from bench import latency, throughput
 @pytest.mark.timeout(300)
 def test_throughput_smoke_times_every_pair_and_reports_ratios() -> None:
     suite = throughput.run(quick=True, pairs=3000, models=7, forms=("single", "batched"))
+    labels = {"single": "one event per message", "batched": "batched (producer helper)"}
     assert [r.metric for r in suite.rows] == [
-        "worker, one event per message",
-        "worker, batched (producer helper)",
+        f"{who}, {labels[form]}"
+        for form in ("single", "batched")
+        for who in ("worker", "replay engine", "worker")
     ]
-    for form, row in zip(("single", "batched"), suite.rows, strict=True):
+    for i, form in enumerate(("single", "batched")):
+        worker, replay, worker_vs_replay = suite.rows[3 * i : 3 * i + 3]
         d = suite.details[form]
         assert d["pairs"] == 3000
         # the helper packs many events per message, the plain form one per message
         assert d["messages"] == 6000 if form == "single" else d["messages"] < 100
-        assert row.value == d["worker_pairs_per_s"] > 0
-        assert row.ratio == pytest.approx(row.value / row.baseline_value)
+        assert worker.value == worker_vs_replay.value == d["worker_pairs_per_s"] > 0
+        assert replay.value == worker_vs_replay.baseline_value == d["replay_pairs_per_s"] > 0
+        assert worker.baseline_value == replay.baseline_value == d["aiokafka_pairs_per_s"]
+        for row in (worker, replay, worker_vs_replay):
+            assert row.ratio == pytest.approx(row.value / row.baseline_value)
         assert d["worker_rss_end_mib"] >= 50
 
 
