@@ -3,8 +3,8 @@
 Redis holds the shared counters, health snapshots, the owner registry and orphan markers.
 The join and the detectors need none of it: their state is in Kafka. A worker that died
 with Redis would stop the watch itself, and a restart would not help until Redis is back.
-So the worker's Redis calls go through one :class:`RedisBreaker`: a call that fails with
-an outage error opens it, and while it is open the worker does not call Redis at all
+So the worker's Redis calls go through one :class:`RedisBreaker`: a call that fails
+opens it, and while it is open the worker does not call Redis at all
 (counters and snapshots are buffered, owner checks deferred, alerts go out without the
 owner's name), so that a down or hung server costs one timeout per retry, not one per
 batch. The first call after the wait tries again; its success closes the breaker.
@@ -19,21 +19,16 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 __all__ = ["OUTAGE_ERRORS", "RedisBreaker", "worker_redis"]
 
 log = logging.getLogger(__name__)
 
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,  # refused, reset, or still loading its data (BusyLoadingError)
-    RedisTimeoutError,
-    ReadOnlyError,  # a replica during a failover
-    OSError,
-)
-"""Errors that mean "Redis is not serving now", as opposed to a bug in a command."""
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""Everything Redis can fail with: refused or reset connections, timeouts, a server still
+loading its data, a read-only replica during a failover, and error replies such as OOM
+at ``maxmemory``. None of them is worth stopping the watch for; each is logged."""
 
 WORKER_TIMEOUT_S = 2.0
 """Connect and command timeout of a worker's Redis client: a hung server stalls a batch
@@ -88,13 +83,13 @@ class RedisBreaker:
             self._down_since = now
             self.outages += 1
             log.warning(
-                "Redis unreachable while %s (%s: %s); the worker goes on: counters and "
+                "Redis unreachable or failing while %s (%s: %s); the worker goes on: counters and "
                 "snapshots are buffered, owner checks deferred, alerts published without "
                 "their owner. Retrying in %.0f s.",
                 what, type(exc).__name__, exc, self._wait_s,
             )  # fmt: skip
         else:
-            log.debug("Redis still unreachable while %s: %s", what, exc)
+            log.debug("Redis still failing while %s: %s", what, exc)
         self._retry_at = now + self._wait_s
         self._wait_s = min(self._wait_s * 2, self.max_wait_s)
 

@@ -10,6 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.health import HealthBuffer
 from streams.join import JoinStats
@@ -91,6 +93,7 @@ class FlakyStore:
 
     def __init__(self) -> None:
         self.fail_at: set[str] = set()
+        self.error: type[Exception] = RedisConnectionError
         self.joined: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.counters: dict[str, Counter[str]] = {}
@@ -98,7 +101,7 @@ class FlakyStore:
 
     def _step(self, name: str) -> None:
         if name in self.fail_at:
-            raise RedisConnectionError(f"{name}: connection refused")
+            raise self.error(f"{name}: failed")
 
     async def add_join_stats(self, stats: JoinStats) -> None:
         self._step("join")
@@ -117,7 +120,12 @@ class FlakyStore:
 
 _step = st.one_of(
     st.tuples(st.just("add"), st.sampled_from("abc"), st.integers(1, 5)),
-    st.tuples(st.just("flush"), st.sets(st.sampled_from(["join", "skipped", "health"]))),
+    st.tuples(
+        st.just("flush"),
+        st.sets(st.sampled_from(["join", "skipped", "health"])),
+        # refused or reset, timed out, an error reply (OOM at maxmemory), the socket itself
+        st.sampled_from([RedisConnectionError, RedisTimeoutError, ResponseError, OSError]),
+    ),
     st.tuples(st.just("wait"), st.floats(0.0, 20.0)),
 )
 
@@ -149,7 +157,7 @@ def test_counts_written_through_redis_failures_are_neither_lost_nor_doubled(
                 added_outcomes[model] += n
                 newest[model] = n
             elif step[0] == "flush":
-                store.fail_at = step[1]
+                store.fail_at, store.error = step[1], step[2]
                 await buf.maybe_flush()
             else:
                 clock.now += step[1]
