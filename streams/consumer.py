@@ -182,6 +182,12 @@ class BatchDrainConsumer(faust_aiokafka.Consumer):
         messages = [(tp, to_message(tp, r)) for tp, r in self.scheduler.iterate(rest)]
         return direct, messages
 
+    async def _commit_if_due(self) -> None:
+        """Commit after ``broker_commit_every`` acks, as Faust's loop does per message."""
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+
     def _moved_on(self, generation: int) -> bool:
         return not self.flow_active or self.app.consumer_generation_id != generation
 
@@ -192,7 +198,6 @@ class BatchDrainConsumer(faust_aiokafka.Consumer):
         generation = self.app.consumer_generation_id
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        commit_every = self._commit_every
         for sink, fetched in direct:
             if self._moved_on(generation):
                 return  # a rebalance began: Faust seeks back to the committed offsets
@@ -208,9 +213,7 @@ class BatchDrainConsumer(faust_aiokafka.Consumer):
                     if previous and r.offset - previous > 1:
                         await self._add_gap(tp, previous + 1, r.offset)
                     previous = r.offset
-            if commit_every is not None and self._n_acked >= commit_every:
-                self._n_acked = 0
-                await self.commit()
+            await self._commit_if_due()
             await sink.put(fetched)
             read_offset[tp] = recs[-1].offset
         callback = self.callback
@@ -228,9 +231,7 @@ class BatchDrainConsumer(faust_aiokafka.Consumer):
                 continue  # already delivered (Faust drops these too)
             if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
                 await self._add_gap(tp, r_offset + 1, offset)
-            if commit_every is not None and self._n_acked >= commit_every:
-                self._n_acked = 0
-                await self.commit()
+            await self._commit_if_due()
             await callback(message)
             read_offset[tp] = offset
 

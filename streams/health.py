@@ -196,11 +196,10 @@ class HealthBuffer:
     are summed and the newest snapshot per model kept, then written at most every
     ``interval_s``; readers see counters up to that much late. With many models a write
     is itself slow (10,000 models: about 0.4 s as four commands per model, before they
-    went into script calls), so the next
-    write also waits four times as long as the last one took: writing never takes more
-    than a fifth of the worker's time (readers then lag by up to five write times). A worker that
-    dies loses at most one interval of counts (counters are at-least-once anyway: a
-    re-processed batch counts again).
+    went into script calls), so the next write also waits four times as long as the last
+    one took: writing never takes more than a fifth of the worker's time (readers then lag
+    by up to five write times). A worker that dies loses at most one interval of counts
+    (counters are at-least-once anyway: a re-processed batch counts again).
 
     While Redis is unreachable (see :mod:`streams.redis_outage`) a failed write is put
     back and merged with what came since, and written once Redis answers again; it is
@@ -262,10 +261,11 @@ class HealthBuffer:
             skipped, self._skipped = self._skipped, Counter()
             snapshots, self._snapshots = self._snapshots, {}
             counters, self._counters = self._counters, {}
-            if not (any(join.totals().values()) or skipped or snapshots or counters):
+            has_join = any(join.totals().values())
+            if not (has_join or skipped or snapshots or counters):
                 return  # nothing to write, and nothing learnt about Redis
             try:
-                if any(join.totals().values()):
+                if has_join:
                     await self.store.add_join_stats(join)
                 join = JoinStats()
                 if skipped:
