@@ -27,14 +27,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis import Redis
 
 from detectors.config import DetectorSettings
-from streams.backtest import expand_sweeps
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, embedded_stack, stop_process
-from streams.partitioning import partition_for
+from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis, embedded_stack
+from streams.dev.process import WorkerProcess, stop_process
+from streams.engine.partitioning import partition_for
 from streams.producer import WatchkeeperProducer
-from streams.replay import replay
+from streams.replay.backtest import expand_sweeps
+from streams.replay.source import replay
 from streams.settings import Settings, Topics
-from streams.topology import ensure_topics
-from streams.worker import WorkerProcess
+from streams.worker.topology import ensure_topics
 
 __all__ = [
     "Stack",

@@ -57,14 +57,14 @@ from redis.asyncio import Redis
 
 from detectors.config import DetectorSettings
 from detectors.track import ModelTrack
-from streams.embedded import embedded_stack
-from streams.health import HealthStore
-from streams.join import Joiner
+from streams.contract.events import parse_predictions
+from streams.dev.embedded import embedded_stack
+from streams.dev.process import WorkerProcess
+from streams.engine.join import Joiner
 from streams.producer import WatchkeeperProducer
-from streams.records import parse_predictions
 from streams.settings import Settings
-from streams.topology import ensure_topics
-from streams.worker import WorkerProcess
+from streams.store.health import HealthStore
+from streams.worker.topology import ensure_topics
 
 from .report import Row, Suite, markdown
 

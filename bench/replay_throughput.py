@@ -22,13 +22,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.config import DetectorSettings
-from streams.backtest import expand_sweeps
-from streams.demo import produce_scenario
-from streams.embedded import EmbeddedBroker
-from streams.replay import replay
+from streams.dev.demo import produce_scenario
+from streams.dev.embedded import EmbeddedBroker
+from streams.dev.simulate import build_scenario
+from streams.replay.backtest import expand_sweeps
+from streams.replay.source import replay
 from streams.settings import Settings, Topics
-from streams.simulate import build_scenario
-from streams.topology import ensure_topics
+from streams.worker.topology import ensure_topics
 
 OUT = Path(__file__).with_name("results-replay.json")
 

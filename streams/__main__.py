@@ -1,6 +1,6 @@
 """``python -m streams`` is the ``watchkeeper`` command."""
 
-from .cli import main
+from streams.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

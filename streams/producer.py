@@ -26,8 +26,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from .partitioning import partition_for
-from .records import DEFAULT_MAX_BYTES, Scalar, ground_truth_from_dict, prediction_from_dict
+from streams.contract.events import (
+    DEFAULT_MAX_BYTES,
+    Scalar,
+    ground_truth_from_dict,
+    prediction_from_dict,
+)
+from streams.engine.partitioning import partition_for
 
 __all__ = ["TopicStats", "WatchkeeperProducer"]
 

@@ -13,7 +13,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["NotifySettings", "Settings", "Topics"]
+from detectors.config import DetectorSettings, load_detector_settings
+from streams.errors import ConfigError
+
+__all__ = ["NotifySettings", "Settings", "Topics", "load_detectors"]
 
 DAY_MS = 86_400_000
 
@@ -123,3 +126,13 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         """The broker URL without its scheme, as aiokafka wants it."""
         return ",".join(part.removeprefix("kafka://") for part in self.broker.split(";"))
+
+
+def load_detectors(settings: Settings) -> DetectorSettings:
+    """The detector configuration file named in settings, or the defaults."""
+    if settings.detector_config is None:
+        return DetectorSettings()
+    try:
+        return load_detector_settings(settings.detector_config)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"detector config {settings.detector_config}: {exc}") from exc

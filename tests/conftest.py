@@ -19,7 +19,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from receivers import HttpReceiver, SmtpReceiver
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis
+from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from receivers import HangUpServer, HttpReceiver, Reply, Request, SmtpReceiver, free_port
 
 from detectors.base import Change
-from streams.alerts import build_alert, build_orphan_alert
-from streams.channels import (
+from streams.contract.alerts import build_alert, build_orphan_alert
+from streams.contract.notification import Channel, Notification, parse_channel
+from streams.notify.channels import (
     ChannelSender,
     DeliveryError,
     pagerduty_event,
@@ -28,7 +29,6 @@ from streams.channels import (
     verify_signature,
     webhook_body,
 )
-from streams.notification import Channel, Notification, parse_channel
 from streams.settings import NotifySettings
 
 pytestmark = pytest.mark.integration

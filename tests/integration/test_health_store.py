@@ -10,8 +10,8 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from streams.health import _HASHES_PER_CALL, HealthStore
-from streams.join import JoinStats
+from streams.engine.join import JoinStats
+from streams.store.health import _HASHES_PER_CALL, HealthStore
 
 
 @pytest.fixture

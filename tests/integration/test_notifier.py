@@ -17,16 +17,16 @@ from receivers import HttpReceiver, SmtpReceiver, free_port
 from redis.asyncio import Redis
 
 from detectors.base import Change
-from streams.alerts import build_alert
-from streams.channels import ChannelSender, verify_signature
-from streams.cli import main as cli
-from streams.embedded import EmbeddedRedis
-from streams.notification import parse_channel
-from streams.notify import Notifier
-from streams.orphans import OrphanWatch
-from streams.owners import Owner, OwnerRegistry
-from streams.paging import PagingStore
+from streams.cli.main import main as cli
+from streams.contract.alerts import build_alert
+from streams.contract.notification import parse_channel
+from streams.dev.embedded import EmbeddedRedis
+from streams.notify.channels import ChannelSender, verify_signature
+from streams.notify.loop import Notifier
 from streams.settings import NotifySettings, Settings
+from streams.store.orphans import OrphanWatch
+from streams.store.owners import Owner, OwnerRegistry
+from streams.store.paging import PagingStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,13 +19,13 @@ from receivers import HttpReceiver
 from redis.asyncio import Redis
 
 from detectors.base import Change
-from streams.alerts import build_alert
-from streams.embedded import EmbeddedBroker
-from streams.notification import parse_channel
-from streams.owners import Owner, OwnerRegistry
-from streams.paging import PagingStore
-from streams.replay import publish_alerts
-from streams.worker import WorkerProcess
+from streams.contract.alerts import build_alert
+from streams.contract.notification import parse_channel
+from streams.dev.embedded import EmbeddedBroker
+from streams.dev.process import WorkerProcess
+from streams.replay.source import publish_alerts
+from streams.store.owners import Owner, OwnerRegistry
+from streams.store.paging import PagingStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,13 +15,13 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from streams.embedded import free_port
+from streams.cli.owners import add_owner_commands, run_owners
+from streams.dev.embedded import free_port
+from streams.engine.join import JoinStats
 from streams.errors import ConfigError, InvalidOwner, WatchkeeperError
-from streams.health import HealthStore
-from streams.join import JoinStats
-from streams.owners import Orphan, Owner, OwnerRegistry, find_orphans
-from streams.owners_cli import add_owner_commands, run_owners
 from streams.settings import DAY_MS
+from streams.store.health import HealthStore
+from streams.store.owners import Orphan, Owner, OwnerRegistry, find_orphans
 
 pytestmark = pytest.mark.integration
 

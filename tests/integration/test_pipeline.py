@@ -16,19 +16,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
-from streams.demo import (
+from streams.dev.demo import (
     MALFORMED,
     AlertCollector,
     produce_scenario,
     register_owners,
     wait_for_pipeline,
 )
-from streams.embedded import EmbeddedRedis
-from streams.health import HealthStore
+from streams.dev.embedded import EmbeddedRedis
+from streams.dev.process import WorkerProcess
+from streams.dev.simulate import Scenario, build_scenario
 from streams.settings import Settings, Topics
-from streams.simulate import Scenario, build_scenario
-from streams.topology import ensure_topics
-from streams.worker import WorkerProcess
+from streams.store.health import HealthStore
+from streams.worker.topology import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,15 +15,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from streams.partitioning import partition_for
-from streams.producer import WatchkeeperProducer
-from streams.records import (
+from streams.contract.events import (
     GroundTruth,
     Prediction,
     parse_ground_truth,
     parse_predictions,
     parse_timestamp_ms,
 )
+from streams.engine.partitioning import partition_for
+from streams.producer import WatchkeeperProducer
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ from redis.asyncio import Redis
 from test_pipeline import isolated_settings, read_topic, run_scenario, worker_for
 
 from detectors.config import DetectorSettings
-from streams.backtest import expand_sweeps
-from streams.cli import main as cli
-from streams.demo import MALFORMED
-from streams.health import HealthStore
-from streams.replay import replay
-from streams.simulate import build_scenario
-from streams.topology import ensure_topics
+from streams.cli.main import main as cli
+from streams.dev.demo import MALFORMED
+from streams.dev.simulate import build_scenario
+from streams.replay.backtest import expand_sweeps
+from streams.replay.source import replay
+from streams.store.health import HealthStore
+from streams.worker.topology import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.config import DetectorSettings
-from streams.backtest import Backtest, BacktestResult, expand_sweeps
-from streams.partitioning import partition_for
-from streams.records import ground_truth_from_dict, prediction_from_dict
-from streams.simulate import build_scenario
+from streams.contract.events import ground_truth_from_dict, prediction_from_dict
+from streams.dev.simulate import build_scenario
+from streams.engine.partitioning import partition_for
+from streams.replay.backtest import Backtest, BacktestResult, expand_sweeps
 
 PARTITIONS = 3
 

@@ -18,8 +18,9 @@ import pytest
 from pydantic import SecretStr
 
 from detectors.base import Change
-from streams.alerts import build_alert, build_orphan_alert
-from streams.channels import (
+from streams.contract.alerts import build_alert, build_orphan_alert
+from streams.contract.notification import Notification
+from streams.notify.channels import (
     email_message,
     pagerduty_event,
     slack_payload,
@@ -27,7 +28,6 @@ from streams.channels import (
     webhook_body,
     webhook_headers,
 )
-from streams.notification import Notification
 
 EVENT_MS = 1_795_000_000_000
 DETECTED = datetime(2026, 11, 21, 10, 5, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
 
 
 def test_broker_url_without_scheme_is_a_clear_error(capsys: pytest.CaptureFixture[str]):
@@ -28,7 +28,7 @@ def test_missing_detector_config_file_is_reported(tmp_path, capsys: pytest.Captu
 
 
 def test_environment_settings_are_read(monkeypatch: pytest.MonkeyPatch):
-    from streams.cli import build_parser, settings_from
+    from streams.cli.main import build_parser, settings_from
 
     monkeypatch.setenv("WATCHKEEPER_APP_ID", "from-env")
     monkeypatch.setenv("WATCHKEEPER_TOPIC_ALERTS", "pages")
@@ -41,7 +41,7 @@ def test_environment_settings_are_read(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[str]):
-    from streams.embedded import free_port
+    from streams.dev.embedded import free_port
 
     port = free_port()  # nothing listens there
     assert main(["worker", "--broker", f"kafka://127.0.0.1:{port}"]) == 2

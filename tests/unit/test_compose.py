@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.notification import parse_channel
+from streams.contract.notification import parse_channel
 from streams.settings import NotifySettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.health import HealthBuffer
-from streams.join import JoinStats
+from streams.engine.join import JoinStats
+from streams.store.health import HealthBuffer
 
 
 class Clock:

@@ -7,8 +7,8 @@ import pickle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.join import Joiner
-from streams.records import GroundTruth, Prediction
+from streams.contract.events import GroundTruth, Prediction
+from streams.engine.join import Joiner
 
 DAY = 86_400_000
 TTL = 7 * DAY

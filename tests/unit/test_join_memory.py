@@ -20,8 +20,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.join import Joiner
-from streams.records import GroundTruth, Outcome, Prediction, parse_predictions
+from streams.contract.events import GroundTruth, Outcome, Prediction, parse_predictions
+from streams.engine.join import Joiner
 
 
 class HeapJoiner:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.notify import parse_alert
-from streams.offsets import OffsetTracker
+from streams.notify.loop import parse_alert
+from streams.notify.offsets import OffsetTracker
 
 
 @given(

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.contract.notification import Channel, parse_channel
 from streams.errors import ConfigError, InvalidOwner
-from streams.notification import Channel, parse_channel
-from streams.owners import Owner, format_duration, load_owners_file, parse_duration
+from streams.store.owners import Owner, format_duration, load_owners_file, parse_duration
 
 SLACK = "slack:https://hooks.slack.com/services/T/B/X"
 PAGERDUTY = "pagerduty:0123456789abcdef0123456789abcdef"

@@ -7,7 +7,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from streams.partitioning import partition_for, partitions_for
+from streams.engine.partitioning import partition_for, partitions_for
 
 counts = st.integers(min_value=1, max_value=1024)
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from streams.records import (
+from streams.contract.events import (
     MAX_TIMESTAMP_MS,
     REASONS,
     GroundTruth,

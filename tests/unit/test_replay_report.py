@@ -13,8 +13,10 @@ from rich.console import Console
 
 from detectors.base import Change
 from detectors.config import DetectorSettings
-from streams.alerts import build_alert
-from streams.backtest import (
+from streams.contract.alerts import build_alert
+from streams.contract.events import ground_truth_from_dict, prediction_from_dict
+from streams.dev.simulate import build_scenario
+from streams.replay.backtest import (
     HOUR_MS,
     Backtest,
     BacktestResult,
@@ -22,8 +24,7 @@ from streams.backtest import (
     ModelSummary,
     expand_sweeps,
 )
-from streams.records import ground_truth_from_dict, prediction_from_dict
-from streams.replay_report import (
+from streams.replay.report import (
     ExpectedChange,
     evaluate,
     load_expected,
@@ -32,7 +33,6 @@ from streams.replay_report import (
     sweep_table,
     write_outputs,
 )
-from streams.simulate import build_scenario
 
 T = int(datetime(2026, 11, 19, 12, tzinfo=UTC).timestamp() * 1000)
 MIN_MS = 60_000

@@ -7,7 +7,7 @@ import json
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from streams.state import json_key
+from streams.worker.state import json_key
 
 
 @given(st.text())

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .batches import RecordBatches
+from streams.worker.batches import RecordBatches
 
 __all__ = ["PartitionView", "json_key", "load_changelog", "restored"]
 

@@ -18,10 +18,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .backtest import Backtest, BacktestResult, Combination
-from .errors import ConfigError, TopologyError
-from .records import parse_ground_truth, parse_predictions
-from .settings import Settings
+from streams.contract.events import parse_ground_truth, parse_predictions
+from streams.errors import ConfigError, TopologyError
+from streams.replay.backtest import Backtest, BacktestResult, Combination
+from streams.settings import Settings
 
 __all__ = ["parse_time", "publish_alerts", "read_range", "replay"]
 

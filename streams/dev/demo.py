@@ -23,17 +23,17 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from .embedded import embedded_stack
-from .errors import WatchkeeperError
-from .health import HealthStore
-from .notification import parse_channel
-from .owners import Owner, OwnerRegistry
-from .paging import PagingStore
-from .producer import WatchkeeperProducer
-from .settings import Settings
-from .simulate import HOUR_MS, Scenario, build_scenario
-from .topology import ensure_topics
-from .worker import WorkerProcess
+from streams.contract.notification import parse_channel
+from streams.dev.embedded import embedded_stack
+from streams.dev.process import WorkerProcess
+from streams.dev.simulate import HOUR_MS, Scenario, build_scenario
+from streams.errors import WatchkeeperError
+from streams.producer import WatchkeeperProducer
+from streams.settings import Settings
+from streams.store.health import HealthStore
+from streams.store.owners import Owner, OwnerRegistry
+from streams.store.paging import PagingStore
+from streams.worker.topology import ensure_topics
 
 __all__ = ["AlertCollector", "MALFORMED", "produce_scenario", "run_demo", "wait_for_pipeline"]
 

@@ -44,8 +44,7 @@ from typing import Any
 
 from detectors.config import Task
 from detectors.task import error_of, infer_task
-
-from .records import GroundTruth, Outcome, Prediction, Scalar
+from streams.contract.events import GroundTruth, Outcome, Prediction, Scalar
 
 __all__ = ["JoinStats", "Joiner", "Unscorable"]
 

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EmbeddedError
+from streams.dev.process import stop_process
+from streams.errors import EmbeddedError
 
 __all__ = [
     "EmbeddedBroker",
@@ -26,7 +27,6 @@ __all__ = [
     "embedded_stack",
     "free_port",
     "redis_server_binary",
-    "stop_process",
     "tansu_binary",
 ]
 
@@ -63,19 +63,6 @@ def _spawn_listening(
         stop_process(proc)
         raise
     return proc
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
-    """Stop a child by its pid: SIGTERM, then SIGKILL if it is still running after
-    ``timeout`` seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def tansu_binary() -> str:

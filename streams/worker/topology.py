@@ -10,8 +10,8 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from .errors import TopologyError
-from .settings import Settings
+from streams.errors import TopologyError
+from streams.settings import Settings
 
 __all__ = ["ensure_topics", "ensure_topics_named", "join_topic_names"]
 

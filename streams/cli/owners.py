@@ -27,9 +27,10 @@ import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from .errors import ConfigError
-from .notification import Channel
-from .owners import (
+from streams.contract.notification import Channel
+from streams.errors import ConfigError
+from streams.settings import Settings
+from streams.store.owners import (
     Orphan,
     Owner,
     OwnerRegistry,
@@ -37,8 +38,7 @@ from .owners import (
     format_duration,
     load_owners_file,
 )
-from .redis_session import redis_session
-from .settings import Settings
+from streams.store.session import redis_session
 
 __all__ = ["add_owner_commands", "run_owners"]
 

@@ -39,8 +39,8 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
-from streams.alerts import rfc3339_ms
-from streams.notification import Channel, Notification
+from streams.contract.alerts import rfc3339_ms
+from streams.contract.notification import Channel, Notification
 from streams.settings import NotifySettings
 
 __all__ = [

@@ -40,10 +40,10 @@ import orjson
 import yaml
 from redis.asyncio import Redis
 
-from .errors import InvalidOwner
-from .health import HealthStore
-from .notification import Channel, InvalidChannel, parse_channel
-from .settings import DAY_MS
+from streams.contract.notification import Channel, InvalidChannel, parse_channel
+from streams.errors import InvalidOwner
+from streams.settings import DAY_MS
+from streams.store.health import HealthStore
 
 __all__ = [
     "OWNER_FILE_KEYS",

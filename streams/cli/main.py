@@ -9,11 +9,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .errors import ConfigError, WatchkeeperError
-from .notify_cli import add_notify_commands, run_notify_command
-from .owners_cli import add_owner_commands, run_owners
-from .replay_cli import add_replay_command, run_replay
-from .settings import Settings
+from streams.cli.notify import add_notify_commands, run_notify_command
+from streams.cli.owners import add_owner_commands, run_owners
+from streams.cli.replay import add_replay_command, run_replay
+from streams.errors import ConfigError, WatchkeeperError
+from streams.settings import Settings
 
 __all__ = ["build_parser", "main", "settings_from"]
 
@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "worker":
-            from .worker import run_worker
+            from streams.worker.run import run_worker
 
             run_worker(settings_from(args))
             return 0
         if args.command == "demo":
-            from .demo import run_demo
+            from streams.dev.demo import run_demo
 
             return run_demo(
                 models=args.models,
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             import asyncio
 
-            from .demo import produce_scenario
-            from .simulate import build_scenario
+            from streams.dev.demo import produce_scenario
+            from streams.dev.simulate import build_scenario
 
             settings = settings_from(args)
             scenario = build_scenario(

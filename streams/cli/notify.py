@@ -11,11 +11,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import ConfigError
-from .owners import parse_duration
-from .paging import PagingStore
-from .redis_session import redis_session
-from .settings import Settings
+from streams.errors import ConfigError
+from streams.settings import Settings
+from streams.store.owners import parse_duration
+from streams.store.paging import PagingStore
+from streams.store.session import redis_session
 
 __all__ = ["add_notify_commands", "run_notify_command"]
 
@@ -42,7 +42,7 @@ def add_notify_commands(sub: Any, redis_flags: Any) -> None:
 
 def run_notify_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "notify":
-        from .notify import run_notifier
+        from streams.notify.loop import run_notifier
 
         level = {"crit": "CRITICAL", "warn": "WARNING"}.get(settings.log_level, settings.log_level)
         logging.basicConfig(

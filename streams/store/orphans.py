@@ -16,10 +16,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .alerts import build_orphan_alert
-from .owners import Owner, OwnerRegistry
-from .paging import Clock
-from .redis_outage import OUTAGE_ERRORS, RedisBreaker
+from streams.contract.alerts import build_orphan_alert
+from streams.store.breaker import OUTAGE_ERRORS, RedisBreaker
+from streams.store.owners import Owner, OwnerRegistry
+from streams.store.paging import Clock
 
 __all__ = ["OrphanWatch"]
 

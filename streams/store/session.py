@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import ConfigError, WatchkeeperError
+from streams.errors import ConfigError, WatchkeeperError
 
 __all__ = ["CONNECT_TIMEOUT_S", "redacted", "redis_session"]
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from rich.table import Table
 
-from .alerts import rfc3339_ms
-from .backtest import HOUR_MS, BacktestResult, ModelSummary, hourly
-from .records import parse_timestamp_ms
+from streams.contract.alerts import rfc3339_ms
+from streams.contract.events import parse_timestamp_ms
+from streams.replay.backtest import HOUR_MS, BacktestResult, ModelSummary, hourly
 
 __all__ = [
     "ChangeMatch",

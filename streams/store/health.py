@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from .join import JoinStats
-from .redis_outage import OUTAGE_ERRORS, RedisBreaker
+from streams.engine.join import JoinStats
+from streams.store.breaker import OUTAGE_ERRORS, RedisBreaker
 
 __all__ = ["HealthBuffer", "HealthStore"]
 

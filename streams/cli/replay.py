@@ -11,10 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from detectors.exceptions import DetectorSettingsError
-
-from .backtest import expand_sweeps
-from .errors import ConfigError
-from .settings import Settings
+from streams.errors import ConfigError
+from streams.replay.backtest import expand_sweeps
+from streams.settings import Settings
 
 __all__ = ["add_replay_command", "run_replay"]
 
@@ -46,9 +45,15 @@ def add_replay_command(sub: Any) -> None:
 
 
 def run_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from .replay import parse_time, publish_alerts, replay
-    from .replay_report import evaluate, load_expected, model_table, sweep_table, write_outputs
-    from .worker import load_detectors
+    from streams.replay.report import (
+        evaluate,
+        load_expected,
+        model_table,
+        sweep_table,
+        write_outputs,
+    )
+    from streams.replay.source import parse_time, publish_alerts, replay
+    from streams.settings import load_detectors
 
     console = Console()
     start = parse_time(args.start) if args.start else None

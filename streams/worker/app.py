@@ -26,15 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from detectors.config import DetectorSettings
 from detectors.track import Detection, ModelTrack
-
-from .alerts import build_alert
-from .batches import RecordBatches
-from .consumer import BatchDrainConsumer, DirectSink, Fetched, Transport
-from .health import HealthBuffer, HealthStore
-from .join import Joiner
-from .orphans import OrphanWatch
-from .partitioning import partition_for, partitions_for
-from .records import (
+from streams.contract.alerts import build_alert
+from streams.contract.events import (
     GroundTruth,
     Outcome,
     Prediction,
@@ -45,10 +38,16 @@ from .records import (
     parse_ground_truth,
     parse_predictions,
 )
-from .redis_outage import RedisBreaker, worker_redis
-from .settings import Settings
-from .state import PartitionView, load_changelog
-from .topology import join_topic_names
+from streams.engine.join import Joiner
+from streams.engine.partitioning import partition_for, partitions_for
+from streams.settings import Settings
+from streams.store.breaker import RedisBreaker, worker_redis
+from streams.store.health import HealthBuffer, HealthStore
+from streams.store.orphans import OrphanWatch
+from streams.worker.batches import RecordBatches
+from streams.worker.consumer import BatchDrainConsumer, DirectSink, Fetched, Transport
+from streams.worker.state import PartitionView, load_changelog
+from streams.worker.topology import join_topic_names
 
 __all__ = ["WATERMARK_KEY", "Pipeline", "label_event", "prediction_event"]
 

@@ -33,9 +33,8 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .channels import ChannelSender, DeliveryError
-from .errors import ConfigError
-from .notification import (
+from streams.contract.events import Rejected, dead_letter
+from streams.contract.notification import (
     Channel,
     InvalidChannel,
     Notification,
@@ -43,12 +42,13 @@ from .notification import (
     parse_channel,
     severity_rank,
 )
-from .offsets import OffsetTracker
-from .owners import Owner, OwnerRegistry
-from .paging import Clock, PagingStore
-from .records import Rejected, dead_letter
-from .redis_session import redis_session
-from .settings import Settings
+from streams.errors import ConfigError
+from streams.notify.channels import ChannelSender, DeliveryError
+from streams.notify.offsets import OffsetTracker
+from streams.settings import Settings
+from streams.store.owners import Owner, OwnerRegistry
+from streams.store.paging import Clock, PagingStore
+from streams.store.session import redis_session
 
 __all__ = ["Notifier", "Sender", "parse_alert", "run_notifier"]
 
@@ -453,7 +453,7 @@ async def run_notifier(
     clock: Clock = time.time,
 ) -> None:
     """Consume ``alerts`` in the notifier's own group until ``stop`` (or SIGTERM/SIGINT)."""
-    from .topology import ensure_topics_named
+    from streams.worker.topology import ensure_topics_named
 
     stop = stop or _stop_on_signals()
     t = settings.topics

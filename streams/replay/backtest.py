@@ -21,11 +21,10 @@ from typing import Any
 
 from detectors.config import DetectorSettings, apply_overrides
 from detectors.track import Detection, ModelTrack
-
-from .alerts import build_alert
-from .join import Joiner
-from .partitioning import partitions_for
-from .records import GroundTruth, Outcome, Prediction
+from streams.contract.alerts import build_alert
+from streams.contract.events import GroundTruth, Outcome, Prediction
+from streams.engine.join import Joiner
+from streams.engine.partitioning import partitions_for
 
 __all__ = [
     "Backtest",

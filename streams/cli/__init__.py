@@ -1,0 +1,1 @@
+"""The ``watchkeeper`` command: dispatch plus one module per command group."""

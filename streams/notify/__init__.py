@@ -1,0 +1,1 @@
+"""The notifier: decisions, the Kafka loop and the delivery channels."""

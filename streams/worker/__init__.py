@@ -1,0 +1,1 @@
+"""The Faust worker: the only package that imports faust or mode."""
