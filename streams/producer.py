@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.contract.events import (
+    DAY_MS,
     DEFAULT_MAX_BYTES,
+    MIN_EVENT_TIME_MS,
     Scalar,
     ground_truth_from_dict,
     prediction_from_dict,
@@ -68,6 +71,11 @@ class WatchkeeperProducer:
     ``batch_size=1`` sends each event as a plain object keyed by prediction_id, exactly what
     kcat or any plain client would send. ``validate=True`` applies the parser's rules to
     every event and raises ValueError at the caller instead of dead-lettering it downstream.
+    Timestamps are checked against the wall clock at the call, standing in for the Kafka
+    record timestamp the worker will compare them with (the helper lets Kafka stamp the
+    record with the send time): an event time more than ``max_clock_skew_ms`` ahead of
+    now, or before ``min_event_time_ms``, is refused. Pass the worker's settings of the
+    same names if it runs with other bounds.
     A delivery that fails in the background is raised by the next call.
     ``producer_kwargs`` go to :class:`aiokafka.AIOKafkaProducer`.
     """
@@ -81,17 +89,25 @@ class WatchkeeperProducer:
         batch_size: int = 500,
         linger_ms: int = 50,
         validate: bool = True,
+        max_clock_skew_ms: int = DAY_MS,
+        min_event_time_ms: int = MIN_EVENT_TIME_MS,
         **producer_kwargs: Any,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if linger_ms < 0:
             raise ValueError(f"linger_ms must be >= 0, got {linger_ms}")
+        if max_clock_skew_ms < 0 or min_event_time_ms < 0:
+            raise ValueError(
+                "max_clock_skew_ms and min_event_time_ms must be >= 0, "
+                f"got {max_clock_skew_ms} and {min_event_time_ms}"
+            )
         self.predictions_topic = predictions_topic
         self.ground_truth_topic = ground_truth_topic
         self.batch_size = batch_size
         self.linger_ms = linger_ms
         self.validate = validate
+        self._bounds = {"max_skew_ms": max_clock_skew_ms, "min_timestamp_ms": min_event_time_ms}
         self.stats: dict[str, TopicStats] = {
             predictions_topic: TopicStats(),
             ground_truth_topic: TopicStats(),
@@ -183,7 +199,7 @@ class WatchkeeperProducer:
         if segment is not None:
             event["segment"] = segment
         if self.validate:
-            prediction_from_dict(event, 0)
+            prediction_from_dict(event, _now_ms(), **self._bounds)
         await self._add(self.predictions_topic, prediction_id, event)
 
     async def label(
@@ -194,7 +210,7 @@ class WatchkeeperProducer:
         if timestamp is not None:
             event["timestamp"] = _timestamp(timestamp)
         if self.validate:
-            ground_truth_from_dict(event, 0)
+            ground_truth_from_dict(event, _now_ms(), **self._bounds)
         await self._add(self.ground_truth_topic, prediction_id, event)
 
     async def flush(self) -> None:
@@ -293,6 +309,10 @@ class WatchkeeperProducer:
         if self._producer is None:
             raise RuntimeError("WatchkeeperProducer is not started; call start() first")
         return self._producer
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _timestamp(value: datetime | int) -> str | int:

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detectors.config import DetectorSettings, load_detector_settings
+from streams.contract.events import MIN_EVENT_TIME_MS
 from streams.errors import ConfigError
 
 __all__ = ["NotifySettings", "Settings", "Topics", "load_detectors"]
@@ -85,6 +86,19 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     join_ttl_ms: int = Field(7 * DAY_MS, ge=1, description="how long (event time) a side waits")
     max_message_bytes: int = Field(1_048_576, ge=1024)
+    max_clock_skew_ms: int = Field(
+        DAY_MS,
+        ge=0,
+        description="dead-letter events timed more than this ahead of their Kafka record "
+        "(timestamp_out_of_range): one bad clock must not move the event-time watermark "
+        "ahead and expire every pending join",
+    )
+    min_event_time_ms: int = Field(
+        MIN_EVENT_TIME_MS,
+        ge=0,
+        description="dead-letter events timed before this epoch ms (default "
+        "2000-01-01T00:00:00Z): an earlier time is a unit mistake or a zeroed clock",
+    )
     detector_config: Path | None = None
     reorder_lag_ms: int = Field(
         300_000, ge=0, description="event-time lag before outcomes reach the detectors"
@@ -103,6 +117,12 @@ class Settings(BaseSettings):
         ge=0,
         description="checkpoint detector state at most this often (0: every batch); "
         "outcomes are acked after the checkpoint that includes them",
+    )
+    output_retry_s: float = Field(
+        60.0,
+        gt=0,
+        description="retry a batch's output this long before the worker exits non-zero "
+        "(its input is not acked: a restarted worker resumes from the checkpoint)",
     )
     health_interval_s: float = Field(
         0.5, gt=0, description="write counters and health snapshots to Redis this often"

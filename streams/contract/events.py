@@ -7,8 +7,14 @@ same rules, from DESIGN.md "Event contract":
   rule applies per element, and one bad element never discards its neighbours.
 - Bad input is data, not an exception: the parsers return ``(records, rejected)`` and
   each :class:`Rejected` carries a machine ``reason`` (one of :data:`REASONS`), a sentence
-  naming the offending field, and the bytes to dead-letter (:func:`dead_letter`).
+  naming the offending field, and the bytes to dead-letter
+  (:func:`streams.contract.dead_letters.dead_letter`).
 - Unknown fields are ignored, so producers can add fields before Watchkeeper knows them.
+- No input can poison state: ids follow one grammar (:mod:`streams.contract.ids`), so they
+  never reach internal keys; an event time may not run more than ``max_skew_ms`` ahead of
+  its Kafka record's time, nor before ``min_timestamp_ms``, so one bad clock cannot push a
+  watermark years ahead and expire every pending join; and string values are bounded,
+  since they travel on inside outcome and dead-letter messages.
 
 The per-element functions :func:`prediction_from_dict` and :func:`ground_truth_from_dict`
 are the validators; the producer helper calls them too, raising :class:`InvalidEvent` (a
@@ -17,21 +23,26 @@ are the validators; the producer helper calls them too, raising :class:`InvalidE
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import orjson
 
+from streams.contract.ids import MAX_ID_LENGTH, id_problem
+
 __all__ = [
+    "DAY_MS",
     "DEFAULT_MAX_BYTES",
     "MAX_ID_LENGTH",
+    "MAX_SCALAR_LENGTH",
+    "MAX_TAG_LENGTH",
     "MAX_TIMESTAMP_MS",
+    "MIN_EVENT_TIME_MS",
     "REASONS",
     "GroundTruth",
     "InvalidEvent",
@@ -39,14 +50,15 @@ __all__ = [
     "Prediction",
     "Rejected",
     "Scalar",
-    "dead_letter",
     "decode_outcomes",
     "encode_outcomes",
+    "format_timestamp_ms",
     "ground_truth_from_dict",
     "parse_ground_truth",
     "parse_predictions",
     "parse_timestamp_ms",
     "prediction_from_dict",
+    "short_repr",
 ]
 
 Scalar = str | int | float | bool
@@ -60,11 +72,30 @@ REASONS: Final = (
     "missing_field",
     "wrong_type",
     "invalid_value",
+    "invalid_id",
     "invalid_timestamp",
+    "timestamp_out_of_range",
 )
 
-MAX_ID_LENGTH: Final = 256
-"""Longest prediction_id / model_id accepted: they become table keys and alert labels."""
+MAX_SCALAR_LENGTH: Final = 1024
+"""Longest string ``prediction`` or ``label``: both travel on inside outcome messages, so a
+900 KB class label must not make an internal message too large for Kafka."""
+
+MAX_TAG_LENGTH: Final = 256
+"""Longest ``model_version`` or ``segment``: short tags that label alerts and health keys."""
+
+DAY_MS: Final = 86_400_000
+"""Default ``max_skew_ms``: how far an event time may run ahead of its record's time."""
+
+MIN_EVENT_TIME_MS: Final = 946_684_800_000
+"""2000-01-01T00:00:00Z, the default ``min_timestamp_ms``: no model event is older, so an
+earlier time is a unit mistake (seconds for milliseconds) or a zeroed clock."""
+
+_Window = tuple[int, int]
+"""Earliest and latest event time one message accepts, inclusive (see ``_time_window``)."""
+
+_REPR_KEEP: Final = 100
+"""Characters of a bad value's repr kept in a detail (see :func:`short_repr`)."""
 
 DEFAULT_MAX_BYTES: Final = 1_048_576
 OVERSIZED_KEEP_BYTES: Final = 65_536
@@ -147,8 +178,32 @@ def parse_timestamp_ms(value: object) -> int:
             f"must be an RFC 3339 string or integer epoch milliseconds, got {_json_type(value)}"
         )
     if not 0 <= ms <= MAX_TIMESTAMP_MS:
-        raise ValueError(f"{value!r} is outside 1970-01-01..9999-12-31")
+        raise ValueError(f"{short_repr(value)} is outside 1970-01-01..9999-12-31")
     return ms
+
+
+def format_timestamp_ms(ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds (``2026-11-21T10:00:00.000Z``), for messages."""
+    if not 0 <= ms <= MAX_TIMESTAMP_MS:
+        return f"{ms} ms since the epoch"
+    text = (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut to its first 100 characters plus the full length.
+
+    Details travel in dead letters and logs: a 900 KB bad value must not travel with them.
+    """
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits has no repr by default
+        return f"<{type(value).__name__} too large to show>"
+    if len(text) <= _REPR_KEEP:
+        return text
+    if isinstance(value, bytes):
+        return f"{text[:_REPR_KEEP]}… ({len(value)} bytes)"
+    return f"{text[:_REPR_KEEP]}… ({len(value) if isinstance(value, str) else len(text)} chars)"
 
 
 def _rfc3339_ms(text: str) -> int:
@@ -160,7 +215,12 @@ def _rfc3339_ms(text: str) -> int:
         try:  # RFC 3339 allows lower-case t and z, fromisoformat does not
             dt = datetime.fromisoformat(text.upper())
         except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid RFC 3339 date-time ({exc})") from None
+            # the message of fromisoformat may quote the whole text: cut it too
+            why = str(exc)
+            why = why if len(why) <= _REPR_KEEP else why[:_REPR_KEEP] + "…"
+            raise ValueError(
+                f"{short_repr(text)} is not a valid RFC 3339 date-time ({why})"
+            ) from None
     delta = dt - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
@@ -171,8 +231,24 @@ def _explain_bad_timestamp(text: str) -> str:
     except ValueError:
         dt = None
     if dt is not None and dt.tzinfo is None:
-        return f"{text!r} has no timezone offset; RFC 3339 needs Z or +HH:MM"
-    return f"{text!r} is not an RFC 3339 date-time like 2026-11-21T10:00:00Z"
+        return f"{short_repr(text)} has no timezone offset; RFC 3339 needs Z or +HH:MM"
+    return f"{short_repr(text)} is not an RFC 3339 date-time like 2026-11-21T10:00:00Z"
+
+
+def _time_window(record_timestamp_ms: int, max_skew_ms: int, min_timestamp_ms: int) -> _Window:
+    """The event times one message accepts: ``(earliest, latest)`` inclusive.
+
+    Events older than their record are late data, which the join handles; only the future
+    is bounded, and only when the record time is known (> 0).
+    """
+    if max_skew_ms < 0 or min_timestamp_ms < 0:
+        raise ValueError(
+            f"max_skew_ms and min_timestamp_ms must be >= 0, got {max_skew_ms}, {min_timestamp_ms}"
+        )
+    latest = MAX_TIMESTAMP_MS
+    if record_timestamp_ms > 0:
+        latest = min(latest, record_timestamp_ms + max_skew_ms)
+    return min_timestamp_ms, latest
 
 
 # --- per-element validators -----------------------------------------------------------------
@@ -206,11 +282,9 @@ def _checked_id(obj: dict[str, Any], name: str) -> str:
         raise InvalidEvent(
             "wrong_type", f"field {name!r} must be a string, got {_json_type(value)}"
         )
-    if not 0 < len(value) <= MAX_ID_LENGTH:
-        raise InvalidEvent(
-            "invalid_value",
-            f"field {name!r} must be 1 to {MAX_ID_LENGTH} characters long, got {len(value)}",
-        )
+    problem = id_problem(value)
+    if problem is not None:
+        raise InvalidEvent("invalid_id", f"field {name!r} {problem}")
     return str(value)
 
 
@@ -224,7 +298,14 @@ def _checked_scalar(obj: dict[str, Any], name: str) -> Scalar:
                 "invalid_value", f"field {name!r} must be a finite number, got {value!r}"
             )
         return value
-    if isinstance(value, str | int):  # bool is an int
+    if isinstance(value, str):
+        if len(value) > MAX_SCALAR_LENGTH:
+            raise InvalidEvent(
+                "invalid_value",
+                f"field {name!r} must be at most {MAX_SCALAR_LENGTH} characters, got {len(value)}",
+            )
+        return str(value)
+    if isinstance(value, int):  # bool is an int
         return value
     raise InvalidEvent(
         "wrong_type",
@@ -232,16 +313,47 @@ def _checked_scalar(obj: dict[str, Any], name: str) -> Scalar:
     )
 
 
-def _checked_timestamp(value: object) -> int:
+def _checked_timestamp(value: object, record_ms: int, window: _Window) -> int:
     try:
-        return parse_timestamp_ms(value)
+        ms = parse_timestamp_ms(value)
     except ValueError as exc:
         raise InvalidEvent("invalid_timestamp", f"field 'timestamp': {exc}") from None
+    earliest, latest = window
+    if ms < earliest:
+        raise InvalidEvent(
+            "timestamp_out_of_range",
+            f"field 'timestamp': {format_timestamp_ms(ms)} is before "
+            f"{format_timestamp_ms(earliest)}, the earliest event time accepted",
+        )
+    if ms > latest:  # latest < MAX_TIMESTAMP_MS here, so it is record_ms + max_skew_ms
+        raise InvalidEvent(
+            "timestamp_out_of_range",
+            f"field 'timestamp': {format_timestamp_ms(ms)} is more than "
+            f"{_duration(latest - record_ms)} ahead of the record timestamp "
+            f"{format_timestamp_ms(record_ms)}",
+        )
+    return ms
+
+
+def _duration(ms: int) -> str:
+    if ms and ms % DAY_MS == 0:
+        days = ms // DAY_MS
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{ms} ms"
+
+
+def _bounded_tag(value: str, name: str) -> str:
+    if len(value) > MAX_TAG_LENGTH:
+        raise InvalidEvent(
+            "invalid_value",
+            f"field {name!r} must be at most {MAX_TAG_LENGTH} characters, got {len(value)}",
+        )
+    return str(value)
 
 
 def _version(value: object) -> str:
     if isinstance(value, str):
-        return str(value)
+        return _bounded_tag(value, "model_version")
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise InvalidEvent(
@@ -262,8 +374,10 @@ def _optional_score(value: object) -> float | None:
 
 
 def _optional_str(value: object, name: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _bounded_tag(value, name)
     raise InvalidEvent("wrong_type", f"field {name!r} must be a string, got {_json_type(value)}")
 
 
@@ -292,38 +406,88 @@ _intern = sys.intern
 _isfinite = math.isfinite
 
 
-def prediction_from_dict(obj: object, record_timestamp_ms: int, /) -> Prediction:
+def prediction_from_dict(
+    obj: object,
+    record_timestamp_ms: int,
+    /,
+    *,
+    max_skew_ms: int = DAY_MS,
+    min_timestamp_ms: int = MIN_EVENT_TIME_MS,
+) -> Prediction:
     """Validate one decoded prediction event; raises :class:`InvalidEvent`.
 
-    The common case (exact str/int/bool types, in range) takes only identity and length
-    checks; anything else falls to helpers that find and name the problem.
+    ``record_timestamp_ms`` is the Kafka record's time: it stands in for a missing event
+    time, and, when > 0, an event time more than ``max_skew_ms`` ahead of it is refused
+    (``timestamp_out_of_range``), as is one before ``min_timestamp_ms``.
+    """
+    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _prediction(obj, record_timestamp_ms, window)
+
+
+def ground_truth_from_dict(
+    obj: object,
+    record_timestamp_ms: int,
+    /,
+    *,
+    max_skew_ms: int = DAY_MS,
+    min_timestamp_ms: int = MIN_EVENT_TIME_MS,
+) -> GroundTruth:
+    """Validate one decoded ground-truth event; raises :class:`InvalidEvent`.
+
+    Timestamps follow the rules of :func:`prediction_from_dict`.
+    """
+    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _ground_truth(obj, record_timestamp_ms, window)
+
+
+def _prediction(obj: object, record_ms: int, window: _Window) -> Prediction:
+    """The validator on the hot path, ``window`` computed once per message.
+
+    The common case (exact str/int/bool types, in range) takes only identity, length and
+    two C-level character scans per id; anything else falls to helpers that find and
+    name the problem.
     """
     if not isinstance(obj, dict):
         raise _not_an_object(obj)
     get = obj.get
     pid = get("prediction_id")
-    if type(pid) is not str or not 0 < len(pid) <= MAX_ID_LENGTH:
+    if (
+        type(pid) is not str
+        or not 0 < len(pid) <= MAX_ID_LENGTH
+        or " " in pid
+        or not pid.isprintable()
+    ):
         pid = _checked_id(obj, "prediction_id")
     model_id = get("model_id")
-    if type(model_id) is not str or not 0 < len(model_id) <= MAX_ID_LENGTH:
+    if (
+        type(model_id) is not str
+        or not 0 < len(model_id) <= MAX_ID_LENGTH
+        or " " in model_id
+        or not model_id.isprintable()
+    ):
         model_id = _checked_id(obj, "model_id")
     prediction: Any = get("prediction")
     kind = type(prediction)
-    if kind is not int and kind is not str and (kind is not float or not _isfinite(prediction)):
+    if kind is str:
+        if len(prediction) > MAX_SCALAR_LENGTH:
+            prediction = _checked_scalar(obj, "prediction")
+    elif kind is not int and (kind is not float or not _isfinite(prediction)):
         prediction = _checked_scalar(obj, "prediction")  # also accepts bool
     ts = get("timestamp")
     if ts is None:
-        ts = record_timestamp_ms
-    elif type(ts) is not int or not 0 <= ts <= MAX_TIMESTAMP_MS:
-        ts = _checked_timestamp(ts)
+        ts = record_ms
+    elif type(ts) is not int or not window[0] <= ts <= window[1]:
+        ts = _checked_timestamp(ts, record_ms, window)
     version = get("model_version")
     if version is not None:
-        version = _intern(version if type(version) is str else _version(version))
+        if type(version) is not str or len(version) > MAX_TAG_LENGTH:
+            version = _version(version)
+        version = _intern(version)
     score: Any = get("score")
     if score is not None and (type(score) is not float or not _isfinite(score)):
         score = _optional_score(score)
     segment = get("segment")
-    if segment is not None and type(segment) is not str:
+    if segment is not None and (type(segment) is not str or len(segment) > MAX_TAG_LENGTH):
         segment = _optional_str(segment, "segment")
     features = get("features")
     if features is not None and not isinstance(features, dict):
@@ -341,23 +505,30 @@ def prediction_from_dict(obj: object, record_timestamp_ms: int, /) -> Prediction
     return p
 
 
-def ground_truth_from_dict(obj: object, record_timestamp_ms: int, /) -> GroundTruth:
-    """Validate one decoded ground-truth event; raises :class:`InvalidEvent`."""
+def _ground_truth(obj: object, record_ms: int, window: _Window) -> GroundTruth:
     if not isinstance(obj, dict):
         raise _not_an_object(obj)
     get = obj.get
     pid = get("prediction_id")
-    if type(pid) is not str or not 0 < len(pid) <= MAX_ID_LENGTH:
+    if (
+        type(pid) is not str
+        or not 0 < len(pid) <= MAX_ID_LENGTH
+        or " " in pid
+        or not pid.isprintable()
+    ):
         pid = _checked_id(obj, "prediction_id")
     label: Any = get("label")
     kind = type(label)
-    if kind is not int and kind is not str and (kind is not float or not _isfinite(label)):
+    if kind is str:
+        if len(label) > MAX_SCALAR_LENGTH:
+            label = _checked_scalar(obj, "label")
+    elif kind is not int and (kind is not float or not _isfinite(label)):
         label = _checked_scalar(obj, "label")  # also accepts bool
     ts = get("timestamp")
     if ts is None:
-        ts = record_timestamp_ms
-    elif type(ts) is not int or not 0 <= ts <= MAX_TIMESTAMP_MS:
-        ts = _checked_timestamp(ts)
+        ts = record_ms
+    elif type(ts) is not int or not window[0] <= ts <= window[1]:
+        ts = _checked_timestamp(ts, record_ms, window)
     g = _new(GroundTruth)  # == GroundTruth(pid, label, ts), see _slot_setters
     _g_id(g, pid)
     _g_label(g, label)
@@ -371,27 +542,41 @@ R = TypeVar("R")
 
 
 def parse_predictions(
-    raw: bytes | None, *, record_timestamp_ms: int, max_bytes: int = DEFAULT_MAX_BYTES
+    raw: bytes | None,
+    *,
+    record_timestamp_ms: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_skew_ms: int = DAY_MS,
+    min_timestamp_ms: int = MIN_EVENT_TIME_MS,
 ) -> tuple[list[Prediction], list[Rejected]]:
     """Predictions from one Kafka message value; never raises on bad input.
 
-    ``record_timestamp_ms`` (the Kafka record timestamp) stands in for a missing timestamp.
+    ``record_timestamp_ms`` (the Kafka record timestamp) stands in for a missing timestamp
+    and bounds the others (see :func:`prediction_from_dict`).
     """
-    return _parse(raw, record_timestamp_ms, max_bytes, prediction_from_dict)
+    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _parse(raw, record_timestamp_ms, window, max_bytes, _prediction)
 
 
 def parse_ground_truth(
-    raw: bytes | None, *, record_timestamp_ms: int, max_bytes: int = DEFAULT_MAX_BYTES
+    raw: bytes | None,
+    *,
+    record_timestamp_ms: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_skew_ms: int = DAY_MS,
+    min_timestamp_ms: int = MIN_EVENT_TIME_MS,
 ) -> tuple[list[GroundTruth], list[Rejected]]:
     """Labels from one Kafka message value; never raises on bad input."""
-    return _parse(raw, record_timestamp_ms, max_bytes, ground_truth_from_dict)
+    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _parse(raw, record_timestamp_ms, window, max_bytes, _ground_truth)
 
 
 def _parse(
     raw: bytes | None,
-    record_timestamp_ms: int,
+    record_ms: int,
+    window: _Window,
     max_bytes: int,
-    build: Callable[[object, int], R],
+    build: Callable[[object, int, _Window], R],
 ) -> tuple[list[R], list[Rejected]]:
     if not raw:
         return [], [Rejected("empty_message", "message value is empty or null", None, b"")]
@@ -418,13 +603,13 @@ def _parse(
         append = records.append
         for index, element in enumerate(doc):
             try:
-                append(build(element, record_timestamp_ms))
+                append(build(element, record_ms, window))
             except InvalidEvent as exc:
                 original = _element_bytes(element, raw)
                 rejected.append(Rejected(exc.reason, exc.detail, index, original))
         return records, rejected
     try:
-        return [build(doc, record_timestamp_ms)], []
+        return [build(doc, record_ms, window)], []
     except InvalidEvent as exc:
         return [], [Rejected(exc.reason, exc.detail, None, bytes(raw))]
 
@@ -451,47 +636,6 @@ def _undecodable(raw: bytes, exc: orjson.JSONDecodeError) -> Rejected:
     if not raw.strip():
         return Rejected("empty_message", "message value is only whitespace", None, raw)
     return Rejected("invalid_json", f"message is not valid JSON: {exc}", None, raw)
-
-
-# --- dead letters ---------------------------------------------------------------------------
-
-
-def dead_letter(
-    rejected: Rejected,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    max_original_bytes: int = 524_288,
-) -> bytes:
-    """The DLQ message for ``rejected``: why, where from, and the original bytes.
-
-    Bytes travel base64-encoded so invalid UTF-8 survives JSON. ``original`` is cut to
-    ``max_original_bytes`` so the envelope (base64 adds a third) stays under Kafka's default
-    1 MB message limit; ``original_size`` and ``truncated`` say when that happened.
-    """
-    original = rejected.original
-    size = len(original) if rejected.original_size is None else rejected.original_size
-    if len(original) > max_original_bytes:
-        original = original[:max_original_bytes]
-    return orjson.dumps(
-        {
-            "reason": rejected.reason,
-            "detail": rejected.detail,
-            "index": rejected.index,
-            "source": {
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-                "key_b64": None if key is None else base64.b64encode(key).decode("ascii"),
-            },
-            "original_b64": base64.b64encode(original).decode("ascii"),
-            "original_size": size,
-            "truncated": len(original) < size,
-            "dlq_schema": 1,
-        }
-    )
 
 
 # --- outcomes -------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streams.contract.events import Rejected, dead_letter
+from streams.contract.dead_letters import dead_letter
+from streams.contract.events import Rejected
 from streams.contract.notification import (
     Channel,
     InvalidChannel,

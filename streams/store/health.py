@@ -26,7 +26,11 @@ from redis.asyncio import Redis
 from streams.engine.join import JoinStats
 from streams.store.breaker import OUTAGE_ERRORS, RedisBreaker
 
-__all__ = ["HealthBuffer", "HealthStore"]
+__all__ = ["PLAIN_COUNTERS", "HealthBuffer", "HealthStore"]
+
+PLAIN_COUNTERS = ("redelivered", "disordered_input", "late_outcomes", "duplicate_outcomes")
+"""Counts of input that was skipped (``redelivered``, ``duplicate_outcomes``) or processed
+out of order, kept in ``{prefix}stats``; every other reason is a dead letter."""
 
 # Counters and snapshots of many models in one command per 1,000 hashes: redis-py spends
 # about 15 µs packing and parsing each command and about 0.3 µs per argument, and with
@@ -113,10 +117,10 @@ class HealthStore:
             await pipe.execute()
 
     async def add_skipped(self, reasons: Counter[str]) -> None:
-        """Count dead-lettered records per reason; ``redelivered`` (skipped) and
-        ``disordered_input`` (processed, but out of order) are plain counters."""
+        """Count dead-lettered records per reason; :data:`PLAIN_COUNTERS` (skipped or
+        suspicious, but not dead-lettered) are plain counters."""
         reasons = Counter(reasons)
-        for name in ("redelivered", "disordered_input"):
+        for name in PLAIN_COUNTERS:
             value = reasons.pop(name, 0)
             if value:
                 await self.redis.hincrby(self.key("stats"), name, value)

@@ -40,6 +40,7 @@ import orjson
 import yaml
 from redis.asyncio import Redis
 
+from streams.contract.ids import id_problem
 from streams.contract.notification import Channel, InvalidChannel, parse_channel
 from streams.errors import InvalidOwner
 from streams.settings import DAY_MS
@@ -257,8 +258,10 @@ def _check_entry(
 
     if not isinstance(model_id, str):
         bad("model_id", f"must be a string, got {type(model_id).__name__} (quote it in YAML)")
-    elif not model_id or any(c.isspace() for c in model_id):
-        bad("model_id", "must be non-empty and contain no whitespace")
+    elif (problem := id_problem(model_id)) is not None:
+        # the parser's grammar (streams.contract.ids): every model the worker accepts can
+        # be owned, and no owner waits for a model that can never appear
+        bad("model_id", problem)
     if not isinstance(entry, Mapping):
         bad("entry", f"must be a mapping with keys {', '.join(OWNER_FILE_KEYS)}")
         return {}, problems

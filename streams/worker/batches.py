@@ -35,6 +35,21 @@ class RecordBatches:
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         self._records[topic, partition].append((key, value))
 
+    def take(self) -> dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]]:
+        """Everything collected, removed from here (to deliver it again after a failure)."""
+        records, self._records = self._records, defaultdict(list)
+        return records
+
+    def extend(
+        self, records: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]]
+    ) -> None:
+        for tp, items in records.items():
+            self._records[tp] += items
+
+    def discard(self) -> None:
+        """Drop what was collected and not yet sent."""
+        self._records = defaultdict(list)
+
     async def send(self) -> list[asyncio.Future[Any]]:
         """Queue everything collected; returns the delivery futures (one per batch)."""
         records, self._records = self._records, defaultdict(list)

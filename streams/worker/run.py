@@ -29,10 +29,11 @@ def tune_gc() -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    """Create topics if needed, then run the Faust worker until SIGTERM/SIGINT."""
+    """Create topics if needed, then run the Faust worker until SIGTERM/SIGINT; exits
+    with code 70 when an agent could not go on (see :mod:`streams.worker.app`)."""
     import faust
 
-    from streams.worker.app import Pipeline
+    from streams.worker.app import EXIT_AGENT_FAILED, Pipeline
 
     detectors = load_detectors(settings)
     partitions = asyncio.run(ensure_topics(settings))
@@ -48,4 +49,8 @@ def run_worker(settings: Settings) -> None:
     # Faust's progress spinner sets the root logger to DEBUG (to spin on every record):
     # every debug call in aiokafka then builds a LogRecord, 8% of a busy worker's CPU.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if pipeline.fatal is not None:  # an agent could not go on: say so to the supervisor
+            raise SystemExit(EXIT_AGENT_FAILED)

@@ -4,15 +4,15 @@ Faust's ``table[key] = value`` needs the current event to pick the changelog par
 runs sensors and sends one changelog record per write. Batched agents know the partition
 already, so this view changes the table's in-memory store at once, remembers which keys
 changed, and :meth:`PartitionView.stage` adds one record per changed key to a batch that the
-agent sends with its other output (:mod:`streams.batches`). Agents send it
+agent sends with its other output (:mod:`streams.worker.batches`). Agents send it
 *after* publishing a batch's output: a crash in between re-processes the batch (a
 duplicate at worst) instead of recording state whose output was never published.
 Faust still restores the table from the changelog on restart.
 
-The view also checkpoints, in the same changelog partition, the last offset it processed
-of each source topic. Faust can deliver a message twice (it re-seeks to the committed
-offset while recovering tables); a message at or below the checkpoint has already changed
-this state, so agents skip it instead of applying it twice.
+The view also checkpoints, in the same changelog partition, its step's ``meta``: the
+last offset processed of each source topic, event-time marks and batch numbers (see
+:mod:`streams.engine`). Faust can deliver a message twice (it re-seeks to the committed
+offset while recovering tables); the engine skips what the checkpoint already includes.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.worker.batches import RecordBatches
+from streams.worker.faust_internals import table_changelog, table_store
 
 __all__ = ["PartitionView", "json_key", "load_changelog", "restored"]
 
-_OFFSETS = "\x00offsets:"  # reserved key prefix; never a valid prediction or model id
+_RESERVED = "\x00"  # prefix of internal keys; the id grammar refuses NUL in any id
 
 
 def restored(data: MutableMapping[str, Any], key: str) -> Any:
@@ -94,35 +95,22 @@ def json_key(key: str) -> bytes:
 
 
 class PartitionView(MutableMapping[str, Any]):
-    """Mapping over one partition's keys of a Faust table, changelogged on write."""
+    """Mapping over one partition's keys of a Faust table, changelogged on write.
+
+    ``meta`` is the step's own bookkeeping (offsets processed, event-time marks, batch
+    numbers), checkpointed under a reserved key after the data it describes. Reserved
+    keys start with NUL, which the id grammar never lets an event id contain."""
 
     def __init__(self, table: Any, partition: int, owns: Any, batches: RecordBatches) -> None:
-        self._topic: str = table.changelog_topic.get_topic_name()
+        self._topic: str = table_changelog(table)
         self._batches = batches
-        self._data: MutableMapping[str, Any] = table.data.data  # the memory store's dict
+        self._data: MutableMapping[str, Any] = table_store(table)
         self._partition = partition
         self._owns = owns  # key -> bool: does this key belong to this partition
         self._dirty: set[str] = set()
-        self._offsets_key = f"{_OFFSETS}{partition}"
-        self.offsets: dict[str, int] = dict(restored(self._data, self._offsets_key) or {})
-        self._offsets_changed = False
-
-    def already_processed(self, topic: str, offset: int) -> bool:
-        """True when this state already includes the message at ``offset`` of ``topic``."""
-        return offset <= self.offsets.get(topic, -1)
-
-    def processed(self, topic: str, offset: int) -> None:
-        """Record that the message at ``offset`` is now part of this state."""
-        self.advance(topic, offset)
-
-    def advance(self, name: str, value: int) -> bool:
-        """Raise a high-water mark checkpointed with this state: a source offset (named by
-        its topic) or an event-time watermark (``wm:…``, never a valid topic name)."""
-        if value > self.offsets.get(name, -(2**63)):
-            self.offsets[name] = value
-            self._offsets_changed = True
-            return True
-        return False
+        self._meta_key = f"{_RESERVED}meta:{partition}"
+        restored_meta = restored(self._data, self._meta_key)
+        self.meta: dict[str, Any] = dict(restored_meta) if isinstance(restored_meta, dict) else {}
 
     def __getitem__(self, key: str) -> Any:
         value = restored(self._data, key)
@@ -135,6 +123,8 @@ class PartitionView(MutableMapping[str, Any]):
         return default if value is None else value
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if key.startswith(_RESERVED):
+            raise KeyError(f"{key!r} is a reserved key")
         self._data[key] = value
         self._dirty.add(key)
 
@@ -147,8 +137,8 @@ class PartitionView(MutableMapping[str, Any]):
         self._dirty.add(key)
 
     def stage(self) -> int:
-        """Add one changelog record per key changed since the last call (and the offsets
-        checkpoint, last) to the shared batches; the caller delivers them, and only then
+        """Add one changelog record per key changed since the last call, and the meta
+        checkpoint last, to the shared batches; the caller delivers them, and only then
         acks the input (so its offsets are committed after the state that includes it).
         Returns the number of changed keys."""
         dirty, self._dirty = self._dirty, set()
@@ -161,14 +151,14 @@ class PartitionView(MutableMapping[str, Any]):
             value = data.get(key)
             blob = None if value is None else dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
             add(topic, partition, json_key(key), blob)
-        if self._offsets_changed:  # last: the checkpoint never runs ahead of the state
-            self._offsets_changed = False
-            data[self._offsets_key] = dict(self.offsets)
-            add(topic, partition, json_key(self._offsets_key), dumps(self.offsets))
+        # last: the checkpoint never runs ahead of the state
+        blob = dumps(self.meta, protocol=pickle.HIGHEST_PROTOCOL)
+        data[self._meta_key] = pickle.loads(blob)  # noqa: S301 - a copy of our own value
+        add(topic, partition, json_key(self._meta_key), blob)
         return len(dirty)
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k in list(self._data) if not k.startswith(_OFFSETS) and self._owns(k))
+        return (k for k in list(self._data) if not k.startswith(_RESERVED) and self._owns(k))
 
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
         return ((k, restored(self._data, k)) for k in self)

@@ -10,7 +10,7 @@ from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.worker.consumer import DirectSink, Fetched
+from streams.worker.faust_internals import DirectSink, Fetched
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -13,13 +12,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streams.contract.events import (
+    DAY_MS,
+    MAX_SCALAR_LENGTH,
+    MAX_TAG_LENGTH,
     MAX_TIMESTAMP_MS,
+    MIN_EVENT_TIME_MS,
     REASONS,
     GroundTruth,
     Outcome,
     Prediction,
     Rejected,
-    dead_letter,
     decode_outcomes,
     encode_outcomes,
     parse_ground_truth,
@@ -43,7 +45,10 @@ PRED_KEYS = {
 
 # --- strategies -----------------------------------------------------------------------------
 
-ids = st.text(min_size=1, max_size=256)
+# the id grammar spelled as categories, independently of its implementation (isprintable)
+id_chars = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"))
+ids = st.text(id_chars, min_size=1, max_size=256)
+LATEST_MS = RECORD_MS + DAY_MS  # the latest event time a record at RECORD_MS accepts
 finite = st.floats(allow_nan=False, allow_infinity=False)
 json_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what orjson round-trips
 scalars = st.one_of(st.text(max_size=20), json_ints, finite, st.booleans())
@@ -52,6 +57,9 @@ offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
 )
 aware = st.datetimes(
     min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
+)
+in_window = st.datetimes(  # event times a record at RECORD_MS accepts, a day of slack inside
+    min_value=datetime(2000, 1, 2), max_value=datetime(2026, 11, 18), timezones=offsets
 )
 
 
@@ -62,9 +70,9 @@ def timestamps(draw: st.DrawFn) -> tuple[object, int | None]:
     if kind in ("absent", "null"):
         return kind, None
     if kind == "ms":
-        ms = draw(st.integers(min_value=0, max_value=MAX_TIMESTAMP_MS))
+        ms = draw(st.integers(min_value=MIN_EVENT_TIME_MS, max_value=LATEST_MS))
         return ms, ms
-    dt = draw(aware)
+    dt = draw(in_window)
     text = dt.isoformat()
     if dt.utcoffset() == timedelta(0) and draw(st.booleans()):
         text = text.replace("+00:00", draw(st.sampled_from(["Z", "z"])))
@@ -125,14 +133,23 @@ BREAKAGES: list[tuple[str, Any, str]] = [
     ("prediction", ..., "missing_field"),
     ("prediction_id", 123, "wrong_type"),
     ("model_id", ["fraud"], "wrong_type"),
-    ("prediction_id", "", "invalid_value"),
-    ("model_id", "m" * 257, "invalid_value"),
+    ("prediction_id", "", "invalid_id"),
+    ("model_id", "m" * 257, "invalid_id"),
+    ("model_id", "fraud eu", "invalid_id"),
+    ("prediction_id", "\x00watermark", "invalid_id"),
+    ("model_id", "fraud\u200b", "invalid_id"),
+    ("prediction", "x" * (MAX_SCALAR_LENGTH + 1), "invalid_value"),
+    ("model_version", "v" * (MAX_TAG_LENGTH + 1), "invalid_value"),
+    ("segment", "s" * (MAX_TAG_LENGTH + 1), "invalid_value"),
     ("prediction", {"class": 1}, "wrong_type"),
     ("prediction", [1, 0], "wrong_type"),
     ("timestamp", "2026-11-21T10:00:00", "invalid_timestamp"),
     ("timestamp", -1, "invalid_timestamp"),
     ("timestamp", 1.5e12, "invalid_timestamp"),
     ("timestamp", True, "invalid_timestamp"),
+    ("timestamp", MIN_EVENT_TIME_MS - 1, "timestamp_out_of_range"),
+    ("timestamp", LATEST_MS + 1, "timestamp_out_of_range"),
+    ("timestamp", "2999-01-01T00:00:00Z", "timestamp_out_of_range"),
     ("score", "high", "wrong_type"),
     ("score", True, "wrong_type"),
     ("model_version", False, "wrong_type"),
@@ -258,9 +275,12 @@ def _with(**changes: Any) -> bytes:
         (_with(prediction=None), "missing_field", "'prediction'"),
         (_with(prediction_id=42), "wrong_type", "'prediction_id'"),
         (_with(features="amount=3"), "wrong_type", "'features'"),
-        (_with(prediction_id="p" * 257), "invalid_value", "'prediction_id'"),
-        (_with(model_id=""), "invalid_value", "'model_id'"),
+        (_with(prediction_id="p" * 257), "invalid_id", "'prediction_id'"),
+        (_with(model_id=""), "invalid_id", "'model_id'"),
+        (_with(model_id="fraud\teu"), "invalid_id", "U+0009"),
+        (_with(segment="s" * 257), "invalid_value", "'segment'"),
         (_with(timestamp="2026-11-21T10:00:00"), "invalid_timestamp", "'timestamp'"),
+        (_with(timestamp=1_000), "timestamp_out_of_range", "'timestamp'"),
     ],
 )
 def test_each_reason_is_reachable_and_named(raw: bytes | None, reason: str, named: str) -> None:
@@ -286,18 +306,26 @@ def test_label_rules_mirror_prediction_rules() -> None:
             {"prediction_id": "b"},
             {"prediction_id": "c", "label": {"y": 1}},
             {"prediction_id": "", "label": 1},
-            {"prediction_id": "e", "label": "fraud", "timestamp": "2026-11-21 10:00:00+01:00"},
+            {"prediction_id": "e", "label": "fraud", "timestamp": "2026-11-18 10:00:00+01:00"},
+            {"prediction_id": "f g", "label": 1},
+            {"prediction_id": "h", "label": "y" * (MAX_SCALAR_LENGTH + 1)},
+            {"prediction_id": "i", "label": 1, "timestamp": LATEST_MS + 1},
+            {"prediction_id": "j", "label": "y" * MAX_SCALAR_LENGTH, "timestamp": LATEST_MS},
         ]
     )
     records, rejected = parse_ground_truth(raw, record_timestamp_ms=RECORD_MS)
     assert records == [
         GroundTruth("a", 0, RECORD_MS),
-        GroundTruth("e", "fraud", 1_795_255_200_000 - 3_600_000),
+        GroundTruth("e", "fraud", 1_794_996_000_000 - 3_600_000),
+        GroundTruth("j", "y" * MAX_SCALAR_LENGTH, LATEST_MS),
     ]
     assert [(r.index, r.reason) for r in rejected] == [
         (1, "missing_field"),
         (2, "wrong_type"),
-        (3, "invalid_value"),
+        (3, "invalid_id"),
+        (5, "invalid_id"),
+        (6, "invalid_value"),
+        (7, "timestamp_out_of_range"),
     ]
     assert "'label'" in rejected[0].detail
 
@@ -403,44 +431,6 @@ def test_oversized_message_is_not_parsed_and_keeps_64_kib() -> None:
     assert (r.reason, r.index, r.original_size) == ("oversized", None, len(raw))
     assert r.original == raw[:65_536]
     assert f"{len(raw)} bytes" in r.detail and "65536" in r.detail
-
-
-# --- dead letters ---------------------------------------------------------------------------
-
-
-@given(st.binary(max_size=200), st.none() | st.binary(max_size=40), st.none() | st.integers(0, 9))
-def test_dead_letter_envelope_decodes_back_to_original(
-    original: bytes, key: bytes | None, index: int | None
-) -> None:
-    rejected = Rejected("invalid_json", "message is not valid JSON", index, original)
-    env = orjson.loads(dead_letter(rejected, topic="predictions", partition=3, offset=42, key=key))
-    assert base64.b64decode(env["original_b64"]) == original
-    assert env["original_size"] == len(original)
-    assert env["truncated"] is False
-    assert env["source"] == {
-        "topic": "predictions",
-        "partition": 3,
-        "offset": 42,
-        "key_b64": None if key is None else base64.b64encode(key).decode(),
-    }
-    assert (env["reason"], env["index"], env["dlq_schema"]) == ("invalid_json", index, 1)
-    assert env["detail"] == "message is not valid JSON"
-
-
-def test_dead_letter_of_an_oversized_message_says_truncated() -> None:
-    raw = b"[" + b" " * 200_000 + b"]"
-    (_, (r,)) = parse(raw, max_bytes=100_000)
-    env = orjson.loads(dead_letter(r, topic="t", partition=0, offset=0, key=b"k"))
-    assert len(base64.b64decode(env["original_b64"])) == 65_536
-    assert (env["original_size"], env["truncated"]) == (len(raw), True)
-
-
-def test_dead_letter_caps_the_original_to_fit_a_kafka_message() -> None:
-    r = Rejected("invalid_json", "bad", None, b"{" * 1_000_000)
-    envelope = dead_letter(r, topic="t", partition=0, offset=0, key=None)
-    assert len(envelope) < 1_000_000
-    env = orjson.loads(envelope)
-    assert (env["original_size"], env["truncated"]) == (1_000_000, True)
 
 
 # --- outcomes -------------------------------------------------------------------------------

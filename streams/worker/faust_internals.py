@@ -1,4 +1,10 @@
-"""Faust's aiokafka consumer, handing the agents' topics over one fetch at a time.
+"""Every use of Faust's private names, in one module: the consumer that hands the agents'
+topics over one fetch at a time, and accessors of the producer and table stores.
+
+``tests/unit/test_faust_internals.py`` checks each private name against the installed
+Faust, so an upgrade that changes one fails there rather than in a running worker.
+
+The consumer.
 
 Faust delivers every Kafka message on its own: a ``Message``, an ``Event``, a conductor
 callback, a channel queue put and get, an ack under a thread lock, and four tasks plus an
@@ -28,7 +34,51 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode import Service
 
-__all__ = ["BatchDrainConsumer", "DirectSink", "Fetched", "Transport"]
+__all__ = [
+    "PRIVATE_NAMES",
+    "BatchDrainConsumer",
+    "DirectSink",
+    "Fetched",
+    "Transport",
+    "kafka_producer",
+    "table_changelog",
+    "table_store",
+]
+
+PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
+    # class: private names this module reads, calls or overrides
+    "faust.transport.consumer.Consumer": (
+        "_committed_offset",
+        "_acked_index",
+        "_acked",
+        "_n_acked",
+        "_commit_every",
+        "_read_offset",
+        "_add_gap",
+        "_drain_messages",
+        "_wait_next_records",
+        "_buffered_partitions",
+        "_to_message",
+    ),
+    "faust.transport.drivers.aiokafka.Producer": ("_ensure_producer",),
+    "faust.stores.memory.Store": ("data",),
+}
+
+
+def kafka_producer(app: Any) -> Any:
+    """The aiokafka producer inside Faust's, so our record batches share its connection
+    and are flushed by its shutdown."""
+    return app.producer._ensure_producer()
+
+
+def table_store(table: Any) -> Any:
+    """The dict behind a table with the ``memory://`` store."""
+    return table.data.data
+
+
+def table_changelog(table: Any) -> str:
+    return str(table.changelog_topic.get_topic_name())
+
 
 # conductor deliveries between yields to the event loop
 YIELD_EVERY = 500

@@ -1,0 +1,225 @@
+"""Wire formats of the worker's internal topics: re-keyed events and the outcomes topic.
+
+Both carry event-time marks next to the data, in the same partition and after it, so a
+reader knows how far every upstream partition has read:
+
+- re-key topics: ``{"from": q, "mark": M | null, "events": [...]}``: events the join
+  partition ``q`` read but that belong to another partition, and, on the last message of
+  a batch, the newest event time ``q`` had read of that input (``mark``);
+- ``outcomes``: ``{"join": h, "outcomes": [...]}``, outcomes of one model joined by
+  partition ``h``, and ``{"join": h, "seq": s, "watermark_ms": W | null}``, sent by ``h``
+  to every outcomes partition at the end of its batch ``s``.
+
+Markers are told apart from data by their fields, never by the message key, so no id a
+producer chooses can pass for one. Every message is cut to fit :data:`MAX_INTERNAL_BYTES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import orjson
+
+from streams.contract.events import (
+    GroundTruth,
+    Outcome,
+    Prediction,
+    ground_truth_from_dict,
+    prediction_from_dict,
+)
+
+__all__ = [
+    "MAX_INTERNAL_BYTES",
+    "Forwarded",
+    "JoinMark",
+    "JoinedOutcomes",
+    "Kind",
+    "decode_forwarded",
+    "decode_outcomes_message",
+    "encode_forwarded",
+    "encode_join_mark",
+    "encode_joined_outcomes",
+]
+
+Kind = Literal["p", "g"]
+"""Which input an event came from: ``p`` predictions, ``g`` ground truth."""
+
+MAX_INTERNAL_BYTES: Final = 900_000
+"""Largest internal message written: below the 1 MB a stock Kafka broker accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """Events join partition ``source`` read that belong to another join partition."""
+
+    kind: Kind
+    source: int
+    events: Sequence[Prediction] | Sequence[GroundTruth]
+    mark: int | None  # newest event time ``source`` had read of this input, when last
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedOutcomes:
+    """Outcomes of one model, joined by join partition ``join``."""
+
+    join: int
+    outcomes: Sequence[Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinMark:
+    """End of batch ``seq`` of join partition ``join``, and how far it has read."""
+
+    join: int
+    seq: int
+    watermark_ms: int | None
+    offsets: dict[str, int]  # last offset processed of each input topic of the join
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _prediction(p: Prediction) -> dict[str, Any]:
+    return {
+        "prediction_id": p.prediction_id,
+        "model_id": p.model_id,
+        "model_version": p.model_version,
+        "timestamp": p.timestamp_ms,
+        "prediction": p.prediction,
+        "score": p.score,
+        "segment": p.segment,
+    }
+
+
+def _label(g: GroundTruth) -> dict[str, Any]:
+    return {"prediction_id": g.prediction_id, "label": g.label, "timestamp": g.timestamp_ms}
+
+
+def _outcome(o: Outcome) -> dict[str, Any]:
+    if not math.isfinite(o.error):
+        raise ValueError(f"outcome {o.prediction_id!r} has non-finite error {o.error!r}")
+    return {
+        "id": o.prediction_id,
+        "m": o.model_id,
+        "v": o.model_version,
+        "te": o.event_time_ms,
+        "tl": o.label_time_ms,
+        "p": o.prediction,
+        "y": o.label,
+        "e": o.error,
+    }
+
+
+def _chunked(
+    head: dict[str, Any], name: str, items: list[Any], last: dict[str, Any]
+) -> Iterator[bytes]:
+    """``head`` with ``items`` under ``name``, split until each message fits; ``last`` is
+    merged into the final message only (a mark must follow every event it covers)."""
+    body = orjson.dumps({**head, name: items, **last})
+    if len(body) <= MAX_INTERNAL_BYTES or len(items) <= 1:
+        if len(body) > MAX_INTERNAL_BYTES:
+            raise ValueError(f"one internal item is {len(body)} bytes, over the limit")
+        yield body
+        return
+    half = len(items) // 2
+    yield from _chunked(head, name, items[:half], {})
+    yield from _chunked(head, name, items[half:], last)
+
+
+def encode_forwarded(f: Forwarded) -> list[bytes]:
+    """The re-key messages for ``f`` (usually one)."""
+    to_dict = _prediction if f.kind == "p" else _label
+    items = [to_dict(e) for e in f.events]  # type: ignore[arg-type]
+    return list(_chunked({"from": f.source}, "events", items, {"mark": f.mark}))
+
+
+def encode_joined_outcomes(j: JoinedOutcomes) -> list[bytes]:
+    """The ``outcomes`` messages for ``j`` (usually one)."""
+    return list(_chunked({"join": j.join}, "outcomes", [_outcome(o) for o in j.outcomes], {}))
+
+
+def encode_join_mark(m: JoinMark) -> bytes:
+    return orjson.dumps(
+        {"join": m.join, "seq": m.seq, "watermark_ms": m.watermark_ms, "offsets": m.offsets}
+    )
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _object(raw: bytes | None, what: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{what} message is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise ValueError(f"{what} message must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _int(doc: dict[str, Any], key: str, what: str, *, nullable: bool = False) -> Any:
+    value = doc.get(key)
+    if value is None and nullable and key in doc:
+        return None
+    if type(value) is not int:
+        raise ValueError(f"{what} message: {key!r} must be an integer, got {value!r:.80}")
+    return value
+
+
+def decode_forwarded(kind: Kind, raw: bytes | None) -> Forwarded:
+    """A re-key message; ValueError says what is wrong (the events were validated when
+    first read, so a failure here means something else wrote to the topic)."""
+    doc = _object(raw, "re-key")
+    source = _int(doc, "from", "re-key")
+    mark = _int(doc, "mark", "re-key", nullable=True)
+    items = doc.get("events")
+    if type(items) is not list:
+        raise ValueError("re-key message: 'events' must be an array")
+    build = prediction_from_dict if kind == "p" else ground_truth_from_dict
+    events = [build(item, 0) for item in items]
+    return Forwarded(kind, source, events, mark)  # type: ignore[arg-type]
+
+
+_SCALARS: Final = frozenset((str, int, float, bool))
+
+
+def _decode_outcome(obj: object, index: int) -> Outcome:
+    if type(obj) is not dict:
+        raise ValueError(f"outcome {index} must be a JSON object")
+    try:
+        pid, model_id, te, tl = obj["id"], obj["m"], obj["te"], obj["tl"]
+        prediction, label, error = obj["p"], obj["y"], obj["e"]
+    except KeyError as exc:
+        raise ValueError(f"outcome {index}: key {exc.args[0]!r} is missing") from None
+    version = obj.get("v")
+    if (
+        type(pid) is not str
+        or type(model_id) is not str
+        or (version is not None and type(version) is not str)
+        or type(te) is not int
+        or type(tl) is not int
+        or type(prediction) not in _SCALARS
+        or type(label) not in _SCALARS
+        or (type(error) is not float and type(error) is not int)
+    ):
+        raise ValueError(f"outcome {index}: a key has the wrong type: {obj!r:.200}")
+    return Outcome(pid, model_id, version, te, tl, prediction, label, float(error))
+
+
+def decode_outcomes_message(raw: bytes | None) -> JoinedOutcomes | JoinMark:
+    """One ``outcomes`` message; ValueError says what is wrong."""
+    doc = _object(raw, "outcomes")
+    join = _int(doc, "join", "outcomes")
+    if "seq" in doc:
+        offsets = doc.get("offsets")
+        if type(offsets) is not dict or any(type(v) is not int for v in offsets.values()):
+            raise ValueError("outcomes message: 'offsets' must map topics to integers")
+        seq = _int(doc, "seq", "outcomes")
+        return JoinMark(join, seq, _int(doc, "watermark_ms", "outcomes", nullable=True), offsets)
+    items = doc.get("outcomes")
+    if type(items) is not list:
+        raise ValueError("outcomes message: 'outcomes' must be an array")
+    return JoinedOutcomes(join, [_decode_outcome(o, i) for i, o in enumerate(items)])

@@ -1,0 +1,140 @@
+"""The worker's detectors: ``outcomes`` records in, the engine's :class:`DetectStep` per
+partition, alerts published, detector state checkpointed every ``checkpoint_interval_s``.
+
+Outcomes are acked only after the checkpoint that includes them, so committed offsets
+never pass the checkpointed state. A crash re-reads them and raises the alerts since the
+checkpoint again, with the same ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from detectors.config import DetectorSettings
+from detectors.track import ModelTrack
+from streams.contract.internal import decode_outcomes_message
+from streams.engine.dead_letters import DeadLetter, Source
+from streams.engine.detect_step import DetectOutput, DetectStep, OutcomesRecord
+from streams.settings import Settings
+from streams.worker.batches import RecordBatches
+from streams.worker.join_step import load_view
+from streams.worker.output import add_dead_letters, deliver
+from streams.worker.state import PartitionView
+
+__all__ = ["WorkerDetect"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerDetect:
+    """Detect steps of the outcomes partitions this worker holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        detectors: DetectorSettings,
+        *,
+        partitions: int,
+        table: Any,
+        batches: RecordBatches,
+        loading: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.detectors = detectors
+        self.partitions = partitions
+        self.table = table
+        self.batches = batches
+        self.steps: dict[int, DetectStep] = {}
+        self.views: dict[int, PartitionView] = {}
+        self.unsaved: set[int] = set()  # partitions changed since the last checkpoint
+        self.last_input: dict[int, float] = {}  # partition -> last batch (monotonic)
+        self._loading = loading
+
+    def drop(self) -> None:
+        self.steps.clear()
+        self.views.clear()
+        self.unsaved.clear()
+        self.last_input.clear()
+
+    async def step(self, partition: int) -> DetectStep:
+        step = self.steps.get(partition)
+        if step is not None:
+            return step
+        async with self._loading:
+            step = self.steps.get(partition)
+            if step is None:
+                view = await load_view(
+                    self.settings, self.table, partition, self.partitions, self.batches
+                )
+                step = DetectStep(
+                    partition,
+                    self.partitions,
+                    tracks=view,
+                    meta=view.meta,
+                    detectors=self.detectors,
+                    lag_ms=self.settings.reorder_lag_ms,
+                )
+                step.restore()
+                self.views[partition] = view
+                self.steps[partition] = step
+                self.last_input.setdefault(partition, time.monotonic())
+            return step
+
+    def offsets(self, partition: int) -> dict[str, int]:
+        return dict(self.steps[partition].meta.get("offsets", {}))
+
+    async def process(
+        self, records: list[Any]
+    ) -> tuple[list[tuple[int, DetectOutput]], Counter[str]]:
+        """Apply one batch; returns each touched partition's output and dead letters by
+        reason (undecodable outcomes messages)."""
+        by_partition: dict[int, list[OutcomesRecord]] = {}
+        undecodable: list[DeadLetter] = []
+        for msg in records:
+            try:
+                body = decode_outcomes_message(msg.value)
+            except ValueError as exc:
+                source = Source(msg.topic, msg.partition, msg.offset, msg.key)
+                undecodable.append(
+                    DeadLetter("invalid_internal", str(exc), source, original=msg.value)
+                )
+                continue
+            by_partition.setdefault(msg.partition, []).append(
+                OutcomesRecord(msg.topic, msg.offset, body)
+            )
+        if undecodable:
+            s = self.settings
+            await deliver(
+                lambda b: add_dead_letters(b, undecodable, s.topics.dlq, self.partitions),
+                self.batches,
+                what="dead letters",
+                give_up_s=s.output_retry_s,
+            )
+        now = time.monotonic()
+        outputs = []
+        for partition, items in by_partition.items():
+            step = self.steps.get(partition) or await self.step(partition)
+            outputs.append((partition, step.process(items)))
+            self.last_input[partition] = now
+            self.unsaved.add(partition)
+        return outputs, Counter(d.reason for d in undecodable)
+
+    def touch(self, partition: int, models: set[str]) -> None:
+        view = self.views[partition]
+        for model_id in models:
+            view.touch(model_id)
+        self.unsaved.add(partition)
+
+    def stage(self) -> None:
+        """Add the changed state of every partition to the batches (delivered by the caller)."""
+        for partition in self.unsaved:
+            if (view := self.views.get(partition)) is not None:
+                view.stage()
+        self.unsaved.clear()
+
+    def track(self, partition: int, model_id: str) -> ModelTrack:
+        return self.steps[partition].tracks[model_id]

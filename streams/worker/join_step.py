@@ -1,0 +1,171 @@
+"""The worker's join: Kafka records in, the engine's :class:`JoinStep` per partition, output
+published, state checkpointed, and only then the input acked.
+
+Reads ``predictions``, ``ground-truth`` and the two re-key topics (all co-partitioned);
+writes ``outcomes``, the re-key topics, the DLQ and the join table's changelog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from streams.contract.internal import Kind, decode_forwarded
+from streams.engine.dead_letters import DeadLetter, Source
+from streams.engine.join import JoinStats
+from streams.engine.join_step import ForwardedRecord, InputRecord, JoinOutput, JoinStep
+from streams.engine.partitioning import partition_for
+from streams.engine.rules import InputRules
+from streams.settings import Settings
+from streams.worker.batches import RecordBatches
+from streams.worker.faust_internals import table_changelog, table_store
+from streams.worker.output import add_dead_letters, add_join_output, deliver
+from streams.worker.state import PartitionView, load_changelog
+
+__all__ = ["WorkerJoin"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerJoin:
+    """Join steps of the partitions this worker holds, loaded from the changelog on first
+    use and dropped on revocation."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        partitions: int,
+        table: Any,
+        batches: RecordBatches,
+        kinds: dict[str, Kind],
+        rekey_topics: dict[str, str],
+        task_for: Callable[[str], Any],
+        loading: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        self.table = table
+        self.batches = batches
+        self.kinds = kinds  # topic -> kind
+        self.rekey = set(rekey_topics.values())
+        self.rekey_topics = rekey_topics  # kind -> topic
+        self.task_for = task_for
+        self.rules = InputRules.from_settings(settings)
+        self.steps: dict[int, JoinStep] = {}
+        self.views: dict[int, PartitionView] = {}
+        self._loading = loading
+
+    def drop(self) -> None:
+        self.steps.clear()
+        self.views.clear()
+
+    async def step(self, partition: int) -> JoinStep:
+        step = self.steps.get(partition)
+        if step is not None:
+            return step
+        async with self._loading:  # two loads of one partition would race on its dict
+            step = self.steps.get(partition)
+            if step is None:
+                view = await load_view(
+                    self.settings, self.table, partition, self.partitions, self.batches
+                )
+                step = JoinStep(
+                    partition,
+                    self.partitions,
+                    store=view,
+                    meta=view.meta,
+                    ttl_ms=self.settings.join_ttl_ms,
+                    rules=self.rules,
+                    task_for=self.task_for,
+                )
+                step.restore()
+                self.views[partition] = view
+                self.steps[partition] = step
+            return step
+
+    def offsets(self, partition: int) -> dict[str, int]:
+        """Last offset processed per topic of a loaded partition."""
+        return dict(self.steps[partition].meta.get("offsets", {}))
+
+    async def process(self, records: list[Any]) -> tuple[JoinStats, Counter[str], Counter[str]]:
+        """One batch of Kafka records: returns the join stats, the counts of skipped or
+        suspicious input, and dead letters by reason."""
+        by_partition: dict[int, list[InputRecord | ForwardedRecord]] = {}
+        undecodable: list[DeadLetter] = []
+        kinds = self.kinds
+        for msg in records:
+            kind = kinds[msg.topic]
+            if msg.topic in self.rekey:
+                try:
+                    fwd = decode_forwarded(kind, msg.value)
+                except ValueError as exc:
+                    source = Source(msg.topic, msg.partition, msg.offset, msg.key)
+                    undecodable.append(
+                        DeadLetter("invalid_internal", str(exc), source, original=msg.value)
+                    )
+                    continue
+                item: InputRecord | ForwardedRecord = ForwardedRecord(msg.topic, msg.offset, fwd)
+            else:
+                ts = msg.timestamp if msg.timestamp and msg.timestamp > 0 else 0
+                item = InputRecord(
+                    kind, msg.topic, msg.partition, msg.offset, msg.key, msg.value, ts
+                )
+            by_partition.setdefault(msg.partition, []).append(item)
+        outputs: list[JoinOutput] = []
+        for partition, items in by_partition.items():
+            step = self.steps.get(partition) or await self.step(partition)
+            outputs.append(step.process(items))
+        s = self.settings
+        n = self.partitions
+
+        def build(batches: RecordBatches) -> None:
+            for out in outputs:
+                add_join_output(
+                    batches,
+                    out,
+                    outcomes_topic=s.topics.outcomes,
+                    outcomes_partitions=n,
+                    rekey_topics=self.rekey_topics,
+                    dlq_topic=s.topics.dlq,
+                )
+            add_dead_letters(batches, undecodable, s.topics.dlq, n)
+
+        await deliver(build, self.batches, what="join output", give_up_s=s.output_retry_s)
+        # the state, after the output it led to is with the broker (see worker.state)
+        for partition in by_partition:
+            self.views[partition].stage()
+        staged = self.batches.take()
+        await deliver(
+            lambda b: b.extend(staged), self.batches, what="join state", give_up_s=s.output_retry_s
+        )
+        stats = JoinStats()
+        counts: Counter[str] = Counter()
+        dead: Counter[str] = Counter(d.reason for d in undecodable)
+        for out in outputs:
+            counts.update(out.counts)
+            dead.update(d.reason for d in out.dead_letters)
+        for partition in by_partition:
+            stats.add(self.steps[partition].drain_stats())
+        return stats, counts, dead
+
+
+async def load_view(
+    settings: Settings, table: Any, partition: int, partitions: int, batches: RecordBatches
+) -> PartitionView:
+    """A partition's state, reloaded from its changelog on first use."""
+
+    def owns(key: str) -> bool:
+        return partition_for(key, partitions) == partition
+
+    applied = await load_changelog(
+        settings.bootstrap_servers,
+        table_changelog(table),
+        partition,
+        table_store(table),
+    )
+    log.info("%s partition %d: %d changelog records restored", table.name, partition, applied)
+    return PartitionView(table, partition, owns, batches)
