@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from detectors.base import Change, DriftDetector, Shift
+from detectors.clipping import ErrorClipper
 from detectors.config import MonitorConfig
 from detectors.exceptions import InvalidOutcome
 from detectors.registry import DETECTORS
@@ -32,6 +34,11 @@ class ModelMonitor:
     config
         Which detectors run and with what hyper-parameters (see :mod:`detectors.config`).
 
+    Regression errors are bounded first (:class:`~detectors.clipping.ErrorClipper`,
+    ``config.error_clip``): the detectors, :attr:`error_rate` and
+    :attr:`recent_error_rate` all see the clipped error, and :attr:`clipped` counts the
+    errors that were lowered.
+
     Examples
     --------
     >>> import random
@@ -56,6 +63,17 @@ class ModelMonitor:
         self._detectors: list[DriftDetector] = [
             detector for factory in DETECTORS.values() if (detector := factory(config)) is not None
         ]
+        self.clipper = ErrorClipper(config.error_clip, config.task)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "clipper" not in state:  # pickled before errors were clipped
+            self.clipper = ErrorClipper(self.config.error_clip, self.config.task)
+
+    @property
+    def clipped(self) -> int:
+        """Errors lowered to the clipping bound so far (see :mod:`detectors.clipping`)."""
+        return self.clipper.clipped
 
     @property
     def detector_names(self) -> tuple[str, ...]:
@@ -82,6 +100,7 @@ class ModelMonitor:
         error = float(error)
         if not math.isfinite(error):
             raise InvalidOutcome(f"error must be finite, got {error!r} for model {self.model_id!r}")
+        (error,) = self.clipper.clip([error])
         self.n += 1
         self.error_sum += error
         self.last_event_time_ms = event_time_ms
@@ -134,8 +153,10 @@ class ModelMonitor:
         Each detector takes the whole batch in one call (they are independent, so this
         equals feeding them value by value); the changes are then put back in stream
         order, then registry order. ``time_of(position)`` gives an outcome's event time;
-        it is only asked where a change happened and for the last outcome.
+        it is only asked where a change happened and for the last outcome. Regression
+        errors are clipped in place first.
         """
+        values = self.clipper.clip(values)
         first = self.n
         hits: list[tuple[int, int, str, Shift]] = []
         for order, detector in enumerate(self._detectors):

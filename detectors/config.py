@@ -24,6 +24,12 @@ keeps every other default::
     mode = "up"                    # "up" (error increases), "down" or "both"
     after_window = 100             # values reported as "after" when it fires
 
+    [defaults.error_clip]           # regression errors only; classification errors are 0/1
+    enabled = true
+    factor = 10.0                  # clip at factor x the robust scale; >= 2
+    warmup = 100                   # nonzero errors before clipping starts; >= 10
+    # max_error = 1000.0           # optional absolute bound, > 0; applies from the first error
+
     [models.fraud]
     task = "regression"
 
@@ -57,6 +63,7 @@ from detectors.exceptions import DetectorSettingsError
 __all__ = [
     "AdwinConfig",
     "DetectorSettings",
+    "ErrorClipConfig",
     "MonitorConfig",
     "PageHinkleyConfig",
     "PageHinkleyMode",
@@ -200,12 +207,62 @@ class PageHinkleyConfig:
 
 
 @dataclass(frozen=True)
+class ErrorClipConfig:
+    """Bounds on regression errors, so one absurd label cannot poison a model's detectors.
+
+    A label off by 1e6 (or 1e300) would otherwise make ADWIN and Page-Hinkley fire an
+    "increase" at once and, worse, leave that value in their windows: ADWIN's variance
+    estimate then dwarfs any later real change, blinding it for good. So each regression
+    error is winsorised before any detector (or the error rate) sees it:
+
+    - ``max_error`` (optional, > 0): an absolute bound, from the first error on. Set it when
+      the target has a known range (a price never errs by more than 1e4).
+    - the relative bound, when ``enabled``: ``factor`` times a robust running scale. The
+      scale is the median of the 0.9-quantiles of the latest 9 blocks of ``warmup``
+      nonzero errors each, taken over errors already clipped, so an outlier moves neither
+      the bound nor the scale; it applies once the first block is complete (``warmup``
+      nonzero errors). A real degradation (errors doubling, even growing tenfold) stays
+      inside or near the bound and the scale follows it within five blocks.
+
+    Both are deterministic (no randomness, no clock) and the state pickles with the
+    monitor. Classification errors (0/1) are never clipped; with ``task`` inferred, a
+    model counts as regression from its first error other than 0 or 1. The monitor counts
+    clipped errors (``ModelMonitor.clipped``). Set ``enabled = false`` to turn the
+    relative bound off.
+    """
+
+    enabled: bool = True
+    factor: float = 10.0
+    warmup: int = 100
+    max_error: float | None = None
+
+    def __post_init__(self) -> None:
+        _bool("error_clip.enabled", self.enabled)
+        # below 2 the bound would cut ordinary errors, and the scale, taken over clipped
+        # errors, could ratchet down
+        factor = _float("error_clip.factor", self.factor, 2.0, math.inf, "[2, inf)")
+        object.__setattr__(self, "factor", factor)
+        # blocks of fewer than 10 would let a single outlier reach their 0.9-quantile
+        _int("error_clip.warmup", self.warmup, 10)
+        bound = self.max_error
+        if bound == math.inf and not isinstance(bound, bool):
+            # "no bound", as TOML (which has no null) can write it: one spelling, one fingerprint
+            object.__setattr__(self, "max_error", None)
+        elif bound is not None:
+            bound = _float("error_clip.max_error", bound, 0.0, math.inf, "(0, inf]")
+            object.__setattr__(self, "max_error", bound)
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     """Everything one model's monitor is built from; ``task=None`` means infer it."""
 
     task: Task | None = None
     adwin: AdwinConfig = field(default_factory=AdwinConfig)
     page_hinkley: PageHinkleyConfig = field(default_factory=PageHinkleyConfig)
+    # a plain default (the config is immutable): a config pickled before this field
+    # existed reads back with it
+    error_clip: ErrorClipConfig = ErrorClipConfig()
 
     def __post_init__(self) -> None:
         if self.task is not None:
@@ -215,6 +272,9 @@ class MonitorConfig:
         if not isinstance(self.page_hinkley, PageHinkleyConfig):
             problem = f"must be a PageHinkleyConfig, {_describe(self.page_hinkley)}"
             raise DetectorSettingsError("page_hinkley", problem)
+        if not isinstance(self.error_clip, ErrorClipConfig):
+            problem = f"must be an ErrorClipConfig, {_describe(self.error_clip)}"
+            raise DetectorSettingsError("error_clip", problem)
 
     def fingerprint(self) -> str:
         """Short hash of every field, stable across processes and Python versions.
@@ -254,9 +314,10 @@ class DetectorSettings:
         return self.models.get(model_id, self.defaults)
 
 
-_SECTIONS: dict[str, type[AdwinConfig] | type[PageHinkleyConfig]] = {
+_SECTIONS: dict[str, type[AdwinConfig] | type[PageHinkleyConfig] | type[ErrorClipConfig]] = {
     "adwin": AdwinConfig,
     "page_hinkley": PageHinkleyConfig,
+    "error_clip": ErrorClipConfig,
 }
 _MONITOR_KEYS = ("task", *_SECTIONS)
 _TOP_LEVEL_KEYS = ("defaults", "models")
@@ -347,6 +408,10 @@ def load_detector_settings(path: str | Path) -> DetectorSettings:
 
 def _from_text(key: str, text: str, current: object) -> object:
     """Convert a command-line string to the type of the field it overrides."""
+    if current is None:  # an optional number (error_clip.max_error)
+        if text.strip().lower() in ("", "none", "null"):
+            return None
+        current = 0.0
     if isinstance(current, bool):
         lowered = text.strip().lower()
         if lowered in ("true", "yes", "on", "1"):

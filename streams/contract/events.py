@@ -91,9 +91,6 @@ MIN_EVENT_TIME_MS: Final = 946_684_800_000
 """2000-01-01T00:00:00Z, the default ``min_timestamp_ms``: no model event is older, so an
 earlier time is a unit mistake (seconds for milliseconds) or a zeroed clock."""
 
-_Window = tuple[int, int]
-"""Earliest and latest event time one message accepts, inclusive (see ``_time_window``)."""
-
 _REPR_KEEP: Final = 100
 """Characters of a bad value's repr kept in a detail (see :func:`short_repr`)."""
 
@@ -235,8 +232,8 @@ def _explain_bad_timestamp(text: str) -> str:
     return f"{short_repr(text)} is not an RFC 3339 date-time like 2026-11-21T10:00:00Z"
 
 
-def _time_window(record_timestamp_ms: int, max_skew_ms: int, min_timestamp_ms: int) -> _Window:
-    """The event times one message accepts: ``(earliest, latest)`` inclusive.
+def _latest(record_timestamp_ms: int, max_skew_ms: int, min_timestamp_ms: int) -> int:
+    """The latest event time a record accepts (the earliest is ``min_timestamp_ms``).
 
     Events older than their record are late data, which the join handles; only the future
     is bounded, and only when the record time is known (> 0).
@@ -245,10 +242,10 @@ def _time_window(record_timestamp_ms: int, max_skew_ms: int, min_timestamp_ms: i
         raise ValueError(
             f"max_skew_ms and min_timestamp_ms must be >= 0, got {max_skew_ms}, {min_timestamp_ms}"
         )
-    latest = MAX_TIMESTAMP_MS
     if record_timestamp_ms > 0:
-        latest = min(latest, record_timestamp_ms + max_skew_ms)
-    return min_timestamp_ms, latest
+        latest = record_timestamp_ms + max_skew_ms
+        return latest if latest < MAX_TIMESTAMP_MS else MAX_TIMESTAMP_MS
+    return MAX_TIMESTAMP_MS
 
 
 # --- per-element validators -----------------------------------------------------------------
@@ -313,12 +310,11 @@ def _checked_scalar(obj: dict[str, Any], name: str) -> Scalar:
     )
 
 
-def _checked_timestamp(value: object, record_ms: int, window: _Window) -> int:
+def _checked_timestamp(value: object, record_ms: int, earliest: int, latest: int) -> int:
     try:
         ms = parse_timestamp_ms(value)
     except ValueError as exc:
         raise InvalidEvent("invalid_timestamp", f"field 'timestamp': {exc}") from None
-    earliest, latest = window
     if ms < earliest:
         raise InvalidEvent(
             "timestamp_out_of_range",
@@ -420,8 +416,8 @@ def prediction_from_dict(
     time, and, when > 0, an event time more than ``max_skew_ms`` ahead of it is refused
     (``timestamp_out_of_range``), as is one before ``min_timestamp_ms``.
     """
-    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
-    return _prediction(obj, record_timestamp_ms, window)
+    latest = _latest(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _prediction(obj, record_timestamp_ms, min_timestamp_ms, latest)
 
 
 def ground_truth_from_dict(
@@ -436,12 +432,12 @@ def ground_truth_from_dict(
 
     Timestamps follow the rules of :func:`prediction_from_dict`.
     """
-    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
-    return _ground_truth(obj, record_timestamp_ms, window)
+    latest = _latest(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _ground_truth(obj, record_timestamp_ms, min_timestamp_ms, latest)
 
 
-def _prediction(obj: object, record_ms: int, window: _Window) -> Prediction:
-    """The validator on the hot path, ``window`` computed once per message.
+def _prediction(obj: object, record_ms: int, earliest: int, latest: int) -> Prediction:
+    """The validator on the hot path, its time bounds computed once per message.
 
     The common case (exact str/int/bool types, in range) takes only identity, length and
     two C-level character scans per id; anything else falls to helpers that find and
@@ -476,8 +472,8 @@ def _prediction(obj: object, record_ms: int, window: _Window) -> Prediction:
     ts = get("timestamp")
     if ts is None:
         ts = record_ms
-    elif type(ts) is not int or not window[0] <= ts <= window[1]:
-        ts = _checked_timestamp(ts, record_ms, window)
+    elif type(ts) is not int or not earliest <= ts <= latest:
+        ts = _checked_timestamp(ts, record_ms, earliest, latest)
     version = get("model_version")
     if version is not None:
         if type(version) is not str or len(version) > MAX_TAG_LENGTH:
@@ -505,7 +501,7 @@ def _prediction(obj: object, record_ms: int, window: _Window) -> Prediction:
     return p
 
 
-def _ground_truth(obj: object, record_ms: int, window: _Window) -> GroundTruth:
+def _ground_truth(obj: object, record_ms: int, earliest: int, latest: int) -> GroundTruth:
     if not isinstance(obj, dict):
         raise _not_an_object(obj)
     get = obj.get
@@ -527,8 +523,8 @@ def _ground_truth(obj: object, record_ms: int, window: _Window) -> GroundTruth:
     ts = get("timestamp")
     if ts is None:
         ts = record_ms
-    elif type(ts) is not int or not window[0] <= ts <= window[1]:
-        ts = _checked_timestamp(ts, record_ms, window)
+    elif type(ts) is not int or not earliest <= ts <= latest:
+        ts = _checked_timestamp(ts, record_ms, earliest, latest)
     g = _new(GroundTruth)  # == GroundTruth(pid, label, ts), see _slot_setters
     _g_id(g, pid)
     _g_label(g, label)
@@ -554,8 +550,8 @@ def parse_predictions(
     ``record_timestamp_ms`` (the Kafka record timestamp) stands in for a missing timestamp
     and bounds the others (see :func:`prediction_from_dict`).
     """
-    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
-    return _parse(raw, record_timestamp_ms, window, max_bytes, _prediction)
+    latest = _latest(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _parse(raw, record_timestamp_ms, min_timestamp_ms, latest, max_bytes, _prediction)
 
 
 def parse_ground_truth(
@@ -567,16 +563,17 @@ def parse_ground_truth(
     min_timestamp_ms: int = MIN_EVENT_TIME_MS,
 ) -> tuple[list[GroundTruth], list[Rejected]]:
     """Labels from one Kafka message value; never raises on bad input."""
-    window = _time_window(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
-    return _parse(raw, record_timestamp_ms, window, max_bytes, _ground_truth)
+    latest = _latest(record_timestamp_ms, max_skew_ms, min_timestamp_ms)
+    return _parse(raw, record_timestamp_ms, min_timestamp_ms, latest, max_bytes, _ground_truth)
 
 
 def _parse(
     raw: bytes | None,
     record_ms: int,
-    window: _Window,
+    earliest: int,
+    latest: int,
     max_bytes: int,
-    build: Callable[[object, int, _Window], R],
+    build: Callable[[object, int, int, int], R],
 ) -> tuple[list[R], list[Rejected]]:
     if not raw:
         return [], [Rejected("empty_message", "message value is empty or null", None, b"")]
@@ -603,13 +600,13 @@ def _parse(
         append = records.append
         for index, element in enumerate(doc):
             try:
-                append(build(element, record_ms, window))
+                append(build(element, record_ms, earliest, latest))
             except InvalidEvent as exc:
                 original = _element_bytes(element, raw)
                 rejected.append(Rejected(exc.reason, exc.detail, index, original))
         return records, rejected
     try:
-        return [build(doc, record_ms, window)], []
+        return [build(doc, record_ms, earliest, latest)], []
     except InvalidEvent as exc:
         return [], [Rejected(exc.reason, exc.detail, None, bytes(raw))]
 

@@ -6,9 +6,10 @@ reader knows how far every upstream partition has read:
 - re-key topics: ``{"from": q, "mark": M | null, "events": [...]}``: events the join
   partition ``q`` read but that belong to another partition, and, on the last message of
   a batch, the newest event time ``q`` had read of that input (``mark``);
-- ``outcomes``: ``{"join": h, "outcomes": [...]}``, outcomes of one model joined by
-  partition ``h``, and ``{"join": h, "seq": s, "watermark_ms": W | null}``, sent by ``h``
-  to every outcomes partition at the end of its batch ``s``.
+- ``outcomes``: ``{"join": h, "offsets": {...}, "outcomes": [...]}``, outcomes of one
+  model joined by partition ``h`` in the batch that ended at those input offsets, and
+  ``{"join": h, "seq": s, "watermark_ms": W | null, "offsets": {...}}``, sent by ``h`` to
+  every outcomes partition at the end of its batch ``s``.
 
 Markers are told apart from data by their fields, never by the message key, so no id a
 producer chooses can pass for one. Every message is cut to fit :data:`MAX_INTERNAL_BYTES`.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
@@ -63,10 +64,13 @@ class Forwarded:
 
 @dataclass(frozen=True, slots=True)
 class JoinedOutcomes:
-    """Outcomes of one model, joined by join partition ``join``."""
+    """Outcomes of one model, joined by join partition ``join`` in the batch that ended at
+    input ``offsets`` (what the detect step needs to drop them when a crash re-emits them,
+    even when the batch's :class:`JoinMark` never made it out)."""
 
     join: int
     outcomes: Sequence[Outcome]
+    offsets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +142,8 @@ def encode_forwarded(f: Forwarded) -> list[bytes]:
 
 def encode_joined_outcomes(j: JoinedOutcomes) -> list[bytes]:
     """The ``outcomes`` messages for ``j`` (usually one)."""
-    return list(_chunked({"join": j.join}, "outcomes", [_outcome(o) for o in j.outcomes], {}))
+    head = {"join": j.join, "offsets": j.offsets}
+    return list(_chunked(head, "outcomes", [_outcome(o) for o in j.outcomes], {}))
 
 
 def encode_join_mark(m: JoinMark) -> bytes:
@@ -179,7 +184,9 @@ def decode_forwarded(kind: Kind, raw: bytes | None) -> Forwarded:
     if type(items) is not list:
         raise ValueError("re-key message: 'events' must be an array")
     build = prediction_from_dict if kind == "p" else ground_truth_from_dict
-    events = [build(item, 0) for item in items]
+    # no time window: the events passed the input rules when first read, and a window
+    # (the contract's default earliest time, say) would refuse what the settings allowed
+    events = [build(item, 0, min_timestamp_ms=0) for item in items]
     return Forwarded(kind, source, events, mark)  # type: ignore[arg-type]
 
 
@@ -213,13 +220,13 @@ def decode_outcomes_message(raw: bytes | None) -> JoinedOutcomes | JoinMark:
     """One ``outcomes`` message; ValueError says what is wrong."""
     doc = _object(raw, "outcomes")
     join = _int(doc, "join", "outcomes")
+    offsets = doc.get("offsets")
+    if type(offsets) is not dict or any(type(v) is not int for v in offsets.values()):
+        raise ValueError("outcomes message: 'offsets' must map topics to integers")
     if "seq" in doc:
-        offsets = doc.get("offsets")
-        if type(offsets) is not dict or any(type(v) is not int for v in offsets.values()):
-            raise ValueError("outcomes message: 'offsets' must map topics to integers")
         seq = _int(doc, "seq", "outcomes")
         return JoinMark(join, seq, _int(doc, "watermark_ms", "outcomes", nullable=True), offsets)
     items = doc.get("outcomes")
     if type(items) is not list:
         raise ValueError("outcomes message: 'outcomes' must be an array")
-    return JoinedOutcomes(join, [_decode_outcome(o, i) for i, o in enumerate(items)])
+    return JoinedOutcomes(join, [_decode_outcome(o, i) for i, o in enumerate(items)], offsets)

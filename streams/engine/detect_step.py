@@ -7,11 +7,13 @@ time, then prediction_id) whatever the order of fetches, routes and restarts. Th
 what makes a detection, and its alert id, a property of the events.
 
 Exactly once. A join batch that crashed after publishing its outcomes but before its
-state was checkpointed is processed again, and publishes them again. Each join mark
-carries the join's input offsets at the end of its batch; the step keeps the
-prediction ids of the batches that are not yet known to be durable and drops an outcome
-seen before. A mark of batch ``s`` following one of batch ``s - 1`` proves batch
-``s - 1`` durable, so the ids of every batch at or below its offsets are forgotten.
+state was checkpointed is processed again, and publishes them again, perhaps in batches
+cut differently. Each outcomes message carries the join's input offsets at the end of
+the batch that made it; the step keeps the prediction ids of the batches not yet known
+to be durable, under those offsets, and drops an outcome seen before. A join mark of
+batch ``s`` following one of batch ``s - 1`` proves batch ``s - 1`` durable, so the ids of
+every batch at or below its offsets are forgotten. (The offsets travel with the outcomes,
+not only on the mark: a crash may publish a batch's outcomes and lose its mark.)
 
 Pure: no Kafka, asyncio, Redis or clock.
 """
@@ -76,21 +78,23 @@ class DetectOutput:
 class _Unconfirmed:
     """Prediction ids a join partition published in batches not yet known durable."""
 
-    __slots__ = ("batches", "last_seq", "last_offsets", "pending")
+    __slots__ = ("batches", "last_offsets", "last_seq")
 
     def __init__(self) -> None:
-        self.pending: set[str] = set()  # since the last mark
         self.batches: list[tuple[dict[str, int], set[str]]] = []  # (offsets at end, ids)
         self.last_seq: int | None = None
         self.last_offsets: dict[str, int] = {}
 
-    def seen(self, pid: str) -> bool:
-        if pid in self.pending:
-            return True
-        return any(pid in ids for _, ids in self.batches)
+    def ids(self, offsets: dict[str, int]) -> set[str]:
+        """The ids of the batch that ended at ``offsets`` (usually the newest)."""
+        for at, ids in reversed(self.batches):
+            if at is offsets or at == offsets:
+                return ids
+        ids = set()
+        self.batches.append((offsets, ids))
+        return ids
 
     def mark(self, m: JoinMark) -> None:
-        offsets = dict(m.offsets)
         if self.last_seq is not None and m.seq == self.last_seq + 1:
             durable = self.last_offsets
             self.batches = [
@@ -98,11 +102,8 @@ class _Unconfirmed:
                 for at, ids in self.batches
                 if any(off > durable.get(topic, -1) for topic, off in at.items())
             ]
-        if self.pending:
-            self.batches.append((offsets, self.pending))
-            self.pending = set()
         self.last_seq = m.seq
-        self.last_offsets = offsets
+        self.last_offsets = m.offsets
 
 
 class DetectStep:
@@ -190,15 +191,15 @@ class DetectStep:
 
     def _push(self, body: JoinedOutcomes, out: DetectOutput) -> None:
         unconfirmed = self._unconfirmed_of(body.join)
-        pending = unconfirmed.pending
-        check = bool(unconfirmed.batches) or bool(pending)
+        mine = unconfirmed.ids(body.offsets)
+        others = [ids for _, ids in unconfirmed.batches if ids is not mine and ids]
         track: ModelTrack | None = None
         for o in body.outcomes:
             pid = o.prediction_id
-            if check and unconfirmed.seen(pid):
+            if pid in mine or (others and any(pid in ids for ids in others)):
                 out.counts["duplicate_outcomes"] += 1
                 continue
-            pending.add(pid)
+            mine.add(pid)
             if track is None or track.model_id != o.model_id:
                 track = self.track(o.model_id)
             late = track.sequencer.late

@@ -170,7 +170,8 @@ class JoinStep:
             except Exception as exc:  # noqa: BLE001
                 out.dead_letters.append(DeadLetter.processing_error(exc, _source(rec), rec.value))
             if kind == "p" and self.observe_predictions:
-                out.predictions += events
+                # once, where it is joined: a forwarded one is observed at its home
+                out.predictions += [e for e, home in mine if home == here]
         for kind, times in read.items():
             if times:
                 newest = max(times)
@@ -178,15 +179,16 @@ class JoinStep:
                     meta[_ReadMark[kind]] = newest
         self._forward(read, forwards, out)
         n = self.partitions
+        at = dict(offsets)
         for model_id, outs in joined.items():
             out.outcomes.setdefault(partition_for(model_id, n), []).append(
-                JoinedOutcomes(here, outs)
+                JoinedOutcomes(here, outs, at)
             )
         for u in joiner.drain_unscorable():
             out.dead_letters.append(DeadLetter.unscorable(u))
         seq = meta.get("seq", 0) + 1
         meta["seq"] = seq
-        out.mark = JoinMark(here, seq, self.watermark(), dict(offsets))
+        out.mark = JoinMark(here, seq, self.watermark(), at)
         return out
 
     def _parse(self, rec: InputRecord, out: JoinOutput) -> list[Any]:

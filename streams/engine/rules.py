@@ -20,7 +20,11 @@ class InputRules:
     @property
     def parse_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the contract's parsers."""
-        return {"max_bytes": self.max_bytes}
+        return {
+            "max_bytes": self.max_bytes,
+            "max_skew_ms": self.max_skew_ms,
+            "min_timestamp_ms": self.min_timestamp_ms,
+        }
 
     @classmethod
     def from_settings(cls, settings: Any) -> InputRules:

@@ -1,30 +1,29 @@
-"""The replay engine: the live join and detectors, fed from recorded events, no Faust.
+"""Backtests: the live engine, fed the records of a time range, with per-model summaries.
 
-Events go through one :class:`~streams.join.Joiner` per partition, exactly as the live
-worker partitions them, and each model's outcomes reach its :class:`ModelTrack` in the
-same canonical order the live worker uses: released when the oldest source partition
-has read past them by ``reorder_lag_ms``, the rest at the end. With no late outcomes on
-either side, the same events give the same detections at the same outcome indices, so
-replayed alerts carry the live alert_ids.
+A :class:`Backtest` drives the engine's join and detect steps in memory
+(:class:`~streams.engine.local.LocalTopology`): the same parsing, routing, watermarks and
+canonical release order as the live worker, so with no late outcomes the same records give
+the same detections at the same outcome indices, and replayed alerts carry the live
+alert_ids. Nothing about routing, watermarks or tracks lives here.
 
 Several detector configurations (a sweep) share one pass: the join runs once and every
-configuration gets its own tracks. State is what the join holds pending plus one track
-per model and configuration; outcomes are not kept.
+configuration gets its own detect steps. State is what the join holds pending plus one
+track per model and configuration; outcomes are not kept.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from detectors.config import DetectorSettings, apply_overrides
-from detectors.track import Detection, ModelTrack
-from streams.contract.alerts import build_alert
-from streams.contract.events import GroundTruth, Outcome, Prediction
-from streams.engine.join import Joiner
-from streams.engine.partitioning import partitions_for
+from detectors.config import DetectorSettings, Task, apply_overrides
+from streams.contract.events import Outcome, Prediction
+from streams.engine.join_step import InputRecord
+from streams.engine.local import LocalTopology
+from streams.engine.rules import InputRules
 
 __all__ = [
     "Backtest",
@@ -114,10 +113,12 @@ class BacktestResult:
     late_outcomes: int = 0
     dead_letters: int = 0
     elapsed_s: float = 0.0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class Backtest:
-    """Feed parsed events in the order they were read; :meth:`finish` gives the result."""
+    """:meth:`feed` the records read, in offset order per partition; :meth:`finish` gives
+    the result. ``models`` restricts detections and summaries to those models."""
 
     def __init__(
         self,
@@ -125,29 +126,30 @@ class Backtest:
         *,
         partitions: int,
         ttl_ms: int,
-        lag_ms: int,
+        rules: InputRules,
         models: set[str] | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
         detected_at: datetime | None = None,
     ) -> None:
         self.combinations = combinations
-        self.partitions = partitions
-        self.lag_ms = lag_ms
         self.only = models
         self.detected_at = detected_at or datetime.now(tz=UTC)
-        self.joiners = [
-            Joiner({}, ttl_ms=ttl_ms, task_for=self._task_for) for _ in range(partitions)
-        ]
-        self.tracks: list[dict[str, ModelTrack]] = [{} for _ in combinations]
-        self.held: set[str] = set()
         self.models: dict[str, ModelSummary] = {}
-        self.alerts: dict[str, list[dict[str, Any]]] = {c.name: [] for c in combinations}
-        self.source_wm: dict[tuple[str, int], int] = {}
-        self.result = BacktestResult(start_ms, end_ms, combinations, self.models, self.alerts)
+        self.result = BacktestResult(start_ms, end_ms, combinations, self.models, {})
+        self.topology = LocalTopology(
+            partitions,
+            detectors=[c.settings for c in combinations],
+            ttl_ms=ttl_ms,
+            rules=rules,
+            task_for=self._task_for,
+            models=models,
+            on_predictions=self._predictions,
+            on_outcomes=self._outcomes,
+        )
 
-    def _task_for(self, model_id: str) -> Any:
-        return self.combinations[0].settings.for_model(model_id).task
+    def _task_for(self, model_id: str) -> Task | None:
+        return self.combinations[0].settings.for_model(model_id).task if self.combinations else None
 
     def _summary(self, model_id: str) -> ModelSummary:
         summary = self.models.get(model_id)
@@ -155,103 +157,74 @@ class Backtest:
             summary = self.models[model_id] = ModelSummary(model_id)
         return summary
 
-    # --- input ----------------------------------------------------------------------------
+    def feed(self, records: Sequence[InputRecord]) -> None:
+        """Records of ``predictions`` and ``ground-truth`` as read (one getmany, say)."""
+        self.topology.feed(records)
 
-    def predictions(self, source: str, partition: int, preds: list[Prediction]) -> None:
-        mine = preds if self.only is None else [p for p in preds if p.model_id in self.only]
-        homes = partitions_for([p.prediction_id for p in mine], self.partitions)
-        self.result.events += len(mine)
-        for p, home in zip(mine, homes, strict=True):
-            s = self._summary(p.model_id)
-            s.first_ms = p.timestamp_ms if s.first_ms is None else min(s.first_ms, p.timestamp_ms)
-            s.last_ms = p.timestamp_ms if s.last_ms is None else max(s.last_ms, p.timestamp_ms)
-            s.coverage.setdefault(p.timestamp_ms // HOUR_MS, [0, 0])[0] += 1
-            if (o := self.joiners[home].add_prediction(p)) is not None:
-                self._outcome(o)
-        self._read_up_to(source, partition, preds)
+    def _predictions(self, preds: list[Prediction]) -> None:
+        only = self.only
+        models = self.models
+        seen = 0
+        for p in preds:
+            model_id = p.model_id
+            if only is not None and model_id not in only:
+                continue
+            seen += 1
+            s = models.get(model_id) or self._summary(model_id)
+            ts = p.timestamp_ms
+            if s.first_ms is None or ts < s.first_ms:
+                s.first_ms = ts
+            if s.last_ms is None or ts > s.last_ms:
+                s.last_ms = ts
+            hour = ts // HOUR_MS
+            bin_ = s.coverage.get(hour)
+            if bin_ is None:
+                s.coverage[hour] = [1, 0]
+            else:
+                bin_[0] += 1
+        self.result.events += seen
 
-    def labels(self, source: str, partition: int, labels: list[GroundTruth]) -> None:
-        homes = partitions_for([g.prediction_id for g in labels], self.partitions)
-        self.result.events += len(labels)
-        for g, home in zip(labels, homes, strict=True):
-            if (o := self.joiners[home].add_label(g)) is not None:
-                if self.only is None or o.model_id in self.only:
-                    self._outcome(o)
-        self._read_up_to(source, partition, labels)
-
-    def _read_up_to(self, source: str, partition: int, events: list[Any]) -> None:
-        if events:
-            newest = max(e.timestamp_ms for e in events)
-            key = (source, partition)
-            if newest > self.source_wm.get(key, -(2**63)):
-                self.source_wm[key] = newest
-
-    def _outcome(self, o: Outcome) -> None:
-        s = self._summary(o.model_id)
-        s.joined += 1
-        s.errors.setdefault(o.completed_ms // HOUR_MS, [0, 0.0])
-        bin_ = s.errors[o.completed_ms // HOUR_MS]
-        bin_[0] += 1
-        bin_[1] += o.error
-        s.coverage.setdefault(o.event_time_ms // HOUR_MS, [0, 0])[1] += 1
-        for combo, tracks in zip(self.combinations, self.tracks, strict=True):
-            track = tracks.get(o.model_id)
-            if track is None:
-                config = combo.settings.for_model(o.model_id)
-                track = tracks[o.model_id] = ModelTrack(o.model_id, config, lag_ms=self.lag_ms)
-            track.push(o.completed_ms, o.prediction_id, o.error, o.model_version)
-        self.held.add(o.model_id)
-
-    # --- release --------------------------------------------------------------------------
-
-    def watermark(self, sources: int) -> int | None:
-        """The oldest newest-event-time over all ``sources`` source partitions, minus the
-        lag; None until each has delivered something (as the live worker waits)."""
-        if len(self.source_wm) < sources:
-            return None
-        return min(self.source_wm.values()) - self.lag_ms
-
-    def release(self, upto: int | None) -> None:
-        """Run outcomes older than ``upto`` through the detectors (None: everything)."""
-        for model_id in list(self.held):
-            pending = False
-            for combo, tracks in zip(self.combinations, self.tracks, strict=True):
-                track = tracks[model_id]
-                found = track.flush() if upto is None else track.release(upto)
-                self._record(combo, track, found)
-                pending = pending or track.pending > 0
-            if not pending:
-                self.held.discard(model_id)
-
-    def _record(self, combo: Combination, track: ModelTrack, found: list[Detection]) -> None:
-        for d in found:
-            self.alerts[combo.name].append(
-                build_alert(
-                    d.change,
-                    model_id=track.model_id,
-                    model_version=d.model_version,
-                    detected_at=self.detected_at,
-                    config_fingerprint=track.config.fingerprint(),
-                )
-            )
+    def _outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        model_id = outcomes[0].model_id  # a join step groups outcomes by model
+        if self.only is not None and model_id not in self.only:
+            return
+        s = self._summary(model_id)
+        s.joined += len(outcomes)
+        errors, coverage = s.errors, s.coverage
+        for o in outcomes:
+            te, tl = o.event_time_ms, o.label_time_ms
+            hour = (te if te > tl else tl) // HOUR_MS
+            bin_ = errors.get(hour)
+            if bin_ is None:
+                errors[hour] = [1, o.error]
+            else:
+                bin_[0] += 1
+                bin_[1] += o.error
+            covered = coverage.get(te // HOUR_MS)
+            if covered is None:
+                coverage[te // HOUR_MS] = [0, 1]
+            else:
+                covered[1] += 1
 
     def finish(self) -> BacktestResult:
-        self.release(None)
-        # the join feeds every combination the same outcomes: count them once
-        first = self.tracks[0] if self.tracks else {}
-        self.result.late_outcomes = sum(t.sequencer.late for t in first.values())
-        for joiner in self.joiners:
-            stats = joiner.drain_stats()
-            for model, n in stats.predictions.items():
-                if model in self.models:
-                    self.models[model].predictions += n
-            for model, n in stats.expired_predictions.items():
-                if model in self.models:
-                    self.models[model].expired_predictions += n
-            for model, n in stats.unscorable.items():
-                if model in self.models:
-                    self.models[model].unscorable += n
-        return self.result
+        """Release everything held and sum up (call once, after the last :meth:`feed`)."""
+        topology = self.topology
+        topology.finish()
+        result = self.result
+        result.alerts = {
+            c.name: topology.alerts(i, self.detected_at) for i, c in enumerate(self.combinations)
+        }
+        result.late_outcomes = topology.late_outcomes
+        result.dead_letters = sum(topology.dead_letters.values())
+        result.dead_letter_reasons = dict(topology.dead_letters)
+        stats = topology.join_stats()
+        result.events += stats.labels + stats.duplicate_labels
+        for summary in self.models.values():
+            model = summary.model_id
+            summary.predictions += stats.predictions[model]
+            summary.expired_predictions += stats.expired_predictions[model]
+            summary.unscorable += stats.unscorable[model]
+        return result
 
 
 def hourly(errors: dict[int, list[float]]) -> list[tuple[int, float, int]]:

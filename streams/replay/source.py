@@ -1,5 +1,5 @@
 """``watchkeeper replay``: read a time range of ``predictions`` and ``ground-truth`` with
-aiokafka and run the live join and detectors over it (:mod:`streams.backtest`).
+aiokafka and run the live engine over it (:mod:`streams.replay.backtest`).
 
 The range is in Kafka record time: each partition starts at ``offsets_for_times(from)``
 and is read until its first record after ``to`` (or its end). Partitions are read
@@ -10,6 +10,7 @@ unless ``--publish TOPIC`` asks for it; nobody is paged.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.contract.events import parse_ground_truth, parse_predictions
+from streams.contract.internal import Kind
+from streams.engine.join_step import InputRecord
+from streams.engine.rules import InputRules
 from streams.errors import ConfigError, TopologyError
 from streams.replay.backtest import Backtest, BacktestResult, Combination
 from streams.settings import Settings
@@ -53,9 +56,10 @@ async def read_range(
     progress: Progress | None = None,
     poll_records: int = 5000,
 ) -> None:
-    """Feed every record of both topics in the range to ``backtest``, partitions in step."""
+    """Feed every record of both topics in the range to ``backtest``, partitions in step:
+    each read's records, per partition in offset order, as one batch."""
     t = settings.topics
-    kinds = {t.predictions: "p", t.ground_truth: "g"}
+    kinds: dict[str, Kind] = {t.predictions: "p", t.ground_truth: "g"}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
@@ -80,12 +84,10 @@ async def read_range(
         for tp in tps:
             consumer.seek(tp, starts[tp])
         expected = sum(ends[tp] - starts[tp] for tp in live)
-        sources = len(live)
         done = {tp for tp in tps if tp not in live}
         if done:
             consumer.pause(*done)
         read = 0
-        max_bytes = settings.max_message_bytes
         while len(done) < len(tps):
             batch = await consumer.getmany(timeout_ms=300, max_records=poll_records)
             if not batch:  # the end offset may be reported low (tansu): stop on an empty read
@@ -94,26 +96,29 @@ async def read_range(
                         done.add(tp)
                         consumer.pause(tp)
                 continue
+            items: list[InputRecord] = []
             for tp, records in batch.items():
                 kind = kinds[tp.topic]
+                topic, partition = tp.topic, tp.partition
                 for rec in records:
-                    if end_ms is not None and rec.timestamp > end_ms:
+                    ts = rec.timestamp
+                    if end_ms is not None and ts > end_ms:
                         done.add(tp)
                         consumer.pause(tp)
                         break
-                    read += 1
-                    if kind == "p":
-                        preds, bad = parse_predictions(
-                            rec.value, record_timestamp_ms=rec.timestamp, max_bytes=max_bytes
+                    items.append(
+                        InputRecord(
+                            kind,
+                            topic,
+                            partition,
+                            rec.offset,
+                            rec.key,
+                            rec.value,
+                            ts if ts is not None and ts > 0 else 0,
                         )
-                        backtest.predictions(tp.topic, tp.partition, preds)
-                    else:
-                        labels, bad = parse_ground_truth(
-                            rec.value, record_timestamp_ms=rec.timestamp, max_bytes=max_bytes
-                        )
-                        backtest.labels(tp.topic, tp.partition, labels)
-                    backtest.result.dead_letters += len(bad)
-            backtest.release(backtest.watermark(sources))
+                    )
+            read += len(items)
+            backtest.feed(items)
             if progress is not None:
                 progress(read, expected)
     finally:
@@ -133,16 +138,26 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 
 async def join_partitions(settings: Settings) -> int:
-    """The predictions topic's partition count: the live join partitions by it."""
+    """The partition count the live join runs with: that of both input topics, which
+    must be co-partitioned (:func:`streams.worker.topology.ensure_topics` checks the same)."""
+    t = settings.topics
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
     try:
         await consumer.start()
     except KafkaError as exc:
         raise TopologyError(f"cannot reach the broker at {settings.broker}: {exc}") from exc
     try:
-        return len(await _partitions(consumer, [settings.topics.predictions]))
+        tps = await _partitions(consumer, [t.predictions, t.ground_truth])
     finally:
         await consumer.stop()
+    counts = Counter(tp.topic for tp in tps)
+    if counts[t.predictions] != counts[t.ground_truth]:
+        raise TopologyError(
+            f"the join needs co-partitioned inputs but {t.predictions} has "
+            f"{counts[t.predictions]} and {t.ground_truth} has {counts[t.ground_truth]} "
+            "partitions"
+        )
+    return counts[t.predictions]
 
 
 async def replay(
@@ -160,7 +175,7 @@ async def replay(
         combinations,
         partitions=partitions,
         ttl_ms=settings.join_ttl_ms,
-        lag_ms=settings.reorder_lag_ms,
+        rules=InputRules.from_settings(settings),
         models=models,
         start_ms=start_ms,
         end_ms=end_ms,

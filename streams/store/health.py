@@ -35,13 +35,26 @@ out of order, kept in ``{prefix}stats``; every other reason is a dead letter."""
 # Counters and snapshots of many models in one command per 1,000 hashes: redis-py spends
 # about 15 µs packing and parsing each command and about 0.3 µs per argument, and with
 # 10,000 models a write of four commands per model took 0.6 s of the worker's CPU. ARGV[k]
-# holds KEYS[k]'s fields as JSON behind an operation letter: "i" HINCRBY each, "s" HSET.
-# Values travel as strings, so Lua's numbers (doubles) never reformat them.
+# holds KEYS[k]'s fields as JSON behind an operation letter: "i" HINCRBY each, "s" HSET,
+# "a" absolute: ``field@part`` is set to the value and ``field`` moves by the difference,
+# so ``field`` is always the sum over the parts. Values travel as strings, so Lua's numbers
+# (doubles) never reformat them.
 _WRITE_HASHES = """
 for k = 1, #KEYS do
   local arg = ARGV[k]
   local fields = cjson.decode(string.sub(arg, 2))
-  if string.sub(arg, 1, 1) == 's' then
+  local op = string.sub(arg, 1, 1)
+  if op == 'a' then
+    for f, v in pairs(fields) do
+      local base = string.match(f, '^(.*)@')
+      local old = tonumber(redis.call('HGET', KEYS[k], f) or '0')
+      local new = tonumber(v)
+      if new ~= old then
+        redis.call('HSET', KEYS[k], f, v)
+        redis.call('HINCRBY', KEYS[k], base, new - old)
+      end
+    end
+  elseif op == 's' then
     local flat = {}
     for f, v in pairs(fields) do
       flat[#flat + 1] = f
@@ -71,6 +84,12 @@ class _HashWrites:
         if pairs:
             self._keys.append(key)
             self._args.append(b"i" + orjson.dumps(pairs))
+
+    def absolute(self, key: str, fields: Mapping[str, int]) -> None:
+        """``fields`` are ``name@part``: each part's count, summed into ``name``."""
+        if fields:
+            self._keys.append(key)
+            self._args.append(b"a" + orjson.dumps({f: str(v) for f, v in fields.items()}))
 
     def set(self, key: str, fields: Mapping[str, Any]) -> None:
         if fields:
@@ -153,21 +172,32 @@ class HealthStore:
             await writes.queue(pipe, self._write_hashes)
             await pipe.execute()
 
+    async def put_absolute(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Per-part counts (``{key: {"name@part": n}}``), each hash's ``name`` their sum."""
+        if not counts:
+            return
+        writes = _HashWrites()
+        for key, fields in counts.items():
+            writes.absolute(self.key(key), fields)
+        models = [k.removeprefix("model:") for k in counts if k.startswith("model:")]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await writes.queue(pipe, self._write_hashes)
+            if models:
+                pipe.zadd(self.key("models"), dict.fromkeys(models, int(time.time() * 1000)))
+            await pipe.execute()
+
     async def totals(self) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.key("stats"))
-        return {_s(k): int(v) for k, v in raw.items()}
+        return _sums(await self.redis.hgetall(self.key("stats")))
 
     async def dlq_reasons(self) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.key("dlq"))
-        return {_s(k): int(v) for k, v in raw.items()}
+        return _sums(await self.redis.hgetall(self.key("dlq")))
 
     async def models(self) -> list[str]:
         members = await self.redis.zrange(self.key("models"), 0, -1)
         return [_s(m) for m in members if isinstance(m, bytes | str)]
 
     async def model_counters(self, model: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.key("model", model))
-        return {_s(k): int(v) for k, v in raw.items()}
+        return _sums(await self.redis.hgetall(self.key("model", model)))
 
     async def held(self) -> int:
         """Outcomes waiting in the detectors' event-time buffers, over all models."""
@@ -190,6 +220,17 @@ class HealthStore:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _sums(raw: Mapping[Any, Any]) -> dict[str, int]:
+    """A counters hash without its per-part fields (``name@part``), which only feed
+    ``name``; zero counts are left out."""
+    out = {}
+    for k, v in raw.items():
+        name = _s(k)
+        if "@" not in name and int(v):
+            out[name] = int(v)
+    return out
 
 
 class HealthBuffer:
@@ -227,12 +268,21 @@ class HealthBuffer:
         self._skipped: Counter[str] = Counter()
         self._snapshots: dict[str, Mapping[str, Any]] = {}
         self._counters: dict[str, Counter[str]] = {}
+        self._absolute: dict[str, dict[str, int]] = {}
         # one write at a time: two in flight on different connections could land out of
         # order and leave an older snapshot (say, outcomes still held) as the last word
         self._writing = asyncio.Lock()
 
     def add_join_stats(self, stats: JoinStats) -> None:
         self._join.add(stats)
+
+    def set_counts(self, key: str, part: str, counts: Mapping[str, int]) -> None:
+        """The current counts of one part (a partition's checkpointed state) in hash
+        ``key``; written as absolute values, so a restart or a takeover that counts again
+        from a checkpoint leaves Redis exact."""
+        fields = self._absolute.setdefault(key, {})
+        for name, value in counts.items():
+            fields[f"{name}@{part}"] = int(value)
 
     def add_skipped(self, reasons: Counter[str]) -> None:
         self._skipped.update(reasons)
@@ -265,8 +315,9 @@ class HealthBuffer:
             skipped, self._skipped = self._skipped, Counter()
             snapshots, self._snapshots = self._snapshots, {}
             counters, self._counters = self._counters, {}
+            absolute, self._absolute = self._absolute, {}
             has_join = any(join.totals().values())
-            if not (has_join or skipped or snapshots or counters):
+            if not (has_join or skipped or snapshots or counters or absolute):
                 return  # nothing to write, and nothing learnt about Redis
             try:
                 if has_join:
@@ -276,8 +327,12 @@ class HealthBuffer:
                     await self.store.add_skipped(skipped)
                 skipped = Counter()
                 await self.store.put_health(snapshots, counters)
+                snapshots, counters = {}, {}
+                await self.store.put_absolute(absolute)
             except OUTAGE_ERRORS as exc:
                 self._put_back(join, skipped, snapshots, counters)
+                for key, fields in absolute.items():  # the newer value of a field wins
+                    self._absolute[key] = {**fields, **self._absolute.get(key, {})}
                 self.breaker.failed("writing counters and health snapshots", exc)
                 return
             self.breaker.succeeded()
@@ -290,6 +345,7 @@ class HealthBuffer:
             sum(self._join.totals().values())
             + sum(self._skipped.values())
             + sum(sum(c.values()) for c in self._counters.values())
+            + sum(len(f) for f in self._absolute.values())
         )
         return counts, len(self._snapshots)
 

@@ -77,7 +77,12 @@ class Pipeline:
     """Builds the Faust app, its topics, tables and agents from settings."""
 
     def __init__(
-        self, settings: Settings, detector_settings: DetectorSettings, partitions: int
+        self,
+        settings: Settings,
+        detector_settings: DetectorSettings,
+        partitions: int,
+        *,
+        dlq_partitions: int | None = None,
     ) -> None:
         self.settings = settings
         self.detector_settings = detector_settings
@@ -129,6 +134,7 @@ class Pipeline:
             rekey_topics={"p": rekey_pred, "g": rekey_truth},
             task_for=lambda m: detector_settings.for_model(m).task,
             loading=loading,
+            dlq_partitions=dlq_partitions or partitions,
         )
         self.detect = WorkerDetect(
             s,
@@ -137,6 +143,7 @@ class Pipeline:
             table=track_table,
             batches=self.batches,
             loading=loading,
+            dlq_partitions=dlq_partitions or partitions,
         )
         self.fatal: BaseException | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
@@ -306,12 +313,13 @@ class Pipeline:
 
     async def _join_batch(self, records: list[Any]) -> bool:
         self._last_join = time.monotonic()
-        stats, counts, dead = await self.join.process(records)
-        self._note_disorder(counts)
-        self.counts.add_join_stats(stats)
-        self.counts.add_skipped(counts + dead)
+        batch = await self.join.process(records)
+        self._note_disorder(batch.counts)
+        for partition, models in batch.partitions.items():
+            for key, counts in self.join.counters(partition, models).items():
+                self.counts.set_counts(key, f"j{partition}", counts)
         await self.counts.maybe_flush()
-        await self._raise_orphans(set(stats.predictions))
+        await self._raise_orphans(set(batch.stats.predictions))
         return True  # the join checkpoints every batch
 
     async def _raise_orphans(self, models: set[str]) -> None:
@@ -353,12 +361,13 @@ class Pipeline:
 
     async def _detect_batch(self, records: list[Any]) -> bool:
         outputs, dead = await self.detect.process(records)
-        counts: Counter[str] = Counter(dead)
+        counts: Counter[str] = Counter()
         for _, out in outputs:
             counts.update(out.counts)
         self._note_disorder(counts)
         saved = await self._emit(outputs)
-        self.counts.add_skipped(counts)
+        if dead:  # undecodable outcomes messages: in no partition's state
+            self.counts.add_skipped(dead)
         await self.counts.maybe_flush()
         return saved
 
@@ -374,11 +383,11 @@ class Pipeline:
             alerts += found
             for a in found:
                 counters[a["model_id"]][a["kind"]] += 1
-            for model_id, c in out.per_model.items():
-                counters[model_id].update(c)
             for model_id in out.touched:
                 touched[model_id] = partition
             self.detect.touch(partition, out.touched)
+            for key, counts in self.detect.count(partition, out).items():
+                self.counts.set_counts(key, f"d{partition}", counts)
         if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
             owners = await self.orphans.owners_of({a["model_id"] for a in alerts})
             for alert in alerts:

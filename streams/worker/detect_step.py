@@ -42,6 +42,7 @@ class WorkerDetect:
         table: Any,
         batches: RecordBatches,
         loading: asyncio.Lock,
+        dlq_partitions: int,
     ) -> None:
         self.settings = settings
         self.detectors = detectors
@@ -53,6 +54,7 @@ class WorkerDetect:
         self.unsaved: set[int] = set()  # partitions changed since the last checkpoint
         self.last_input: dict[int, float] = {}  # partition -> last batch (monotonic)
         self._loading = loading
+        self.dlq_partitions = dlq_partitions
 
     def drop(self) -> None:
         self.steps.clear()
@@ -109,7 +111,7 @@ class WorkerDetect:
         if undecodable:
             s = self.settings
             await deliver(
-                lambda b: add_dead_letters(b, undecodable, s.topics.dlq, self.partitions),
+                lambda b: add_dead_letters(b, undecodable, s.topics.dlq, self.dlq_partitions),
                 self.batches,
                 what="dead letters",
                 give_up_s=s.output_retry_s,
@@ -128,6 +130,21 @@ class WorkerDetect:
         for model_id in models:
             view.touch(model_id)
         self.unsaved.add(partition)
+
+    def count(self, partition: int, out: DetectOutput) -> dict[str, Counter[str]]:
+        """Add a batch's counts to the partition's counters (kept next to its state);
+        returns the partition's totals and the outcome counts of the models it touched,
+        which the tracks hold exactly (released plus held, duplicates left out)."""
+        view = self.views[partition]
+        totals: Counter[str] = view.reserved("counts") or Counter()
+        totals["outcomes"] += sum(c["outcomes"] for c in out.per_model.values())
+        totals.update(out.counts)
+        view.put_reserved("counts", totals)
+        counts = {"stats": totals}
+        for model_id in out.touched:
+            track = self.steps[partition].tracks[model_id]
+            counts[f"model:{model_id}"] = Counter(outcomes=track.monitor.n + track.pending)
+        return counts
 
     def stage(self) -> None:
         """Add the changed state of every partition to the batches (delivered by the caller)."""

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.contract.internal import Kind, decode_forwarded
@@ -25,9 +26,19 @@ from streams.worker.faust_internals import table_changelog, table_store
 from streams.worker.output import add_dead_letters, add_join_output, deliver
 from streams.worker.state import PartitionView, load_changelog
 
-__all__ = ["WorkerJoin"]
+__all__ = ["JoinBatch", "WorkerJoin"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class JoinBatch:
+    """What a join batch did: its stats, its counts of skipped or suspicious input, and
+    the models each partition saw (whose counters changed)."""
+
+    stats: JoinStats = field(default_factory=JoinStats)
+    counts: Counter[str] = field(default_factory=Counter)
+    partitions: dict[int, set[str]] = field(default_factory=dict)
 
 
 class WorkerJoin:
@@ -45,6 +56,7 @@ class WorkerJoin:
         rekey_topics: dict[str, str],
         task_for: Callable[[str], Any],
         loading: asyncio.Lock,
+        dlq_partitions: int,
     ) -> None:
         self.settings = settings
         self.partitions = partitions
@@ -58,6 +70,7 @@ class WorkerJoin:
         self.steps: dict[int, JoinStep] = {}
         self.views: dict[int, PartitionView] = {}
         self._loading = loading
+        self.dlq_partitions = dlq_partitions
 
     def drop(self) -> None:
         self.steps.clear()
@@ -91,9 +104,8 @@ class WorkerJoin:
         """Last offset processed per topic of a loaded partition."""
         return dict(self.steps[partition].meta.get("offsets", {}))
 
-    async def process(self, records: list[Any]) -> tuple[JoinStats, Counter[str], Counter[str]]:
-        """One batch of Kafka records: returns the join stats, the counts of skipped or
-        suspicious input, and dead letters by reason."""
+    async def process(self, records: list[Any]) -> JoinBatch:
+        """One batch of Kafka records, to the end: output and state delivered."""
         by_partition: dict[int, list[InputRecord | ForwardedRecord]] = {}
         undecodable: list[DeadLetter] = []
         kinds = self.kinds
@@ -115,10 +127,18 @@ class WorkerJoin:
                     kind, msg.topic, msg.partition, msg.offset, msg.key, msg.value, ts
                 )
             by_partition.setdefault(msg.partition, []).append(item)
+        batch = JoinBatch()
         outputs: list[JoinOutput] = []
         for partition, items in by_partition.items():
             step = self.steps.get(partition) or await self.step(partition)
-            outputs.append(step.process(items))
+            out = step.process(items)
+            outputs.append(out)
+            stats = step.drain_stats()
+            dead = Counter(d.reason for d in out.dead_letters)
+            self.count(partition, stats, out.counts, dead)
+            batch.stats.add(stats)
+            batch.counts.update(out.counts)
+            batch.partitions[partition] = set(stats.predictions) | set(stats.joined)
         s = self.settings
         n = self.partitions
 
@@ -131,8 +151,9 @@ class WorkerJoin:
                     outcomes_partitions=n,
                     rekey_topics=self.rekey_topics,
                     dlq_topic=s.topics.dlq,
+                    dlq_partitions=self.dlq_partitions,
                 )
-            add_dead_letters(batches, undecodable, s.topics.dlq, n)
+            add_dead_letters(batches, undecodable, s.topics.dlq, self.dlq_partitions)
 
         await deliver(build, self.batches, what="join output", give_up_s=s.output_retry_s)
         # the state, after the output it led to is with the broker (see worker.state)
@@ -142,15 +163,45 @@ class WorkerJoin:
         await deliver(
             lambda b: b.extend(staged), self.batches, what="join state", give_up_s=s.output_retry_s
         )
-        stats = JoinStats()
-        counts: Counter[str] = Counter()
-        dead: Counter[str] = Counter(d.reason for d in undecodable)
-        for out in outputs:
-            counts.update(out.counts)
-            dead.update(d.reason for d in out.dead_letters)
-        for partition in by_partition:
-            stats.add(self.steps[partition].drain_stats())
-        return stats, counts, dead
+        if undecodable:  # read off the re-key topics: not in any partition's state
+            log.error("%d undecodable re-key messages dead-lettered", len(undecodable))
+        return batch
+
+    def count(
+        self, partition: int, stats: JoinStats, counts: Counter[str], dead: Counter[str]
+    ) -> None:
+        """Add one batch of a partition to its counters, kept next to its state."""
+        view = self.views[partition]
+        totals: Counter[str] = view.reserved("counts") or Counter()
+        totals.update(stats.totals())
+        totals.update(counts)
+        totals["dlq"] += sum(dead.values())
+        view.put_reserved("counts", totals)
+        reasons: Counter[str] = view.reserved("dlq") or Counter()
+        reasons.update(dead)
+        view.put_reserved("dlq", reasons)
+        for name_, per_model in (
+            ("predictions", stats.predictions),
+            ("joined", stats.joined),
+            ("expired_predictions", stats.expired_predictions),
+            ("unscorable", stats.unscorable),
+        ):
+            for model_id, n in per_model.items():
+                name = f"model:{model_id}"
+                mine: Counter[str] = view.reserved(name) or Counter()
+                mine[name_] += n
+                view.put_reserved(name, mine)
+
+    def counters(self, partition: int, models: set[str]) -> dict[str, Counter[str]]:
+        """The partition's counters: totals, dead letters by reason, and ``models``'."""
+        view = self.views[partition]
+        out = {
+            "stats": view.reserved("counts") or Counter(),
+            "dlq": view.reserved("dlq") or Counter(),
+        }
+        for model_id in models:
+            out[f"model:{model_id}"] = view.reserved(f"model:{model_id}") or Counter()
+        return out
 
 
 async def load_view(

@@ -43,6 +43,7 @@ def add_join_output(
     outcomes_partitions: int,
     rekey_topics: dict[str, str],
     dlq_topic: str,
+    dlq_partitions: int,
 ) -> None:
     """Queue one join batch's output: outcomes, then re-keyed events and marks, dead
     letters, and last the join mark to every outcomes partition (after the outcomes)."""
@@ -56,7 +57,7 @@ def add_join_output(
         for f in forwards:
             for value in encode_forwarded(f):
                 add(rekey_topics[f.kind], home, None, value)
-    add_dead_letters(batches, out.dead_letters, dlq_topic, outcomes_partitions)
+    add_dead_letters(batches, out.dead_letters, dlq_topic, dlq_partitions)
     if out.mark is not None:
         mark = encode_join_mark(out.mark)
         for target in range(outcomes_partitions):
@@ -90,8 +91,8 @@ async def deliver(
     attempt = 1
     while True:
         build(batches)
-        try:
-            await batches.deliver()
+        try:  # a broker that stopped answering must not hold the batch past the budget
+            await asyncio.wait_for(batches.deliver(), max(deadline - time.monotonic(), 0.5))
             if attempt > 1:
                 log.warning("%s delivered after %d attempts", what, attempt)
             return

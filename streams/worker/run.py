@@ -6,7 +6,7 @@ import asyncio
 import gc
 
 from streams.settings import Settings, load_detectors
-from streams.worker.topology import ensure_topics
+from streams.worker.topology import ensure_topics, partition_count
 
 __all__ = ["GC_THRESHOLDS", "run_worker", "tune_gc"]
 
@@ -37,8 +37,9 @@ def run_worker(settings: Settings) -> None:
 
     detectors = load_detectors(settings)
     partitions = asyncio.run(ensure_topics(settings))
+    dlq_partitions = asyncio.run(partition_count(settings, settings.topics.dlq))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    pipeline = Pipeline(settings, detectors, partitions)
+    pipeline = Pipeline(settings, detectors, partitions, dlq_partitions=dlq_partitions)
 
     class Worker(faust.Worker):
         async def on_startup_finished(self) -> None:

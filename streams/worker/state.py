@@ -108,9 +108,22 @@ class PartitionView(MutableMapping[str, Any]):
         self._partition = partition
         self._owns = owns  # key -> bool: does this key belong to this partition
         self._dirty: set[str] = set()
-        self._meta_key = f"{_RESERVED}meta:{partition}"
+        self._meta_key = self._reserved_key("meta")
         restored_meta = restored(self._data, self._meta_key)
         self.meta: dict[str, Any] = dict(restored_meta) if isinstance(restored_meta, dict) else {}
+
+    def _reserved_key(self, name: str) -> str:
+        return f"{_RESERVED}{self._partition}:{name}"
+
+    def reserved(self, name: str) -> Any:
+        """A value of the worker's own next to the state (counters), or None."""
+        return restored(self._data, self._reserved_key(name))
+
+    def put_reserved(self, name: str, value: Any) -> None:
+        """Set (or mark changed in place) a reserved value for the next :meth:`stage`."""
+        key = self._reserved_key(name)
+        self._data[key] = value
+        self._dirty.add(key)
 
     def __getitem__(self, key: str) -> Any:
         value = restored(self._data, key)

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from streams.errors import TopologyError
 from streams.settings import Settings
 
-__all__ = ["ensure_topics", "ensure_topics_named", "join_topic_names"]
+__all__ = ["ensure_topics", "ensure_topics_named", "join_topic_names", "partition_count"]
 
 
 def join_topic_names(settings: Settings) -> list[str]:
@@ -72,7 +72,7 @@ async def ensure_topics(settings: Settings) -> int:
             await admin.create_topics(
                 [NewTopic(n, partitions, settings.replication_factor) for n in missing]
             )
-        for name in join_topic_names(settings)[2:]:
+        for name in [*join_topic_names(settings)[2:], t.outcomes]:
             if name in existing:
                 (info,) = await admin.describe_topics([name])
                 if len(info["partitions"]) != partitions:
@@ -81,5 +81,15 @@ async def ensure_topics(settings: Settings) -> int:
                         f"have {partitions}; delete it or give it {partitions}"
                     )
         return partitions
+    finally:
+        await admin.close()
+
+
+async def partition_count(settings: Settings, name: str) -> int:
+    """How many partitions topic ``name`` has (the DLQ may have any number)."""
+    admin = await _admin(settings)
+    try:
+        (info,) = await admin.describe_topics([name])
+        return max(1, len(info["partitions"]))
     finally:
         await admin.close()

@@ -15,6 +15,7 @@ import pytest
 from detectors.config import (
     AdwinConfig,
     DetectorSettings,
+    ErrorClipConfig,
     MonitorConfig,
     PageHinkleyConfig,
     apply_overrides,
@@ -126,7 +127,11 @@ def test_an_empty_document_gives_the_built_in_defaults(tmp_path: Path) -> None:
 
 INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"default": {}}, "default", "valid keys: defaults, models"),
-    ({"defaults": {"adwinn": {}}}, "defaults.adwinn", "valid keys: adwin, page_hinkley, task"),
+    (
+        {"defaults": {"adwinn": {}}},
+        "defaults.adwinn",
+        "valid keys: adwin, error_clip, page_hinkley, task",
+    ),
     ({"defaults": {"adwin": {"dleta": 0.1}}}, "defaults.adwin.dleta", "clock, delta, enabled"),
     (
         {"defaults": {"page_hinkley": {"treshold": 1}}},
@@ -162,6 +167,12 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
         "'up', 'down', 'both'",
     ),
     ({"defaults": {"page_hinkley": {"after_window": 0}}}, "page_hinkley.after_window", ">= 1"),
+    ({"defaults": {"error_clip": {"factor": 1.5}}}, "defaults.error_clip.factor", "[2, inf)"),
+    ({"defaults": {"error_clip": {"warmup": 9}}}, "defaults.error_clip.warmup", ">= 10"),
+    ({"defaults": {"error_clip": {"max_error": 0}}}, "error_clip.max_error", "(0, inf]"),
+    ({"defaults": {"error_clip": {"max_error": "1e3"}}}, "error_clip.max_error", "str"),
+    ({"defaults": {"error_clip": {"enabled": 1}}}, "error_clip.enabled", "true or false"),
+    ({"defaults": {"error_clip": {"factr": 5}}}, "error_clip.factr", "factor, max_error"),
     ({"defaults": {"task": "ranking"}}, "defaults.task", "'classification', 'regression'"),
     ({"defaults": {"task": 1}}, "defaults.task", "'classification', 'regression'"),
     ({"defaults": []}, "defaults", "mapping"),
@@ -274,9 +285,12 @@ def one_field_changes() -> list[tuple[str, MonitorConfig]]:
         "alpha": 0.5,
         "mode": "both",
         "after_window": 23,
+        "factor": 4.0,
+        "warmup": 50,
+        "max_error": 1e4,
     }
     changed = [("task", replace(base, task="regression"))]
-    for section in ("adwin", "page_hinkley"):
+    for section in ("adwin", "page_hinkley", "error_clip"):
         config = getattr(base, section)
         for f in fields(config):
             changed.append(
@@ -350,6 +364,10 @@ def test_overrides_apply_to_the_defaults_and_every_model(two_models: DetectorSet
         ("adwin.grace_period", 3, lambda c: c.adwin.grace_period == 3),
         ("task", "regression", lambda c: c.task == "regression"),
         ("task", "infer", lambda c: c.task is None),
+        ("error-clip.max-error", "250", lambda c: c.error_clip.max_error == 250.0),
+        ("error_clip.max_error", "none", lambda c: c.error_clip.max_error is None),
+        ("error_clip.factor", "4", lambda c: c.error_clip.factor == 4.0),
+        ("error_clip.enabled", "off", lambda c: c.error_clip.enabled is False),
     ],
 )
 def test_override_keys_accept_aliases_and_strings(
@@ -372,6 +390,8 @@ def test_override_keys_accept_aliases_and_strings(
         ("adwin.clock", "3.5", "adwin.clock"),
         ("ph.enabled", "maybe", "page_hinkley.enabled"),
         ("ph.mode", "sideways", "page_hinkley.mode"),
+        ("error_clip.max_error", "huge", "error_clip.max_error"),
+        ("error_clip.warmup", "5", "error_clip.warmup"),
     ],
 )
 def test_bad_overrides_are_refused(
@@ -389,3 +409,36 @@ def test_settings_are_immutable_and_picklable(two_models: DetectorSettings) -> N
     with pytest.raises(AttributeError):
         settings.defaults = MonitorConfig()  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(two_models)) == two_models
+
+
+def test_error_clip_section_reads_from_toml_and_yaml(tmp_path: Path) -> None:
+    toml = tmp_path / "detectors.toml"
+    toml.write_text(
+        "[defaults.error_clip]\nfactor = 5\nwarmup = 200\n"
+        "[models.price.error_clip]\nmax_error = 1e4\n"
+        "[models.free.error_clip]\nmax_error = inf\nenabled = false\n"
+    )
+    yaml = tmp_path / "detectors.yaml"
+    yaml.write_text(
+        "defaults:\n  error_clip: {factor: 5, warmup: 200}\n"
+        "models:\n  price: {error_clip: {max_error: 1.0e+4}}\n"
+        "  free: {error_clip: {max_error: null, enabled: false}}\n"
+    )
+    for path in (toml, yaml):
+        settings = load_detector_settings(path)
+        assert settings.defaults.error_clip == ErrorClipConfig(factor=5.0, warmup=200)
+        assert settings.for_model("price").error_clip == ErrorClipConfig(
+            factor=5.0, warmup=200, max_error=10_000.0
+        )
+        free = settings.for_model("free").error_clip
+        assert (free.enabled, free.max_error, free.factor) == (False, None, 5.0)
+
+
+def test_a_config_pickled_before_error_clip_existed_reads_back_with_the_default() -> None:
+    config = MonitorConfig(task="regression")
+    state = dict(config.__dict__)
+    del state["error_clip"]
+    old = object.__new__(MonitorConfig)
+    old.__dict__.update(state)  # what unpickling an older MonitorConfig leaves
+    assert old.error_clip == ErrorClipConfig()
+    assert old.fingerprint() == config.fingerprint()

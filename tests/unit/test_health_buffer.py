@@ -43,6 +43,9 @@ class SlowStore:
         self.clock.now += self.cost
         self.writes.append((dict(snapshots), {m: Counter(c) for m, c in counters.items()}))
 
+    async def put_absolute(self, counts: Any) -> None:
+        pass
+
 
 def test_deltas_are_summed_and_the_newest_snapshot_wins() -> None:
     clock = Clock()
@@ -98,6 +101,7 @@ class FlakyStore:
         self.skipped: Counter[str] = Counter()
         self.counters: dict[str, Counter[str]] = {}
         self.snapshots: dict[str, Any] = {}
+        self.absolute: dict[str, dict[str, int]] = {}
 
     def _step(self, name: str) -> None:
         if name in self.fail_at:
@@ -117,12 +121,17 @@ class FlakyStore:
         for model, counter in counters.items():
             self.counters.setdefault(model, Counter()).update(counter)
 
+    async def put_absolute(self, counts: Any) -> None:
+        self._step("absolute")
+        for key, fields in counts.items():
+            self.absolute.setdefault(key, {}).update(fields)
+
 
 _step = st.one_of(
     st.tuples(st.just("add"), st.sampled_from("abc"), st.integers(1, 5)),
     st.tuples(
         st.just("flush"),
-        st.sets(st.sampled_from(["join", "skipped", "health"])),
+        st.sets(st.sampled_from(["join", "skipped", "health", "absolute"])),
         # refused or reset, timed out, an error reply (OOM at maxmemory), the socket itself
         st.sampled_from([RedisConnectionError, RedisTimeoutError, ResponseError, OSError]),
     ),
@@ -144,11 +153,14 @@ def test_counts_written_through_redis_failures_are_neither_lost_nor_doubled(
     added_skipped: Counter[str] = Counter()
     added_outcomes: dict[str, int] = Counter()
     newest: dict[str, int] = {}
+    partition_counts: dict[str, int] = Counter()  # a partition's checkpointed counters
 
     async def scenario() -> None:
         for step in steps:
             if step[0] == "add":
                 _, model, n = step
+                partition_counts[model] += n
+                buf.set_counts(f"model:{model}", "j0", {"joined": partition_counts[model]})
                 buf.add_join_stats(JoinStats(joined=Counter({model: n})))
                 buf.add_skipped(Counter(invalid_json=n))
                 buf.put_health({model: {"outcomes": n}}, {model: Counter(outcomes=n)})
@@ -170,6 +182,10 @@ def test_counts_written_through_redis_failures_are_neither_lost_nor_doubled(
     assert store.skipped == added_skipped
     assert {m: c["outcomes"] for m, c in store.counters.items()} == added_outcomes
     assert {m: s["outcomes"] for m, s in store.snapshots.items()} == newest
+    # absolute counts: the newest value of every part is the one written last
+    assert {k: f["joined@j0"] for k, f in store.absolute.items()} == {
+        f"model:{m}": n for m, n in partition_counts.items()
+    }
     assert buf.unwritten() == (0, 0)
     assert not buf.breaker.down
 

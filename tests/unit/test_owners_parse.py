@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.contract.ids import is_valid_id
 from streams.contract.notification import Channel, parse_channel
 from streams.errors import ConfigError, InvalidOwner
 from streams.store.owners import Owner, format_duration, load_owners_file, parse_duration
@@ -109,6 +110,9 @@ def test_a_valid_owner_is_normalised():
     [
         ({"model_id": ""}, "model_id"),
         ({"model_id": "fraud eu"}, "model_id"),
+        ({"model_id": "\x00watermark"}, "model_id"),
+        ({"model_id": "fraud\u200beu"}, "model_id"),
+        ({"model_id": "m" * 257}, "model_id"),
         ({"owner": ""}, "owner"),
         ({"owner": "   "}, "owner"),
         ({"channels": ()}, "channels"),
@@ -199,9 +203,7 @@ _channel = st.one_of(
 def owners(draw: st.DrawFn) -> Owner:
     escalate = draw(st.one_of(st.none(), st.floats(0.001, 1e9, allow_nan=False)))
     return Owner(
-        model_id=draw(
-            st.text(min_size=1, max_size=40).filter(lambda s: not any(c.isspace() for c in s))
-        ),
+        model_id=draw(st.text(min_size=1, max_size=40).filter(is_valid_id)),
         owner=draw(st.text(min_size=1, max_size=40).filter(str.strip)),
         channels=tuple(draw(st.lists(_channel, min_size=1, max_size=4))),
         runbook=draw(st.builds(lambda p: f"https://wiki.example.com/{p}", _word)),

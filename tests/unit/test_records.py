@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -24,9 +25,12 @@ from streams.contract.events import (
     Rejected,
     decode_outcomes,
     encode_outcomes,
+    format_timestamp_ms,
+    ground_truth_from_dict,
     parse_ground_truth,
     parse_predictions,
     parse_timestamp_ms,
+    prediction_from_dict,
 )
 
 RECORD_MS = 1_795_000_000_000
@@ -418,6 +422,127 @@ def test_naive_timestamp_in_event_is_invalid_timestamp() -> None:
 def test_missing_or_null_timestamp_uses_record_time(raw: bytes) -> None:
     (p,), _ = parse(raw)
     assert p.timestamp_ms == RECORD_MS
+
+
+# --- timestamp bounds -----------------------------------------------------------------------
+
+RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@st.composite
+def bounded_times(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    """(event ms, record ms, max skew, min event time), often right at a bound."""
+    record = draw(st.sampled_from([-1, 0]) | st.integers(1, MAX_TIMESTAMP_MS))
+    skew = draw(st.sampled_from([0, DAY_MS]) | st.integers(0, 10 * DAY_MS))
+    earliest = draw(st.sampled_from([0, MIN_EVENT_TIME_MS]) | st.integers(0, MAX_TIMESTAMP_MS))
+    near = st.integers(-2, 2)
+    ts = draw(
+        st.integers(0, MAX_TIMESTAMP_MS)
+        | near.map(lambda d: record + skew + d)
+        | near.map(lambda d: earliest + d)
+        | st.integers(0, max(0, record))  # late data
+    )
+    return min(max(ts, 0), MAX_TIMESTAMP_MS), record, skew, earliest
+
+
+@given(bounded_times(), st.booleans())
+def test_event_time_may_not_run_ahead_of_the_record_nor_before_the_minimum(
+    times: tuple[int, int, int, int], as_text: bool
+) -> None:
+    ts, record, skew, earliest = times
+    value: object = format_timestamp_ms(ts) if as_text else ts
+    bounds = {"max_skew_ms": skew, "min_timestamp_ms": earliest}
+    event = {**OK, "timestamp": value}
+    records, rejected = parse_predictions(orjson.dumps(event), record_timestamp_ms=record, **bounds)
+    labels, label_rejected = parse_ground_truth(
+        orjson.dumps({"prediction_id": "p", "label": 1, "timestamp": value}),
+        record_timestamp_ms=record,
+        **bounds,
+    )
+    too_early = ts < earliest
+    too_late = record > 0 and ts > record + skew
+    if not (too_early or too_late):
+        assert [p.timestamp_ms for p in records] == [g.timestamp_ms for g in labels] == [ts]
+        assert prediction_from_dict(event, record, **bounds) == records[0]
+        return
+    assert [r.reason for r in rejected + label_rejected] == ["timestamp_out_of_range"] * 2
+    detail = rejected[0].detail
+    assert label_rejected[0].detail == detail
+    assert RFC3339_MS.findall(detail) == [
+        format_timestamp_ms(ts),
+        format_timestamp_ms(earliest if too_early else record),
+    ]
+    with pytest.raises(ValueError, match="timestamp"):
+        ground_truth_from_dict(
+            {"prediction_id": "p", "label": 1, "timestamp": value}, record, **bounds
+        )
+
+
+def test_default_bounds_are_a_day_ahead_and_the_year_2000() -> None:
+    def reason(ts: int, record: int = RECORD_MS) -> str | None:
+        _, rejected = parse_predictions(_with(timestamp=ts), record_timestamp_ms=record)
+        return rejected[0].reason if rejected else None
+
+    assert reason(RECORD_MS + DAY_MS) is None
+    assert reason(RECORD_MS + DAY_MS + 1) == "timestamp_out_of_range"
+    assert reason(MIN_EVENT_TIME_MS) is None
+    assert reason(MIN_EVENT_TIME_MS - 1) == "timestamp_out_of_range"
+    assert reason(MIN_EVENT_TIME_MS, record=MAX_TIMESTAMP_MS) is None  # late data is fine
+    assert reason(MAX_TIMESTAMP_MS, record=0) is None  # unknown record time: no future bound
+    _, (r,) = parse_predictions(
+        _with(timestamp=RECORD_MS + 2 * DAY_MS), record_timestamp_ms=RECORD_MS
+    )
+    assert r.detail == (
+        "field 'timestamp': 2026-11-20T11:06:40.000Z is more than 1 day ahead of the record "
+        "timestamp 2026-11-18T11:06:40.000Z"
+    )
+
+
+@pytest.mark.parametrize("record", [-1, 0, 1_000, RECORD_MS])
+def test_missing_timestamp_still_falls_back_to_the_record_time(record: int) -> None:
+    (p,), _ = parse_predictions(_with(), record_timestamp_ms=record)
+    (g,), _ = parse_ground_truth(b'{"prediction_id": "p", "label": 1}', record_timestamp_ms=record)
+    assert p.timestamp_ms == g.timestamp_ms == record
+
+
+def test_negative_bounds_are_a_caller_error() -> None:
+    with pytest.raises(ValueError, match="max_skew_ms"):
+        parse(_with(), max_skew_ms=-1)
+    with pytest.raises(ValueError, match="min_timestamp_ms"):
+        prediction_from_dict(OK, RECORD_MS, min_timestamp_ms=-1)
+
+
+# --- string bounds --------------------------------------------------------------------------
+
+
+@given(st.integers(MAX_SCALAR_LENGTH - 3, MAX_SCALAR_LENGTH + 3), st.sampled_from("xé€😀"))
+def test_string_prediction_and_label_are_bounded(length: int, char: str) -> None:
+    value = char * length
+    preds, bad_preds = parse(_with(prediction=value))
+    labels, bad_labels = parse_ground_truth(
+        orjson.dumps({"prediction_id": "p", "label": value}), record_timestamp_ms=RECORD_MS
+    )
+    if length <= MAX_SCALAR_LENGTH:
+        assert [p.prediction for p in preds] == [g.label for g in labels] == [value]
+    else:
+        assert [r.reason for r in bad_preds + bad_labels] == ["invalid_value"] * 2
+        assert f"at most {MAX_SCALAR_LENGTH} characters, got {length}" in bad_preds[0].detail
+        assert "'label'" in bad_labels[0].detail and value not in bad_labels[0].detail
+
+
+@given(
+    st.sampled_from(["segment", "model_version"]),
+    st.integers(MAX_TAG_LENGTH - 2, MAX_TAG_LENGTH + 2),
+)
+def test_segment_and_model_version_are_bounded(field: str, length: int) -> None:
+    records, rejected = parse(_with(**{field: "s" * length}))
+    if length <= MAX_TAG_LENGTH:
+        assert getattr(records[0], field) == "s" * length
+    else:
+        assert [r.reason for r in rejected] == ["invalid_value"]
+        assert rejected[0].detail == (
+            f"field {field!r} must be at most {MAX_TAG_LENGTH} characters, got {length}"
+        )
 
 
 # --- oversized ------------------------------------------------------------------------------
