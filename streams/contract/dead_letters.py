@@ -5,12 +5,11 @@ whatever it is given: a dead letter that Kafka refuses would fail the batch that
 it, again on every retry, and stop the worker. So each part has a cap (``reason`` 200
 characters, ``detail`` 2,000, ``source.topic`` 256, the key 1,024 bytes, each extra field
 1,024 characters, at most 32 extra fields), and ``original`` gets whatever room is left,
-measured on the encoded envelope, base64 growth included, up to
-:data:`MAX_ENVELOPE_BYTES` less 4 KiB: that room is for the record's Kafka key (send at
-most :data:`MAX_KEY_BYTES` of it) and the record framing, which count against the broker's
-limit too. Anything cut sets
-``truncated``; ``original_size``, ``detail_size`` and ``source.key_size`` keep the sizes
-before the cut. The envelope, as JSON::
+measured on the encoded envelope, base64 growth included, up to :data:`MAX_ENVELOPE_BYTES`
+less 4 KiB: that room is for the record's Kafka key (send at most :data:`MAX_KEY_BYTES`
+of it) and the record framing, which count against the broker's limit too. Anything cut
+sets ``truncated``; ``original_size``, ``detail_size`` and ``source.key_size`` keep the
+sizes before the cut. The envelope, as JSON::
 
     {"dlq_schema": 1,
      "reason": "missing_field",              # REASONS, or EVENT_REASONS, or the caller's
@@ -245,10 +244,12 @@ def _is_int64(value: object) -> bool:
 
 def _field_value(value: object) -> tuple[object, bool]:
     """A JSON scalar orjson can write, cut to :data:`MAX_FIELD_CHARS`; True when cut."""
-    if value is None or type(value) is bool or type(value) is float:
-        return value, False  # orjson writes nan and inf as null
-    if _is_int64(value) or (type(value) is int and 0 <= value < 2 * _INT64):  # u64 too
+    if value is None or isinstance(value, bool):
         return value, False
+    if isinstance(value, float):
+        return float(value), False  # orjson writes nan and inf as null
+    if isinstance(value, int) and -_INT64 <= value < 2 * _INT64:  # i64 and u64
+        return int(value), False
     if isinstance(value, str):
         return _cut(str(value), MAX_FIELD_CHARS)
     try:

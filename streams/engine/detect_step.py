@@ -194,23 +194,33 @@ class DetectStep:
         mine = unconfirmed.ids(body.offsets)
         others = [ids for _, ids in unconfirmed.batches if ids is not mine and ids]
         track: ModelTrack | None = None
-        for o in body.outcomes:
+        pushed = late = 0  # of the current track
+        for o in body.outcomes:  # one model as a rule: counted per run of one model
             pid = o.prediction_id
             if pid in mine or (others and any(pid in ids for ids in others)):
                 out.counts["duplicate_outcomes"] += 1
                 continue
             mine.add(pid)
             if track is None or track.model_id != o.model_id:
+                if track is not None:
+                    self._count(track, pushed, late, out)
                 track = self.track(o.model_id)
-            late = track.sequencer.late
+                pushed, late = 0, track.sequencer.late
             track.push(o.completed_ms, pid, o.error, o.model_version)
-            counters = out.per_model[o.model_id]
-            counters["outcomes"] += 1
-            if track.sequencer.late != late:
-                counters["late_outcomes"] += 1
-                out.counts["late_outcomes"] += 1
-            out.touched.add(o.model_id)
-            self.held.add(o.model_id)
+            pushed += 1
+        if track is not None:
+            self._count(track, pushed, late, out)
+
+    def _count(self, track: ModelTrack, pushed: int, late_before: int, out: DetectOutput) -> None:
+        model_id = track.model_id
+        counters = out.per_model[model_id]
+        counters["outcomes"] += pushed
+        late = track.sequencer.late - late_before
+        if late:
+            counters["late_outcomes"] += late
+            out.counts["late_outcomes"] += late
+        out.touched.add(model_id)
+        self.held.add(model_id)
 
     def _run(self, model_id: str, before: int, found: list[Detection], out: DetectOutput) -> None:
         track = self.tracks[model_id]

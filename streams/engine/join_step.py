@@ -101,6 +101,7 @@ class JoinStep:
         self.partitions = partitions
         self.meta = meta
         self.rules = rules
+        self._parse_kwargs = rules.parse_kwargs
         self.joiner = Joiner(store, ttl_ms=ttl_ms, task_for=task_for)
         self.observe_predictions = observe_predictions
 
@@ -145,11 +146,12 @@ class JoinStep:
                 out.dead_letters.append(DeadLetter.processing_error(exc, _source(rec), rec.value))
                 continue
             if events:
-                times = [e.timestamp_ms for e in events]
-                self._count_disorder(rec.kind, times, out.counts)
-                read[rec.kind] += times
+                read[rec.kind] += [e.timestamp_ms for e in events]
                 steps.append((rec, events))
                 ids += [e.prediction_id for e in events]
+        for kind, times in read.items():
+            if times:
+                self._count_disorder(kind, times, out.counts)
         homes = iter(partitions_for(ids, self.partitions))
         forwards: dict[tuple[Kind, int], list[Any]] = {}
         joined: dict[str, list[Any]] = {}
@@ -192,14 +194,13 @@ class JoinStep:
         return out
 
     def _parse(self, rec: InputRecord, out: JoinOutput) -> list[Any]:
-        rules = self.rules
         parse: Callable[..., tuple[list[Any], list[Any]]] = (
             parse_predictions if rec.kind == "p" else parse_ground_truth
         )
         events, rejected = parse(
             rec.value,
             record_timestamp_ms=rec.timestamp_ms if rec.timestamp_ms > 0 else 0,
-            **rules.parse_kwargs,
+            **self._parse_kwargs,
         )
         if rejected:
             source = _source(rec)
@@ -208,8 +209,9 @@ class JoinStep:
         return events
 
     def _count_disorder(self, kind: Kind, times: list[int], counts: Counter[str]) -> None:
-        """Events more than ``lag_ms`` behind the newest already read break the ordering
-        the watermarks assume: their outcomes may reach the detectors late. Counted."""
+        """Events more than ``lag_ms`` behind the newest read in earlier batches break the
+        ordering the watermarks assume: their outcomes may reach the detectors late.
+        Counted (once per batch and input: the mark moves only at the end of a batch)."""
         mark = self.meta.get(_ReadMark[kind])
         if mark is not None and min(times) < mark - self.rules.lag_ms:
             floor = mark - self.rules.lag_ms

@@ -33,6 +33,6 @@ class InputRules:
         return cls(
             lag_ms=settings.reorder_lag_ms,
             max_bytes=settings.max_message_bytes,
-            max_skew_ms=getattr(settings, "max_clock_skew_ms", cls.max_skew_ms),
-            min_timestamp_ms=getattr(settings, "min_event_time_ms", cls.min_timestamp_ms),
+            max_skew_ms=settings.max_clock_skew_ms,
+            min_timestamp_ms=settings.min_event_time_ms,
         )

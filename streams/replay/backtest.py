@@ -149,7 +149,9 @@ class Backtest:
         )
 
     def _task_for(self, model_id: str) -> Task | None:
-        return self.combinations[0].settings.for_model(model_id).task if self.combinations else None
+        if not self.combinations:
+            return None
+        return self.combinations[0].settings.for_model(model_id).task
 
     def _summary(self, model_id: str) -> ModelSummary:
         summary = self.models.get(model_id)

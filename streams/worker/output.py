@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from streams.contract.dead_letters import MAX_KEY_BYTES
 from streams.contract.internal import (
     encode_forwarded,
     encode_join_mark,
@@ -73,7 +74,8 @@ def add_dead_letters(
         if key is None and d.fields is not None and "prediction_id" in d.fields:
             key = str(d.fields["prediction_id"]).encode()
         partition = d.source.partition % dlq_partitions if d.source is not None else 0
-        batches.add(dlq_topic, partition, key, d.encode())
+        # a key may be up to 1 MB; the envelope records its size (source.key_size)
+        batches.add(dlq_topic, partition, key[:MAX_KEY_BYTES] if key else key, d.encode())
 
 
 async def deliver(

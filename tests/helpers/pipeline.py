@@ -152,10 +152,13 @@ class Observation:
     snapshots: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def short(self) -> str:
+        """The totals (per-partition counters such as ``joined@j2`` left out)."""
+        stats = {k: v for k, v in sorted(self.stats.items()) if "@" not in k}
+        dlq = {k: v for k, v in sorted(self.dlq.items()) if "@" not in k}
+        held = {m: h for m, h in self.held.items() if h}
         return (
-            f"stopped waiting: {self.why} after {self.waited_s:.1f}s; "
-            f"stats={self.stats}; dlq={self.dlq}; uncommitted={self.uncommitted}; "
-            f"held={ {m: h for m, h in self.held.items() if h} }"
+            f"stopped waiting: {self.why} after {self.waited_s:.1f}s; stats={stats}; "
+            f"dlq={dlq}; uncommitted={self.uncommitted}; held={held}"
         )
 
 
@@ -236,15 +239,17 @@ def wait_processed(
         client.close()
 
 
-def progress(iso: Isolated) -> int:
-    """A counter that moves when the worker processes input (at-least-once: a batch
-    processed again after a crash counts again)."""
+def progress(iso: Isolated, *counters: str) -> int:
+    """The sum of ``counters`` of ``{prefix}stats`` (default: predictions, labels, joined,
+    outcomes): it moves when the worker processes input. At-least-once: a batch
+    processed again after a crash counts again."""
+    names = counters or ("predictions", "labels", "joined", "outcomes")
     client = iso.redis()
     try:
         stats = client.hgetall(f"{iso.prefix}stats")
     finally:
         client.close()
-    return sum(int(stats.get(k, 0)) for k in ("predictions", "labels", "joined", "outcomes"))
+    return sum(int(stats.get(k, 0)) for k in names)
 
 
 # --- reading what the worker wrote ----------------------------------------------------------------
@@ -321,10 +326,16 @@ class ReplayRun:
 
 
 def run_replay(
-    iso: Isolated, out_dir: Path, *, publish: str | None = None, timeout: float = 240.0
+    iso: Isolated,
+    out_dir: Path,
+    *,
+    args: Iterable[str] = (),
+    publish: str | None = None,
+    timeout: float = 240.0,
 ) -> ReplayRun:
-    """``python -m streams replay`` over the whole of this pipeline's input topics, as an
-    analyst runs it; its results from ``--out`` (results.json)."""
+    """``python -m streams replay`` over this pipeline's input topics (the whole of them,
+    unless ``args`` give ``--from``/``--to``), as an analyst runs it; its results from
+    ``--out`` (results.json)."""
     cmd = [
         sys.executable,
         "-m",
@@ -335,6 +346,7 @@ def run_replay(
         "--out",
         str(out_dir),
         "--no-progress",
+        *args,
     ]
     if publish:
         cmd += ["--publish", publish]

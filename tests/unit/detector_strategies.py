@@ -8,6 +8,8 @@ import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from detectors.config import ErrorClipConfig
+
 FAST = settings(max_examples=60, deadline=None, derandomize=True)
 
 
@@ -45,3 +47,53 @@ def error_streams(max_n: int = 2500) -> st.SearchStrategy[list[float]]:
         return values.astype(float).tolist()
 
     return build()
+
+
+def with_outliers(streams: st.SearchStrategy[list[float]]) -> st.SearchStrategy[list[float]]:
+    """Streams with a few absurd errors (a label off by 1e6, 1e300) at any positions."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> list[float]:
+        stream = list(draw(streams))
+        if stream:
+            for _ in range(draw(st.integers(0, 3))):
+                at = draw(st.integers(0, len(stream) - 1))
+                stream[at] = draw(st.sampled_from([1e6, 1e300, 37.5]))
+        return stream
+
+    return build()
+
+
+def reference_clip(stream: list[float], config: ErrorClipConfig, task: str | None) -> list[float]:
+    """What the detectors must see, written out the slow, obvious way (detectors.clipping).
+
+    Per error: the bound is ``min(max_error, factor * median of the last 9 block
+    0.9-quantiles)``, a block being ``warmup`` consecutive nonzero clipped errors; nothing
+    is clipped for classification, nor, with the task inferred, before the first error
+    that is neither 0 nor 1.
+    """
+    if task == "classification" or (not config.enabled and config.max_error is None):
+        return list(stream)
+    hard = math.inf if config.max_error is None else config.max_error
+    regression = task == "regression"
+    quantiles: list[float] = []
+    block: list[float] = []
+    out = []
+    for error in stream:
+        if error not in (0.0, 1.0):
+            regression = True
+        if not regression:
+            out.append(error)
+            continue
+        bound = hard
+        if config.enabled and quantiles:
+            last = sorted(quantiles[-9:])
+            bound = min(hard, config.factor * last[len(last) // 2])
+        error = min(error, bound)
+        out.append(error)
+        if config.enabled and error > 0:
+            block.append(error)
+            if len(block) == config.warmup:
+                quantiles.append(sorted(block)[(len(block) - 1) * 9 // 10])
+                block = []
+    return out

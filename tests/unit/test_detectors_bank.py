@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-from detector_strategies import FAST, error_streams
+from detector_strategies import FAST, error_streams, reference_clip, with_outliers
 from hypothesis import given
 from hypothesis import strategies as st
 from river.drift import ADWIN
@@ -15,17 +15,25 @@ from river.drift import PageHinkley as RiverPageHinkley
 
 from detectors.bank import RECENT_WINDOW, ModelMonitor
 from detectors.base import Change
-from detectors.config import AdwinConfig, MonitorConfig, PageHinkleyConfig
+from detectors.config import AdwinConfig, ErrorClipConfig, MonitorConfig, PageHinkleyConfig
 from detectors.exceptions import InvalidOutcome
 from detectors.registry import DETECTORS
 
 
 def streams() -> st.SearchStrategy[list[float]]:
-    return error_streams(3000)
+    return with_outliers(error_streams(3000))
 
 
 monitor_configs = st.builds(
     MonitorConfig,
+    task=st.sampled_from([None, "classification", "regression"]),
+    error_clip=st.builds(
+        ErrorClipConfig,
+        enabled=st.booleans(),
+        factor=st.floats(2.0, 20.0),
+        warmup=st.integers(10, 300),
+        max_error=st.none() | st.floats(0.5, 100.0),
+    ),
     adwin=st.builds(
         AdwinConfig,
         delta=st.floats(1e-4, 0.5),
@@ -58,6 +66,8 @@ def river_indices(detector: ADWIN | RiverPageHinkley, stream: list[float]) -> li
 
 
 def expected_indices(config: MonitorConfig, stream: list[float]) -> dict[str, list[int]]:
+    """What river flags on the stream as clipped by the reference implementation."""
+    stream = reference_clip(stream, config.error_clip, config.task)
     expected = {}
     if config.adwin.enabled:
         a = config.adwin
@@ -101,6 +111,8 @@ def state(monitor: ModelMonitor) -> tuple[object, ...]:
         monitor.last_event_time_ms,
         monitor.error_rate,
         monitor.recent_error_rate,
+        monitor.clipped,
+        monitor.clipper.bound,
     )
 
 
@@ -236,6 +248,9 @@ def test_error_rates_are_the_overall_and_the_recent_mean(stream: list[float]) ->
     assert monitor.last_event_time_ms is None
     times = times_for(stream)
     run(monitor, stream, times)
+    clipped = reference_clip(stream, MonitorConfig().error_clip, None)
+    assert monitor.clipped == sum(a != b for a, b in zip(stream, clipped, strict=True))
+    stream = clipped  # the rates are of what the detectors saw
     recent = stream[-RECENT_WINDOW:]
     assert monitor.n == len(stream)
     assert math.isclose(monitor.error_rate, math.fsum(stream) / len(stream), abs_tol=1e-9)
