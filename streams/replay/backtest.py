@@ -109,11 +109,11 @@ class BacktestResult:
     combinations: list[Combination]
     models: dict[str, ModelSummary]
     alerts: dict[str, list[dict[str, Any]]]
-    events: int = 0
+    events: int = 0  # valid events read: the chosen models' predictions, every label
     late_outcomes: int = 0
-    dead_letters: int = 0
+    dead_letters: int = 0  # what the live worker would have dead-lettered
     elapsed_s: float = 0.0
-    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 
 class Backtest:

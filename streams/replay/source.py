@@ -9,9 +9,11 @@ unless ``--publish TOPIC`` asks for it; nobody is paged.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,10 +183,27 @@ async def replay(
         end_ms=end_ms,
     )
     began = time.perf_counter()
-    await read_range(settings, backtest, start_ms=start_ms, end_ms=end_ms, progress=progress)
-    result = backtest.finish()
+    with _fewer_collections():
+        await read_range(settings, backtest, start_ms=start_ms, end_ms=end_ms, progress=progress)
+        result = backtest.finish()
     result.elapsed_s = time.perf_counter() - began
     return result
+
+
+@contextmanager
+def _fewer_collections(young: int = 50_000) -> Iterator[None]:
+    """Run young garbage collections every ``young`` allocations instead of every 700.
+
+    A batch keeps thousands of small objects alive at once (records, events, outcomes):
+    at the default threshold they outlive young collections, which makes the collector
+    run full ones, each walking the whole join state. They hold no reference cycles, so
+    reference counting frees them either way."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(young, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 async def publish_alerts(bootstrap: str, topic: str, alerts: list[dict[str, Any]]) -> int:

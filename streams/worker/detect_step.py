@@ -21,6 +21,7 @@ from streams.engine.dead_letters import DeadLetter, Source
 from streams.engine.detect_step import DetectOutput, DetectStep, OutcomesRecord
 from streams.settings import Settings
 from streams.worker.batches import RecordBatches
+from streams.worker.faust_internals import table_store
 from streams.worker.join_step import load_view
 from streams.worker.output import add_dead_letters, deliver
 from streams.worker.state import PartitionView
@@ -57,6 +58,10 @@ class WorkerDetect:
         self.dlq_partitions = dlq_partitions
 
     def drop(self) -> None:
+        """Forget every partition's state, in memory too: each is reloaded whole from its
+        changelog when next used (changes not checkpointed, such as a new model's track,
+        would otherwise outlive the drop and count their re-read input twice)."""
+        table_store(self.table).clear()
         self.steps.clear()
         self.views.clear()
         self.unsaved.clear()

@@ -73,6 +73,10 @@ class WorkerJoin:
         self.dlq_partitions = dlq_partitions
 
     def drop(self) -> None:
+        """Forget every partition's state, in memory too: each is reloaded whole from its
+        changelog when next used (changes not checkpointed, such as a new model's track,
+        would otherwise outlive the drop and count their re-read input twice)."""
+        table_store(self.table).clear()
         self.steps.clear()
         self.views.clear()
 

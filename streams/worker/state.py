@@ -67,7 +67,10 @@ async def load_changelog(
         while True:
             fetched = await consumer.getmany(tp, timeout_ms=250)
             if not fetched and await consumer.position(tp) >= end:
-                break
+                # an empty fetch on a busy broker is not the end: ask for the end again
+                end = (await consumer.end_offsets([tp]))[tp]
+                if await consumer.position(tp) >= end:
+                    break
             for records in fetched.values():
                 for record in records:
                     key = json.loads(record.key) if record.key is not None else None

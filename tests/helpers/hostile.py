@@ -389,10 +389,16 @@ _INTERNAL_LOOKING = ("offsets:0", "watermark", "seq", "mark:p", "via:g:1", "wm:0
 _UNICODE = ("ü", "字", "🙂", "é")
 
 
-def _timestamp(rng: random.Random, ms: int, *, formats: bool) -> Any:
-    """The event time in one of the contract's forms (or missing: the record's)."""
-    if not formats:
+Formats = Literal["mixed", "rfc3339", "epoch_ms"]
+
+
+def _timestamp(rng: random.Random, ms: int, *, formats: Formats) -> Any:
+    """The event time in one of the contract's forms (or missing: the record's);
+    ``mixed``: RFC 3339 with Z, epoch ms, RFC 3339 with another offset, or none."""
+    if formats == "rfc3339":
         return _ts(ms)
+    if formats == "epoch_ms":
+        return ms
     roll = rng.random()
     if roll < 0.55:
         return _ts(ms)
@@ -439,7 +445,7 @@ def valid_traffic(
     early: float = 0.08,
     duplicates: float = 0.03,
     jitter: float = 0.03,
-    formats: bool = True,
+    formats: Formats = "mixed",
     odd_ids: bool = True,
     absurd_labels: int = 4,
     pid_prefix: str = "",
@@ -559,9 +565,7 @@ class _Bad:
     pid: str
     raw: bytes | None = None
     prebuilt: bool = False
-    key: bytes | None = None
-    reason: str = ""
-    big: bool = False
+    reason: str = ""  # of a prebuilt value (the others': POISON[name].reason)
 
 
 def _encode(value: Any) -> bytes | None:
@@ -697,15 +701,11 @@ def hostile_stream(
                 deferred_big.clear()
         left_in_block -= 1
         if isinstance(x, _Bad):
-            if x.prebuilt:
-                value = x.raw
-            else:
-                poison = POISON[x.name]
-                value = _encode(poison.build(rng, x.pid, x.pos_ms))
-            key = x.pid.encode() if rng.random() < 0.7 else None
-            if x.name.startswith("id_internal"):
-                key = b"\x00" + x.name.removeprefix("id_internal_").encode()
-            msg = Message(topics.of(x.kind), key, value, x.pos_ms)
+            built: Any = x.raw if x.prebuilt else POISON[x.name].build(rng, x.pid, x.pos_ms)
+            # keyed by the id it carries (so also by "\x00offsets:0" and the like)
+            pid = built.get("prediction_id") if isinstance(built, dict) else x.pid
+            key = pid.encode() if isinstance(pid, str) and rng.random() < 0.7 else None
+            msg = Message(topics.of(x.kind), key, _encode(built), x.pos_ms)
             if x.name and POISON[x.name].big and client != "confluent":
                 deferred_big.append(msg)
             else:
@@ -757,7 +757,7 @@ def clean_stream(
         per_model=per_model,
         base_ms=base_ms,
         span_ms=span_ms,
-        formats=False,
+        formats="rfc3339",
         absurd_labels=0,
     )
     messages = [
@@ -803,7 +803,7 @@ def batched_stream(
         base_ms=base_ms,
         span_ms=span_ms,
         labelled=labelled,
-        formats=False,
+        formats="epoch_ms",
         odd_ids=False,
         absurd_labels=0,
         jitter=0.0,
@@ -818,13 +818,17 @@ def batched_stream(
 
 def _arrays(items: list[Item], topics: Topics, partitions: int, batch: int) -> Iterator[Message]:
     buffers: dict[tuple[Kind, int], list[Item]] = {}
+    homes: dict[str, int] = {}  # a prediction and its label share the hash
 
     def message(kind: Kind, p: int, elements: list[Item]) -> Message:
         value = orjson.dumps([e.event for e in elements])
         return Message(topics.of(kind), None, value, elements[-1].pos_ms, partition=p)
 
     for it in items:
-        slot = (it.kind, murmur2_partition(it.pid, partitions))
+        home = homes.pop(it.pid, None)
+        if home is None:
+            home = homes[it.pid] = murmur2_partition(it.pid, partitions)
+        slot = (it.kind, home)
         buf = buffers.setdefault(slot, [])
         buf.append(it)
         if len(buf) >= batch:

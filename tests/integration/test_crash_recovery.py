@@ -3,9 +3,11 @@ and ends with the alerts of a worker that never crashed.
 
 About 200,000 labelled pairs of 20 models (four degrade halfway) are sent as JSON
 arrays on their murmur2 home partitions. A worker is started, and once it has joined a
-sixth of the pairs (its Redis counters moved that far) it is killed with SIGKILL while it
-processes the backlog; a worker with the same settings and app id is started again and
-killed at two sixths, and so on; the sixth worker runs to the end.
+seventh of the pairs (its Redis counters moved that far) it is killed with SIGKILL while
+it processes the backlog; a worker with the same settings and app id is started again
+and, once it has moved the counters itself, killed at two sevenths, and so on; the
+sixth worker runs to the end. (Most of the 3-4 minutes go to restarts: each successor
+waits for the group and restores the changelogs, 20-40 s here.)
 
 How "no outcome lost or doubled" is measured: the health snapshot of each model in
 Redis (``{prefix}health:{model}``, field ``outcomes``) is the ``n`` of that model's
@@ -34,7 +36,6 @@ import pytest
 from helpers.hostile import ModelSpec, Topics, batched_stream
 from helpers.pipeline import (
     Isolated,
-    Observation,
     Promises,
     decode_alerts,
     detections,
@@ -65,32 +66,35 @@ def _retarget(messages: list[Message], iso: Isolated, source: Topics) -> list[Me
     return [replace(m, topic=names[m.topic]) for m in messages]
 
 
-def _wait_for_joined(iso: Isolated, worker: WorkerProcess, target: int, timeout: float) -> int:
-    """Poll the worker's ``joined`` counter (written every 0.5 s; at-least-once, so a
-    batch joined again after a crash counts again) until it reaches ``target``."""
-    deadline = time.monotonic() + timeout
+def _counters(iso: Isolated) -> int:
+    """All of the worker's totals in ``{prefix}stats``: they move whenever it processes
+    anything, a redelivered or duplicate record included."""
+    client = iso.redis()
+    try:
+        stats = client.hgetall(f"{iso.prefix}stats")
+    finally:
+        client.close()
+    return sum(int(v) for k, v in stats.items() if "@" not in k)
+
+
+def _wait_for_progress(
+    iso: Isolated, worker: WorkerProcess, joined: int, timeout: float
+) -> tuple[int, float]:
+    """Poll until the ``joined`` counter reached ``joined`` (written every 0.5 s, and
+    at-least-once: a batch joined again after a crash counts again) and this worker has
+    itself moved the counters. Returns (joined, seconds waited)."""
+    began = time.monotonic()
+    at_start = _counters(iso)
     while True:
         now = progress(iso, "joined")
-        if now >= target:
-            return now
-        assert worker.alive(), f"the worker exited before joining {target}:\n{worker.log_tail()}"
-        assert time.monotonic() < deadline, f"{now} of {target} joined within {timeout:.0f}s"
+        if now >= joined and _counters(iso) > at_start:
+            return now, round(time.monotonic() - began, 1)
+        assert worker.alive(), f"the worker exited before it made progress:\n{worker.log_tail()}"
+        assert time.monotonic() - began < timeout, (
+            f"{now} of {joined} pairs joined, counters at {_counters(iso)} since {at_start}, "
+            f"after {timeout:.0f}s"
+        )
         time.sleep(0.05)
-
-
-def _run_clean(
-    iso: Isolated, parts: list[list[Message]], pairs: dict[str, int]
-) -> tuple[Observation, list[dict[str, object]], int | None]:
-    client = producer(iso.bootstrap)
-    for part in parts:
-        produce(client, part)
-    worker = iso.worker("clean").start()
-    try:
-        seen = wait_processed(iso, worker, pairs, timeout=150)
-        alerts = decode_alerts(iso.read("alerts"))
-    finally:
-        code = worker.stop()
-    return seen, alerts, code
 
 
 def test_five_sigkills_lose_no_outcome_double_none_and_keep_the_clean_alert_ids(
@@ -120,32 +124,36 @@ def test_five_sigkills_lose_no_outcome_double_none_and_keep_the_clean_alert_ids(
     client = producer(kafka_bootstrap)
     for part in parts:
         produce(client, part)
-    workers: list[WorkerProcess] = []
+        produce(client, _retarget(part, clean, source))
+
+    # the reference: one worker that never crashes, on the same events in other topics
+    # (it runs while the crashed pipeline's workers restart, which is mostly waiting)
+    reference_worker = clean.worker("clean").start()
+    workers: list[WorkerProcess] = [reference_worker]
     kill_points: list[tuple[int, float]] = []  # (pairs joined, seconds after its start)
     began = time.monotonic()
     try:
         for k in range(KILLS + 1):
-            worker = crashed.worker(f"worker-{k}").start()
-            started = time.monotonic()
+            # info: each restart's group join and state restore, with times, in its log
+            worker = crashed.worker(f"worker-{k}", args=["--log-level", "info"]).start()
             workers.append(worker)
-            if k < KILLS:  # kill points spread over the stream: every sixth of the pairs
-                at = _wait_for_joined(crashed, worker, total * (k + 1) // (KILLS + 1), 90)
+            if k < KILLS:  # spread over the stream: at every seventh of the pairs joined
+                at = _wait_for_progress(crashed, worker, total * (k + 1) // (KILLS + 2), 90)
                 worker.kill()
-                kill_points.append((at, round(time.monotonic() - started, 1)))
+                kill_points.append(at)
         seen = wait_processed(crashed, worker, expected.pairs, timeout=180)
         crashed_alerts = decode_alerts(crashed.read("alerts"))
+        crashed_s = time.monotonic() - began
+        clean_seen = wait_processed(clean, reference_worker, expected.pairs, timeout=60)
+        clean_alerts = decode_alerts(clean.read("alerts"))
     finally:
         codes = [w.stop() for w in workers]
-    crashed_s = time.monotonic() - began
+    clean_code, codes = codes[0], codes[1:]
     print(
-        f"\ncrashed pipeline ({crashed_s:.0f}s, killed at (joined, s after start) {kill_points}): "
-        f"{seen.short()}; {total} pairs expected"
+        f"\ncrashed pipeline ({crashed_s:.0f}s; killed at (joined, s after its start) "
+        f"{kill_points}): {seen.short()}; {total} pairs expected"
     )
-
-    began = time.monotonic()
-    clean_parts = [_retarget(p, clean, source) for p in parts]
-    clean_seen, clean_alerts, clean_code = _run_clean(clean, clean_parts, expected.pairs)
-    print(f"clean pipeline ({time.monotonic() - began:.0f}s): {clean_seen.short()}")
+    print(f"clean pipeline: {clean_seen.short()}")
 
     promises = Promises()
     # the harness: the clean run is the reference, so it must have done its job
@@ -155,7 +163,7 @@ def test_five_sigkills_lose_no_outcome_double_none_and_keep_the_clean_alert_ids(
         f"the clean run consumed other counts than generated: {clean_seen.outcomes}"
     )
     reference = detections(clean_alerts)
-    degraded = {a["model_id"] for a in reference.values()}
+    degraded = {a["model_id"] for a in reference.values() if a["kind"] == "performance_degradation"}
     assert degraded >= set(expected.change_at_ms), f"clean run alerted on {degraded}"
 
     promises.check(len(kill_points) == KILLS, f"killed {len(kill_points)} times, not {KILLS}")

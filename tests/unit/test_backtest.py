@@ -5,37 +5,43 @@ from __future__ import annotations
 
 from functools import cache
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.config import DetectorSettings
-from streams.contract.events import ground_truth_from_dict, prediction_from_dict
+from streams.contract.internal import Kind
 from streams.dev.simulate import build_scenario
+from streams.engine.join_step import InputRecord
 from streams.engine.partitioning import partition_for
+from streams.engine.rules import InputRules
 from streams.replay.backtest import Backtest, BacktestResult, expand_sweeps
 
 PARTITIONS = 3
+TOPICS: dict[Kind, str] = {"p": "predictions", "g": "ground-truth"}
 
 
 @cache
-def partitioned() -> list[list[tuple[str, object]]]:
-    """The scenario's events per source partition, in arrival order (as Kafka keeps them)."""
+def partitioned() -> list[list[InputRecord]]:
+    """The scenario's records per source partition (predictions 0-2, then labels 0-2), in
+    arrival order (as Kafka keeps them), one event per message keyed by prediction_id."""
     scenario = build_scenario(models=3, predictions_per_model=2500, degraded=2, seed=4)
-    logs: list[list[tuple[str, object]]] = [[] for _ in range(2 * PARTITIONS)]
+    logs: list[list[InputRecord]] = [[] for _ in range(2 * PARTITIONS)]
+    kind: Kind
     for kind, event in scenario.events:
-        home = partition_for(event["prediction_id"], PARTITIONS)
-        if kind == "p":
-            logs[home].append(("p", prediction_from_dict(event, 0)))
-        else:
-            logs[PARTITIONS + home].append(("g", ground_truth_from_dict(event, 0)))
+        key = event["prediction_id"].encode()
+        home = partition_for(key, PARTITIONS)
+        log = logs[home if kind == "p" else PARTITIONS + home]
+        value = orjson.dumps(event)
+        log.append(InputRecord(kind, TOPICS[kind], home, len(log), key, value, event["timestamp"]))
     return logs
 
 
 def run(
     chunks: list[int], lag_ms: int = 300_000, models: set[str] | None = None
 ) -> dict[str, list[dict]]:
-    """Read the partitions round-robin, ``chunks[i]`` events at a time from partition i."""
+    """Read the partitions round-robin, ``chunks[i]`` records at a time from partition i."""
     return {
         name: sorted(a["alert_id"] for a in alerts)
         for name, alerts in backtest_of(chunks, lag_ms, models).alerts.items()
@@ -47,23 +53,17 @@ def backtest_of(chunks: list[int], lag_ms: int, models: set[str] | None) -> Back
         expand_sweeps(DetectorSettings(), ["ph.threshold=25,400"]),
         partitions=PARTITIONS,
         ttl_ms=7 * 86_400_000,
-        lag_ms=lag_ms,
+        rules=InputRules(lag_ms=lag_ms),
         models=models,
     )
     logs = partitioned()
     positions = [0] * len(logs)
     while any(pos < len(log) for pos, log in zip(positions, logs, strict=True)):
+        read: list[InputRecord] = []  # one fetch: a chunk of every partition
         for i, log in enumerate(logs):
-            part = log[positions[i] : positions[i] + chunks[i]]
-            positions[i] += len(part)
-            preds = [e for k, e in part if k == "p"]
-            labels = [e for k, e in part if k == "g"]
-            source = f"src-{i}"
-            if preds:
-                backtest.predictions(source, i % PARTITIONS, preds)  # type: ignore[arg-type]
-            if labels:
-                backtest.labels(source, i % PARTITIONS, labels)  # type: ignore[arg-type]
-        backtest.release(backtest.watermark(len(logs)))
+            read += log[positions[i] : positions[i] + chunks[i]]
+            positions[i] += chunks[i]
+        backtest.feed(read)
     result = backtest.finish()
     assert result.late_outcomes == 0
     # the order alerts of different models come out in may vary; the alerts may not

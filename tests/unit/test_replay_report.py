@@ -8,14 +8,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from rich.console import Console
 
 from detectors.base import Change
 from detectors.config import DetectorSettings
 from streams.contract.alerts import build_alert
-from streams.contract.events import ground_truth_from_dict, prediction_from_dict
 from streams.dev.simulate import build_scenario
+from streams.engine.join_step import InputRecord
+from streams.engine.rules import InputRules
 from streams.replay.backtest import (
     HOUR_MS,
     Backtest,
@@ -365,13 +367,21 @@ def replayed() -> tuple[BacktestResult, list[ExpectedChange]]:
     scenario = build_scenario(models=3, predictions_per_model=3000, degraded=1, seed=3)
     combos = expand_sweeps(DetectorSettings(), ["adwin.delta=0.002,0.0005"])
     backtest = Backtest(
-        combos, partitions=4, ttl_ms=7 * 86_400_000, lag_ms=300_000, detected_at=DETECTED_AT
+        combos,
+        partitions=4,
+        ttl_ms=7 * 86_400_000,
+        rules=InputRules(lag_ms=300_000),
+        detected_at=DETECTED_AT,
     )
-    for kind, event in scenario.events:
-        if kind == "p":
-            backtest.predictions("predictions", 0, [prediction_from_dict(event, 0)])
-        else:
-            backtest.labels("ground-truth", 0, [ground_truth_from_dict(event, 0)])
+    # all on partition 0 of each topic, as one unkeyed producer might send them: the
+    # engine routes each to its home partition
+    topics = {"p": "predictions", "g": "ground-truth"}
+    backtest.feed(
+        [
+            InputRecord(kind, topics[kind], 0, offset, None, orjson.dumps(event), 0)
+            for offset, (kind, event) in enumerate(scenario.events)
+        ]
+    )
     expected = [ExpectedChange(m.model_id, m.change_at_ms or 0) for m in scenario.degraded]
     return backtest.finish(), expected
 
