@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -50,8 +50,6 @@ __all__ = [
     "Prediction",
     "Rejected",
     "Scalar",
-    "decode_outcomes",
-    "encode_outcomes",
     "format_timestamp_ms",
     "ground_truth_from_dict",
     "parse_ground_truth",
@@ -655,94 +653,3 @@ class Outcome:
     def completed_ms(self) -> int:
         """When the outcome became known: the later of prediction and label."""
         return max(self.event_time_ms, self.label_time_ms)
-
-
-# Wire keys of an outcome on the internal ``outcomes`` topic (short: there are many):
-#   id  prediction_id     m   model_id     v  model_version (null when unknown)
-#   te  event_time_ms     tl  label_time_ms
-#   p   prediction        y   label        e  error
-
-
-def encode_outcomes(outcomes: Sequence[Outcome]) -> bytes:
-    """One ``outcomes`` message: a JSON array of outcomes of one model (keys above).
-
-    Raises ValueError for mixed models or a non-finite error, which JSON cannot carry and
-    which would otherwise reach the detectors as null.
-    """
-    if outcomes:
-        model_id = outcomes[0].model_id
-        for o in outcomes:
-            if o.model_id != model_id:
-                raise ValueError(
-                    f"one outcomes message holds one model, got {model_id!r} and {o.model_id!r}"
-                )
-            if not math.isfinite(o.error):
-                raise ValueError(f"outcome {o.prediction_id!r} has non-finite error {o.error!r}")
-    return orjson.dumps(
-        [
-            {
-                "id": o.prediction_id,
-                "m": o.model_id,
-                "v": o.model_version,
-                "te": o.event_time_ms,
-                "tl": o.label_time_ms,
-                "p": o.prediction,
-                "y": o.label,
-                "e": o.error,
-            }
-            for o in outcomes
-        ]
-    )
-
-
-def decode_outcomes(raw: bytes) -> list[Outcome]:
-    """Outcomes from one ``outcomes`` message; ValueError says which element and key is bad."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"outcomes message is not valid JSON: {exc}") from None
-    if type(doc) is not list:
-        raise ValueError(f"outcomes message must be a JSON array, got {_json_type(doc)}")
-    return [_outcome(element, index) for index, element in enumerate(doc)]
-
-
-def _outcome(obj: object, index: int) -> Outcome:
-    if type(obj) is not dict:
-        raise ValueError(f"outcome {index} must be a JSON object, got {_json_type(obj)}")
-    try:
-        pid = obj["id"]
-        model_id = obj["m"]
-        te = obj["te"]
-        tl = obj["tl"]
-        prediction = obj["p"]
-        label = obj["y"]
-        error = obj["e"]
-    except KeyError as exc:
-        raise ValueError(f"outcome {index}: key {exc.args[0]!r} is missing") from None
-    version = obj.get("v")
-    problem = None
-    if type(pid) is not str:
-        problem = "id", "a string"
-    elif type(model_id) is not str:
-        problem = "m", "a string"
-    elif version is not None and type(version) is not str:
-        problem = "v", "a string or null"
-    elif type(te) is not int:
-        problem = "te", "an integer"
-    elif type(tl) is not int:
-        problem = "tl", "an integer"
-    elif type(prediction) not in _SCALAR_TYPES:
-        problem = "p", "a string, number or boolean"
-    elif type(label) not in _SCALAR_TYPES:
-        problem = "y", "a string, number or boolean"
-    elif type(error) is not float and type(error) is not int:
-        problem = "e", "a number"
-    if problem is not None:
-        key, expected = problem
-        raise ValueError(
-            f"outcome {index}: key {key!r} must be {expected}, got {_json_type(obj[key])}"
-        )
-    return Outcome(pid, _intern(model_id), version, te, tl, prediction, label, float(error))
-
-
-_SCALAR_TYPES: Final = frozenset((str, int, float, bool))

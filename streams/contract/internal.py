@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from sys import intern as _intern
 from typing import Any, Final, Literal
 
 import orjson
@@ -28,6 +29,7 @@ from streams.contract.events import (
     GroundTruth,
     Outcome,
     Prediction,
+    _json_type,
     ground_truth_from_dict,
     prediction_from_dict,
 )
@@ -190,30 +192,51 @@ def decode_forwarded(kind: Kind, raw: bytes | None) -> Forwarded:
     return Forwarded(kind, source, events, mark)  # type: ignore[arg-type]
 
 
-_SCALARS: Final = frozenset((str, int, float, bool))
+_SCALAR_TYPES: Final = frozenset((str, int, float, bool))
+
+# Wire keys of an outcome (short: there are many):
+#   id  prediction_id     m   model_id     v  model_version (null when unknown)
+#   te  event_time_ms     tl  label_time_ms
+#   p   prediction        y   label        e  error
 
 
 def _decode_outcome(obj: object, index: int) -> Outcome:
     if type(obj) is not dict:
-        raise ValueError(f"outcome {index} must be a JSON object")
+        raise ValueError(f"outcome {index} must be a JSON object, got {_json_type(obj)}")
     try:
-        pid, model_id, te, tl = obj["id"], obj["m"], obj["te"], obj["tl"]
-        prediction, label, error = obj["p"], obj["y"], obj["e"]
+        pid = obj["id"]
+        model_id = obj["m"]
+        te = obj["te"]
+        tl = obj["tl"]
+        prediction = obj["p"]
+        label = obj["y"]
+        error = obj["e"]
     except KeyError as exc:
         raise ValueError(f"outcome {index}: key {exc.args[0]!r} is missing") from None
     version = obj.get("v")
-    if (
-        type(pid) is not str
-        or type(model_id) is not str
-        or (version is not None and type(version) is not str)
-        or type(te) is not int
-        or type(tl) is not int
-        or type(prediction) not in _SCALARS
-        or type(label) not in _SCALARS
-        or (type(error) is not float and type(error) is not int)
-    ):
-        raise ValueError(f"outcome {index}: a key has the wrong type: {obj!r:.200}")
-    return Outcome(pid, model_id, version, te, tl, prediction, label, float(error))
+    problem = None
+    if type(pid) is not str:
+        problem = "id", "a string"
+    elif type(model_id) is not str:
+        problem = "m", "a string"
+    elif version is not None and type(version) is not str:
+        problem = "v", "a string or null"
+    elif type(te) is not int:
+        problem = "te", "an integer"
+    elif type(tl) is not int:
+        problem = "tl", "an integer"
+    elif type(prediction) not in _SCALAR_TYPES:
+        problem = "p", "a string, number or boolean"
+    elif type(label) not in _SCALAR_TYPES:
+        problem = "y", "a string, number or boolean"
+    elif type(error) is not float and type(error) is not int:
+        problem = "e", "a number"
+    if problem is not None:
+        key, expected = problem
+        raise ValueError(
+            f"outcome {index}: key {key!r} must be {expected}, got {_json_type(obj[key])}"
+        )
+    return Outcome(pid, _intern(model_id), version, te, tl, prediction, label, float(error))
 
 
 def decode_outcomes_message(raw: bytes | None) -> JoinedOutcomes | JoinMark:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -20,11 +19,8 @@ from streams.contract.events import (
     MIN_EVENT_TIME_MS,
     REASONS,
     GroundTruth,
-    Outcome,
     Prediction,
     Rejected,
-    decode_outcomes,
-    encode_outcomes,
     format_timestamp_ms,
     ground_truth_from_dict,
     parse_ground_truth,
@@ -556,67 +552,3 @@ def test_oversized_message_is_not_parsed_and_keeps_64_kib() -> None:
     assert (r.reason, r.index, r.original_size) == ("oversized", None, len(raw))
     assert r.original == raw[:65_536]
     assert f"{len(raw)} bytes" in r.detail and "65536" in r.detail
-
-
-# --- outcomes -------------------------------------------------------------------------------
-
-outcomes = st.builds(
-    Outcome,
-    prediction_id=ids,
-    model_id=st.just("fraud"),
-    model_version=st.none() | st.text(max_size=8),
-    event_time_ms=st.integers(0, MAX_TIMESTAMP_MS),
-    label_time_ms=st.integers(0, MAX_TIMESTAMP_MS),
-    prediction=scalars,
-    label=scalars,
-    error=finite,
-)
-
-
-@given(st.lists(outcomes, max_size=20))
-def test_outcomes_round_trip(batch: list[Outcome]) -> None:
-    decoded = decode_outcomes(encode_outcomes(batch))
-    assert decoded == batch
-    for got, want in zip(decoded, batch, strict=True):
-        assert type(got.prediction) is type(want.prediction)
-        assert type(got.label) is type(want.label)
-        assert got.completed_ms == max(want.event_time_ms, want.label_time_ms)
-
-
-def test_outcome_wire_keys_are_compact() -> None:
-    o = Outcome("p-1", "fraud", "3.2.0", 10, 20, 1, 0, 1.0)
-    assert orjson.loads(encode_outcomes([o])) == [
-        {"id": "p-1", "m": "fraud", "v": "3.2.0", "te": 10, "tl": 20, "p": 1, "y": 0, "e": 1.0}
-    ]
-
-
-GOOD_OUTCOME = {"id": "p", "m": "fraud", "v": None, "te": 1, "tl": 2, "p": 1, "y": 0, "e": 1.0}
-
-
-@pytest.mark.parametrize(
-    ("raw", "says"),
-    [
-        (b"[{", "not valid JSON"),
-        (b"\xff", "not valid JSON"),
-        (b'{"id": "p"}', "must be a JSON array"),
-        (b"[1]", "outcome 0 must be a JSON object"),
-        (orjson.dumps([GOOD_OUTCOME, {**GOOD_OUTCOME, "e": "big"}]), "outcome 1: key 'e'"),
-        (orjson.dumps([{k: v for k, v in GOOD_OUTCOME.items() if k != "te"}]), "'te' is missing"),
-        (orjson.dumps([{**GOOD_OUTCOME, "te": "2026-11-21T10:00:00Z"}]), "'te' must be"),
-        (orjson.dumps([{**GOOD_OUTCOME, "m": None}]), "'m' must be a string"),
-        (orjson.dumps([{**GOOD_OUTCOME, "v": 3}]), "'v' must be a string or null"),
-        (orjson.dumps([{**GOOD_OUTCOME, "p": [1]}]), "'p' must be"),
-    ],
-)
-def test_decode_outcomes_errors_say_where(raw: bytes, says: str) -> None:
-    with pytest.raises(ValueError, match=says):
-        decode_outcomes(raw)
-
-
-def test_encode_outcomes_refuses_mixed_models_and_non_finite_errors() -> None:
-    a = Outcome("p-1", "fraud", None, 1, 2, 1, 0, 1.0)
-    with pytest.raises(ValueError, match="one model"):
-        encode_outcomes([a, Outcome("p-2", "churn", None, 1, 2, 1, 0, 1.0)])
-    with pytest.raises(ValueError, match="non-finite"):
-        encode_outcomes([Outcome("p-3", "fraud", None, 1, 2, 1e308, -1e308, math.inf)])
-    assert encode_outcomes([]) == b"[]"
