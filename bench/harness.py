@@ -34,7 +34,7 @@ from streams.producer import WatchkeeperProducer
 from streams.replay.backtest import expand_sweeps
 from streams.replay.source import replay
 from streams.settings import Settings, Topics
-from streams.worker.topology import ensure_topics
+from streams.topology import ensure_topics
 
 __all__ = [
     "Stack",

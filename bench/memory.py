@@ -64,7 +64,7 @@ from streams.engine.join import Joiner
 from streams.producer import WatchkeeperProducer
 from streams.settings import Settings
 from streams.store.health import HealthStore
-from streams.worker.topology import ensure_topics
+from streams.topology import ensure_topics
 
 from .report import Row, Suite, markdown
 

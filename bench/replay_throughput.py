@@ -28,7 +28,7 @@ from streams.dev.simulate import build_scenario
 from streams.replay.backtest import expand_sweeps
 from streams.replay.source import replay
 from streams.settings import Settings, Topics
-from streams.worker.topology import ensure_topics
+from streams.topology import ensure_topics
 
 OUT = Path(__file__).with_name("results-replay.json")
 

@@ -33,7 +33,7 @@ from streams.settings import Settings
 from streams.store.health import HealthStore
 from streams.store.owners import Owner, OwnerRegistry
 from streams.store.paging import PagingStore
-from streams.worker.topology import ensure_topics
+from streams.topology import ensure_topics
 
 __all__ = ["AlertCollector", "MALFORMED", "produce_scenario", "run_demo", "wait_for_pipeline"]
 

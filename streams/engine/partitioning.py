@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from aiokafka.partitioner import murmur2
 
-__all__ = ["partition_for", "partitions_for"]
+__all__ = ["murmur2", "partition_for", "partitions_for"]
 
 
 def partition_for(key: str | bytes, partitions: int) -> int:
@@ -27,6 +26,37 @@ def partition_for(key: str | bytes, partitions: int) -> int:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     data = key.encode() if isinstance(key, str) else key
     return (murmur2(data) & 0x7FFFFFFF) % partitions
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``), as an unsigned 32-bit int
+    like aiokafka's (the partitioner masks the sign bit off either way).
+
+    Written out here so the engine imports no Kafka client; a unit test checks it against
+    aiokafka's."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    whole = length & ~3
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    tail = length & 3
+    if tail == 3:
+        h ^= data[whole + 2] << 16
+    if tail >= 2:
+        h ^= data[whole + 1] << 8
+    if tail >= 1:
+        h ^= data[whole]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
 
 
 _M = np.uint32(0x5BD1E995)

@@ -454,7 +454,7 @@ async def run_notifier(
     clock: Clock = time.time,
 ) -> None:
     """Consume ``alerts`` in the notifier's own group until ``stop`` (or SIGTERM/SIGINT)."""
-    from streams.worker.topology import ensure_topics_named
+    from streams.topology import ensure_topics_named
 
     stop = stop or _stop_on_signals()
     t = settings.topics

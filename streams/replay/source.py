@@ -141,7 +141,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list[Top
 
 async def join_partitions(settings: Settings) -> int:
     """The partition count the live join runs with: that of both input topics, which
-    must be co-partitioned (:func:`streams.worker.topology.ensure_topics` checks the same)."""
+    must be co-partitioned (:func:`streams.topology.ensure_topics` checks the same)."""
     t = settings.topics
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
     try:

@@ -39,6 +39,7 @@ from streams.settings import Settings
 from streams.store.breaker import RedisBreaker, worker_redis
 from streams.store.health import HealthBuffer, HealthStore
 from streams.store.orphans import OrphanWatch
+from streams.topology import join_topic_names
 from streams.worker.batches import RecordBatches
 from streams.worker.detect_step import WorkerDetect
 from streams.worker.faust_internals import (
@@ -50,7 +51,6 @@ from streams.worker.faust_internals import (
 )
 from streams.worker.join_step import WorkerJoin
 from streams.worker.output import deliver
-from streams.worker.topology import join_topic_names
 
 __all__ = ["EXIT_AGENT_FAILED", "Pipeline"]
 

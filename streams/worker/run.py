@@ -6,7 +6,7 @@ import asyncio
 import gc
 
 from streams.settings import Settings, load_detectors
-from streams.worker.topology import ensure_topics, partition_count
+from streams.topology import ensure_topics, partition_count
 
 __all__ = ["GC_THRESHOLDS", "run_worker", "tune_gc"]
 

@@ -28,7 +28,7 @@ from streams.dev.process import WorkerProcess
 from streams.dev.simulate import Scenario, build_scenario
 from streams.settings import Settings, Topics
 from streams.store.health import HealthStore
-from streams.worker.topology import ensure_topics
+from streams.topology import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from streams.dev.simulate import build_scenario
 from streams.replay.backtest import expand_sweeps
 from streams.replay.source import replay
 from streams.store.health import HealthStore
-from streams.worker.topology import ensure_topics
+from streams.topology import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -96,3 +96,39 @@ def test_joined_outcomes_carry_their_batch_offsets_over_the_wire() -> None:
     j = JoinedOutcomes(1, [o], {"predictions": 41, "wk-rekey-ground-truth": 7})
     (raw,) = encode_joined_outcomes(j)
     assert decode_outcomes_message(raw) == j
+
+
+def test_a_record_whose_processing_raises_is_dead_lettered_alone() -> None:
+    """A bug reached by one record (here: the task lookup raising for one model) dead-letters
+    that record with the exception type; the rest of the batch joins as usual."""
+
+    def task_for(model_id: str) -> None:
+        if model_id == "cursed":
+            raise RuntimeError("lookup failed for this model")
+        return None
+
+    store: dict[str, object] = {}
+    meta: dict[str, object] = {}
+    s = JoinStep(0, 1, store=store, meta=meta, ttl_ms=10**9, rules=InputRules(), task_for=task_for)
+    t = 1_800_000_000_000
+
+    def rec(kind: str, offset: int, event: dict[str, object]) -> InputRecord:
+        topic = "predictions" if kind == "p" else "ground-truth"
+        return InputRecord(kind, topic, 0, offset, None, orjson.dumps(event), t)  # type: ignore[arg-type]
+
+    batch = [
+        rec("p", 0, {"prediction_id": "a", "model_id": "fine", "prediction": 1, "timestamp": t}),
+        rec("p", 1, {"prediction_id": "b", "model_id": "cursed", "prediction": 1, "timestamp": t}),
+        rec("p", 2, {"prediction_id": "c", "model_id": "fine", "prediction": 0, "timestamp": t}),
+        rec("g", 0, {"prediction_id": "a", "label": 1, "timestamp": t}),
+        rec("g", 1, {"prediction_id": "b", "label": 1, "timestamp": t}),
+        rec("g", 2, {"prediction_id": "c", "label": 1, "timestamp": t}),
+    ]
+    out = s.process(batch)
+    errors = [d for d in out.dead_letters if d.reason == "processing_error"]
+    assert [(d.source.topic, d.source.offset) for d in errors] == [("ground-truth", 1)]  # type: ignore[union-attr]
+    assert errors[0].fields == {"error_type": "RuntimeError"}
+    assert b"RuntimeError" in errors[0].encode()
+    joined = sorted(o.prediction_id for g in out.outcomes.values() for j in g for o in j.outcomes)
+    assert joined == ["a", "c"]
+    assert out.mark is not None and out.mark.offsets == {"predictions": 2, "ground-truth": 2}

@@ -54,3 +54,12 @@ def test_partitions_must_be_positive() -> None:
 @example(["a", "bb", "ccc", "dddd", "eeeee"] * 8, 7)  # every tail length
 def test_many_keys_at_once_match_one_at_a_time(keys: list[str], n: int) -> None:
     assert partitions_for(keys, n) == [partition_for(k, n) for k in keys]
+
+
+@given(st.binary(max_size=64))
+def test_the_engines_murmur2_is_kafkas(data: bytes) -> None:
+    from aiokafka.partitioner import murmur2 as kafka_murmur2
+
+    from streams.engine.partitioning import murmur2
+
+    assert murmur2(data) == kafka_murmur2(data)
