@@ -7,7 +7,7 @@ into the DLQ, and replay counts them. Nothing here raises on bad input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from streams.contract.dead_letters import DeadLetterSource, dead_letter, dead_letter_event
 from streams.contract.events import Rejected
@@ -15,14 +15,8 @@ from streams.engine.join import Unscorable
 
 __all__ = ["DeadLetter", "Source"]
 
-
-class Source(NamedTuple):
-    """Where a record was read."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
+Source = DeadLetterSource
+"""Where a record was read (the contract's type, which the envelope is built from)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +30,6 @@ class DeadLetter:
     original: bytes | None = None
     original_size: int | None = None
     fields: dict[str, Any] | None = None
-    model_id: str | None = None  # when known: input quality is counted per model
 
     @classmethod
     def rejected(cls, r: Rejected, source: Source) -> DeadLetter:
@@ -54,7 +47,6 @@ class DeadLetter:
                 "prediction": u.prediction,
                 "label": u.label,
             },
-            model_id=u.model_id,
         )
 
     @classmethod
@@ -72,7 +64,6 @@ class DeadLetter:
     def encode(self) -> bytes:
         """The DLQ envelope (always under 1 MB, see :mod:`streams.contract.dead_letters`)."""
         source = self.source
-        where = None if source is None else DeadLetterSource(*source)
         if self.fields is None and source is not None:
             rejected = Rejected(
                 self.reason, self.detail, self.index, self.original or b"", self.original_size
@@ -85,5 +76,5 @@ class DeadLetter:
                 key=source.key,
             )
         return dead_letter_event(
-            self.reason, self.detail, fields=self.fields, original=self.original, source=where
+            self.reason, self.detail, fields=self.fields, original=self.original, source=source
         )

@@ -110,7 +110,6 @@ class Pipeline:
         t = s.topics
         pred, truth, rekey_pred, rekey_truth = join_topic_names(s)
         kinds: dict[str, Kind] = {pred: "p", rekey_pred: "p", truth: "g", rekey_truth: "g"}
-        self._input_topics = (pred, truth)
 
         def raw(*names: str) -> Any:
             return self.app.topic(*names, key_type=bytes, value_type=bytes)
