@@ -21,9 +21,8 @@ from streams.engine.dead_letters import DeadLetter, Source
 from streams.engine.detect_step import DetectOutput, DetectStep, OutcomesRecord
 from streams.settings import Settings
 from streams.worker.batches import RecordBatches
-from streams.worker.faust_internals import table_store
-from streams.worker.join_step import load_view
 from streams.worker.output import add_dead_letters, deliver
+from streams.worker.partition_steps import PartitionSteps
 from streams.worker.state import PartitionView
 
 __all__ = ["WorkerDetect"]
@@ -31,7 +30,7 @@ __all__ = ["WorkerDetect"]
 log = logging.getLogger(__name__)
 
 
-class WorkerDetect:
+class WorkerDetect(PartitionSteps[DetectStep]):
     """Detect steps of the outcomes partitions this worker holds."""
 
     def __init__(
@@ -45,54 +44,35 @@ class WorkerDetect:
         loading: asyncio.Lock,
         dlq_partitions: int,
     ) -> None:
-        self.settings = settings
+        super().__init__(
+            settings,
+            partitions=partitions,
+            table=table,
+            batches=batches,
+            loading=loading,
+            dlq_partitions=dlq_partitions,
+        )
         self.detectors = detectors
-        self.partitions = partitions
-        self.table = table
-        self.batches = batches
-        self.steps: dict[int, DetectStep] = {}
-        self.views: dict[int, PartitionView] = {}
         self.unsaved: set[int] = set()  # partitions changed since the last checkpoint
         self.last_input: dict[int, float] = {}  # partition -> last batch (monotonic)
-        self._loading = loading
-        self.dlq_partitions = dlq_partitions
+
+    def _make(self, partition: int, view: PartitionView) -> DetectStep:
+        step = DetectStep(
+            partition,
+            self.partitions,
+            tracks=view,
+            meta=view.meta,
+            detectors=self.detectors,
+            lag_ms=self.settings.reorder_lag_ms,
+        )
+        step.restore()
+        self.last_input.setdefault(partition, time.monotonic())
+        return step
 
     def drop(self) -> None:
-        """Forget every partition's state, in memory too: each is reloaded whole from its
-        changelog when next used (changes not checkpointed, such as a new model's track,
-        would otherwise outlive the drop and count their re-read input twice)."""
-        table_store(self.table).clear()
-        self.steps.clear()
-        self.views.clear()
+        super().drop()
         self.unsaved.clear()
         self.last_input.clear()
-
-    async def step(self, partition: int) -> DetectStep:
-        step = self.steps.get(partition)
-        if step is not None:
-            return step
-        async with self._loading:
-            step = self.steps.get(partition)
-            if step is None:
-                view = await load_view(
-                    self.settings, self.table, partition, self.partitions, self.batches
-                )
-                step = DetectStep(
-                    partition,
-                    self.partitions,
-                    tracks=view,
-                    meta=view.meta,
-                    detectors=self.detectors,
-                    lag_ms=self.settings.reorder_lag_ms,
-                )
-                step.restore()
-                self.views[partition] = view
-                self.steps[partition] = step
-                self.last_input.setdefault(partition, time.monotonic())
-            return step
-
-    def offsets(self, partition: int) -> dict[str, int]:
-        return dict(self.steps[partition].meta.get("offsets", {}))
 
     async def process(
         self, records: list[Any]

@@ -18,13 +18,12 @@ from streams.contract.internal import Kind, decode_forwarded
 from streams.engine.dead_letters import DeadLetter, Source
 from streams.engine.join import JoinStats
 from streams.engine.join_step import ForwardedRecord, InputRecord, JoinOutput, JoinStep
-from streams.engine.partitioning import partition_for
 from streams.engine.rules import InputRules
 from streams.settings import Settings
 from streams.worker.batches import RecordBatches
-from streams.worker.faust_internals import table_changelog, table_store
 from streams.worker.output import add_dead_letters, add_join_output, deliver
-from streams.worker.state import PartitionView, load_changelog
+from streams.worker.partition_steps import PartitionSteps
+from streams.worker.state import PartitionView
 
 __all__ = ["JoinBatch", "WorkerJoin"]
 
@@ -41,9 +40,8 @@ class JoinBatch:
     partitions: dict[int, set[str]] = field(default_factory=dict)
 
 
-class WorkerJoin:
-    """Join steps of the partitions this worker holds, loaded from the changelog on first
-    use and dropped on revocation."""
+class WorkerJoin(PartitionSteps[JoinStep]):
+    """Join steps of the partitions this worker holds."""
 
     def __init__(
         self,
@@ -58,55 +56,32 @@ class WorkerJoin:
         loading: asyncio.Lock,
         dlq_partitions: int,
     ) -> None:
-        self.settings = settings
-        self.partitions = partitions
-        self.table = table
-        self.batches = batches
+        super().__init__(
+            settings,
+            partitions=partitions,
+            table=table,
+            batches=batches,
+            loading=loading,
+            dlq_partitions=dlq_partitions,
+        )
         self.kinds = kinds  # topic -> kind
         self.rekey = set(rekey_topics.values())
         self.rekey_topics = rekey_topics  # kind -> topic
         self.task_for = task_for
         self.rules = InputRules.from_settings(settings)
-        self.steps: dict[int, JoinStep] = {}
-        self.views: dict[int, PartitionView] = {}
-        self._loading = loading
-        self.dlq_partitions = dlq_partitions
 
-    def drop(self) -> None:
-        """Forget every partition's state, in memory too: each is reloaded whole from its
-        changelog when next used (changes not checkpointed, such as a new model's track,
-        would otherwise outlive the drop and count their re-read input twice)."""
-        table_store(self.table).clear()
-        self.steps.clear()
-        self.views.clear()
-
-    async def step(self, partition: int) -> JoinStep:
-        step = self.steps.get(partition)
-        if step is not None:
-            return step
-        async with self._loading:  # two loads of one partition would race on its dict
-            step = self.steps.get(partition)
-            if step is None:
-                view = await load_view(
-                    self.settings, self.table, partition, self.partitions, self.batches
-                )
-                step = JoinStep(
-                    partition,
-                    self.partitions,
-                    store=view,
-                    meta=view.meta,
-                    ttl_ms=self.settings.join_ttl_ms,
-                    rules=self.rules,
-                    task_for=self.task_for,
-                )
-                step.restore()
-                self.views[partition] = view
-                self.steps[partition] = step
-            return step
-
-    def offsets(self, partition: int) -> dict[str, int]:
-        """Last offset processed per topic of a loaded partition."""
-        return dict(self.steps[partition].meta.get("offsets", {}))
+    def _make(self, partition: int, view: PartitionView) -> JoinStep:
+        step = JoinStep(
+            partition,
+            self.partitions,
+            store=view,
+            meta=view.meta,
+            ttl_ms=self.settings.join_ttl_ms,
+            rules=self.rules,
+            task_for=self.task_for,
+        )
+        step.restore()
+        return step
 
     async def process(self, records: list[Any]) -> JoinBatch:
         """One batch of Kafka records, to the end: output and state delivered."""
@@ -206,21 +181,3 @@ class WorkerJoin:
         for model_id in models:
             out[f"model:{model_id}"] = view.reserved(f"model:{model_id}") or Counter()
         return out
-
-
-async def load_view(
-    settings: Settings, table: Any, partition: int, partitions: int, batches: RecordBatches
-) -> PartitionView:
-    """A partition's state, reloaded from its changelog on first use."""
-
-    def owns(key: str) -> bool:
-        return partition_for(key, partitions) == partition
-
-    applied = await load_changelog(
-        settings.bootstrap_servers,
-        table_changelog(table),
-        partition,
-        table_store(table),
-    )
-    log.info("%s partition %d: %d changelog records restored", table.name, partition, applied)
-    return PartitionView(table, partition, owns, batches)
