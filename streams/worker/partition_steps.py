@@ -82,8 +82,21 @@ async def load_view(
     def owns(key: str) -> bool:
         return partition_for(key, partitions) == partition
 
-    applied = await load_changelog(
-        settings.bootstrap_servers, table_changelog(table), partition, table_store(table)
+    restored = await load_changelog(
+        settings.bootstrap_servers,
+        table_changelog(table),
+        partition,
+        table_store(table),
+        PartitionView.commit_key(partition),
     )
-    log.info("%s partition %d: %d changelog records restored", table.name, partition, applied)
-    return PartitionView(table, partition, owns, batches)
+    log.info(
+        "%s partition %d: %d changelog records restored",
+        table.name, partition, restored.applied,
+    )  # fmt: skip
+    if restored.discarded:
+        log.warning(
+            "%s partition %d: %d changelog records of an unfinished checkpoint discarded "
+            "(%d keys back at their committed state; the input they covered is read again)",
+            table.name, partition, restored.discarded, len(restored.unfinished),
+        )  # fmt: skip
+    return PartitionView(table, partition, owns, batches, rewrite=restored.unfinished)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.worker.batches import RecordBatches
 from streams.worker.faust_internals import table_changelog, table_store
 
-__all__ = ["PartitionView", "json_key", "load_changelog", "restored"]
+__all__ = ["PartitionView", "Restored", "json_key", "load_changelog", "restored"]
 
 _RESERVED = "\x00"  # prefix of internal keys; the id grammar refuses NUL in any id
 
@@ -40,16 +41,36 @@ def restored(data: MutableMapping[str, Any], key: str) -> Any:
     return value
 
 
+@dataclass
+class Restored:
+    """What :func:`load_changelog` applied, and the keys of an unfinished checkpoint."""
+
+    applied: int = 0
+    discarded: int = 0
+    unfinished: set[str] = field(default_factory=set)  # keys to write again, committed
+
+
 async def load_changelog(
-    bootstrap: str, topic: str, partition: int, data: MutableMapping[str, Any]
-) -> int:
-    """Read one changelog partition from its start to its end offset into ``data``.
+    bootstrap: str, topic: str, partition: int, data: MutableMapping[str, Any], commit_key: str
+) -> Restored:
+    """Read one changelog partition from its start to its end offset into ``data``,
+    applying only whole checkpoints.
+
+    A checkpoint is the changed keys of a partition followed by its ``commit_key`` record
+    (the step's meta: offsets processed). It may span several produce batches, so a
+    crash can leave its first records in the log without the last: those describe input
+    whose offsets the meta does not include, and applying them makes the restored state
+    count that input twice when it is read again. Records are therefore applied only
+    when the commit record that ends their checkpoint is read; records after the last
+    commit are discarded (their keys keep, or get back, their committed value, also over
+    what Faust's own recovery put there). The caller writes those keys again in its first
+    checkpoint, so that records of a later checkpoint never land on an unfinished one.
 
     Faust restores tables itself, up to the end offset the broker reports. tansu was seen
     to report an end offset below its real log end (3,151 against 3,182 records), so
     Faust's recovery came back a few records short and a missing pending prediction lost
     its join. Each partition is therefore re-read here before first use, past the
-    reported end until a fetch comes back empty. Returns the number of records applied.
+    reported end until a fetch comes back empty.
     """
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
@@ -59,7 +80,9 @@ async def load_changelog(
         auto_offset_reset="earliest",
     )
     await consumer.start()
-    applied = 0
+    out = Restored()
+    pending: list[tuple[str, bytes | None]] = []  # since the last commit record
+    committed: set[str] = set()  # keys given a value (or a deletion) by a whole checkpoint
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
@@ -76,14 +99,25 @@ async def load_changelog(
                     key = json.loads(record.key) if record.key is not None else None
                     if not isinstance(key, str):
                         continue
-                    if record.value is None:
-                        data.pop(key, None)
-                    else:
-                        data[key] = record.value
-                    applied += 1
+                    pending.append((key, record.value))
+                    if key != commit_key:
+                        continue
+                    for k, value in pending:
+                        if value is None:
+                            data.pop(k, None)
+                        else:
+                            data[k] = value
+                        committed.add(k)
+                    out.applied += len(pending)
+                    pending.clear()
     finally:
         await consumer.stop()
-    return applied
+    for key, _ in pending:
+        out.discarded += 1
+        out.unfinished.add(key)
+        if key not in committed:
+            data.pop(key, None)  # only Faust's recovery had given it a value
+    return out
 
 
 def json_key(key: str) -> bytes:
@@ -104,16 +138,33 @@ class PartitionView(MutableMapping[str, Any]):
     numbers), checkpointed under a reserved key after the data it describes. Reserved
     keys start with NUL, which the id grammar never lets an event id contain."""
 
-    def __init__(self, table: Any, partition: int, owns: Any, batches: RecordBatches) -> None:
+    def __init__(
+        self,
+        table: Any,
+        partition: int,
+        owns: Any,
+        batches: RecordBatches,
+        rewrite: Iterable[str] = (),
+    ) -> None:
         self._topic: str = table_changelog(table)
         self._batches = batches
         self._data: MutableMapping[str, Any] = table_store(table)
         self._partition = partition
         self._owns = owns  # key -> bool: does this key belong to this partition
-        self._dirty: set[str] = set()
-        self._meta_key = self._reserved_key("meta")
+        self._dirty: set[str] = set(rewrite)  # keys of an unfinished checkpoint: write again
+        self._meta_key = self.commit_key(partition)
         restored_meta = restored(self._data, self._meta_key)
         self.meta: dict[str, Any] = dict(restored_meta) if isinstance(restored_meta, dict) else {}
+
+    @staticmethod
+    def commit_key(partition: int) -> str:
+        """The key of the meta record that ends each checkpoint of ``partition``."""
+        return f"{_RESERVED}{partition}:meta"
+
+    @property
+    def dirty(self) -> bool:
+        """Whether keys changed since the last :meth:`stage`."""
+        return bool(self._dirty)
 
     def _reserved_key(self, name: str) -> str:
         return f"{_RESERVED}{self._partition}:{name}"
@@ -164,7 +215,7 @@ class PartitionView(MutableMapping[str, Any]):
         data = self._data
         dumps = pickle.dumps
         for key in dirty:
-            value = data.get(key)
+            value = restored(data, key)  # a key written again after a restore: still a blob
             blob = None if value is None else dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
             add(topic, partition, json_key(key), blob)
         # last: the checkpoint never runs ahead of the state
