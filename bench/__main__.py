@@ -23,7 +23,15 @@ from pathlib import Path
 
 from .report import markdown
 
-SUITES = ("quality", "detector_overhead", "memory", "throughput", "scale", "latency")
+SUITES = (
+    "quality",
+    "detector_overhead",
+    "memory",
+    "throughput",
+    "scale",
+    "scale_out",
+    "latency",
+)
 HERE = Path(__file__).parent
 README = HERE.parent / "README.md"
 MARKERS = re.compile(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)", re.S)

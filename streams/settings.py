@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detectors.config import DetectorSettings, load_detector_settings
@@ -58,7 +58,23 @@ class NotifySettings(BaseSettings):
     backoff_max_s: float = Field(30.0, ge=0)
     request_timeout_s: float = Field(10.0, gt=0)
     delivery_lease_s: float = Field(
-        300.0, gt=0, description="a claimed delivery not finished by then is in doubt"
+        300.0,
+        gt=0,
+        description="a page being sent whose notifier has not finished or renewed it by then "
+        "is in doubt (its notifier died) and is re-sent by another replica; renewed before "
+        "every attempt and backoff pause, so it must exceed request_timeout_s and backoff_max_s",
+    )
+    redeliver_max: int = Field(
+        3,
+        ge=0,
+        description="re-send a page in doubt at most this many times, then dead-letter it as "
+        "delivery_in_doubt (0: never re-send)",
+    )
+    dead_letter_summary_s: float = Field(
+        300.0,
+        gt=0,
+        description="page the fallback channels once per window of this length with the "
+        "counts of page deliveries dead-lettered in it",
     )
     dedup_ttl_s: float = Field(7 * 86_400.0, gt=0, description="how long delivery records live")
     webhook_secret: SecretStr | None = None
@@ -70,6 +86,18 @@ class NotifySettings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     source: str = "watchkeeper"
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> NotifySettings:
+        """A lease shorter than one attempt or pause would let a replica re-send a page
+        that a live notifier is still sending."""
+        longest = max(self.request_timeout_s, self.backoff_max_s)
+        if self.delivery_lease_s <= longest:
+            raise ValueError(
+                f"delivery_lease_s ({self.delivery_lease_s:g}) must exceed request_timeout_s "
+                f"and backoff_max_s ({longest:g}): the lease is renewed only between attempts"
+            )
+        return self
 
 
 class Settings(BaseSettings):
@@ -118,6 +146,12 @@ class Settings(BaseSettings):
         description="checkpoint detector state at most this often (0: every batch); "
         "outcomes are acked after the checkpoint that includes them",
     )
+    shutdown_grace_s: float = Field(
+        15.0,
+        gt=0,
+        description="on SIGTERM, wait this long for batches in flight, then exit with code 70 "
+        "leaving them unacked (read again by whoever takes the partitions)",
+    )
     output_retry_s: float = Field(
         60.0,
         gt=0,
@@ -127,8 +161,21 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(
         0.5, gt=0, description="write counters and health snapshots to Redis this often"
     )
-    session_timeout_s: float = Field(6.0, gt=0)
-    heartbeat_interval_s: float = Field(1.0, gt=0)
+    instance_id: str | None = Field(
+        None,
+        description="static group membership (KIP-345): a name unique and stable per worker "
+        "(a StatefulSet pod name, a host name); a worker restarted under the same name "
+        "within session_timeout_s gets its partitions back without a rebalance",
+    )
+    session_timeout_s: float = Field(
+        6.0,
+        gt=0,
+        description="a worker silent this long is out of the group and its partitions move "
+        "(the floor of a takeover after a crash; 6 s is the least stock Kafka accepts)",
+    )
+    heartbeat_interval_s: float = Field(
+        0.5, gt=0, description="how soon the survivors of a crash hear of the rebalance"
+    )
     rebalance_timeout_s: float = Field(20.0, gt=0)
     commit_interval_s: float = Field(1.0, gt=0)
     redis_prefix: str = "wk:"

@@ -1,8 +1,9 @@
 """Creates the topics the pipeline needs and checks that the join inputs are co-partitioned.
 
-The join keeps its state in a table whose changelog partition is the source partition,
-so ``predictions``, ``ground-truth`` and the re-key topics must have the same partition
-count. Existing topics are respected; a mismatch is an error with the numbers in it.
+The join keeps its state in a changelog whose partition is the source partition, so
+``predictions``, ``ground-truth``, the re-key topics and the two changelogs must have the
+same partition count. Existing topics are respected; a mismatch is an error with the
+numbers in it. Changelogs are compacted: only each key's last value is needed.
 """
 
 from __future__ import annotations
@@ -13,12 +14,28 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from streams.errors import TopologyError
 from streams.settings import Settings
 
-__all__ = ["ensure_topics", "ensure_topics_named", "join_topic_names", "partition_count"]
+__all__ = [
+    "changelog_topic_names",
+    "ensure_topics",
+    "ensure_topics_named",
+    "join_topic_names",
+    "partition_count",
+]
+
+COMPACTED = {"cleanup.policy": "compact"}
 
 
 def join_topic_names(settings: Settings) -> list[str]:
     t = settings.topics
     return [t.predictions, t.ground_truth, f"{t.rekey}-predictions", f"{t.rekey}-ground-truth"]
+
+
+def changelog_topic_names(settings: Settings) -> tuple[str, str]:
+    """The join's and the detectors' state changelogs (named as Faust named its tables')."""
+    return (
+        f"{settings.app_id}-join-state-changelog",
+        f"{settings.app_id}-detector-state-changelog",
+    )
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
@@ -66,13 +83,18 @@ async def ensure_topics(settings: Settings) -> int:
                 "give both topics the same partition count"
             )
         partitions = next(iter(counts.values()), settings.partitions)
-        wanted = [*join_topic_names(settings), t.outcomes, t.alerts, t.dlq]
+        changelogs = changelog_topic_names(settings)
+        wanted = [*join_topic_names(settings), t.outcomes, t.alerts, t.dlq, *changelogs]
         missing = [n for n in wanted if n not in existing]
-        if missing:
-            await admin.create_topics(
-                [NewTopic(n, partitions, settings.replication_factor) for n in missing]
-            )
-        for name in [*join_topic_names(settings)[2:], t.outcomes]:
+        for name in missing:  # one at a time: workers of a group start together
+            config = COMPACTED if name in changelogs else None
+            try:
+                await admin.create_topics(
+                    [NewTopic(name, partitions, settings.replication_factor, topic_configs=config)]
+                )
+            except TopicAlreadyExistsError:  # another worker of the group was first
+                pass
+        for name in [*join_topic_names(settings)[2:], t.outcomes, *changelogs]:
             if name in existing:
                 (info,) = await admin.describe_topics([name])
                 if len(info["partitions"]) != partitions:

@@ -18,7 +18,17 @@ Formats (the builders are pure, so tests and docs can show exactly what a receiv
 
 :class:`DeliveryError` says whether a failure is worth retrying: the notifier retries
 transient failures (timeouts, refused connections, 5xx, 429, 408, SMTP 4xx) with backoff
-and sends permanent ones (other 4xx, SMTP 5xx) straight to its dead-letter topic.
+and sends permanent ones (other 4xx, SMTP 5xx) straight to its dead-letter topic. It also
+says whether the receiver may have got the request anyway (a timeout, a cut connection).
+
+A page the receiver may already have (re-sent after its notifier died mid-request, or
+retried after such a failure) is sent with ``possible_duplicate``. Slack and email cannot
+deduplicate, so there it is visible: ``[possible duplicate]`` in the Slack text and the
+mail subject, a Slack block with ``block_id`` ``watchkeeper_possible_duplicate``, the mail
+header ``X-Watchkeeper-Possible-Duplicate: yes``. Webhooks get the header
+``X-Watchkeeper-Possible-Duplicate: true`` and ``"possible_duplicate": true`` in the body,
+with the same ``X-Watchkeeper-Delivery``; PagerDuty gets the same event (same
+``dedup_key``), which it deduplicates.
 """
 
 from __future__ import annotations
@@ -55,6 +65,13 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "X-Watchkeeper-Signature"
+DUPLICATE_HEADER = "X-Watchkeeper-Possible-Duplicate"
+DUPLICATE_MARK = "[possible duplicate]"
+DUPLICATE_BLOCK_ID = "watchkeeper_possible_duplicate"
+_DUPLICATE_TEXT = (
+    "A notifier may have stopped while sending this page, or the receiver did not answer: "
+    "it may have reached you already."
+)
 _RETRYABLE_STATUS = frozenset({408, 429})
 _PD_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
 _EXCERPT = 200
@@ -74,13 +91,23 @@ class DeliveryError(Exception):
     """A delivery that did not succeed; ``retryable`` tells the notifier whether to try again.
 
     ``retry_after`` is the receiver's Retry-After in seconds (429/503), when it sent one.
+    ``maybe_delivered``: the request may have reached the receiver (it timed out or the
+    connection was cut after it was sent), so a retry may be a duplicate.
     """
 
-    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        maybe_delivered: bool = False,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
 
     def __repr__(self) -> str:
         return f"DeliveryError({self.reason!r}, retryable={self.retryable})"
@@ -153,6 +180,12 @@ def _alert_line(alert: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _details_summary(note: Notification) -> str | None:
+    """A notification's own summary line (the fallback's dead-letter summary has one)."""
+    text = note.details.get("summary") if note.details else None
+    return str(text) if text else None
+
+
 def _orphan_text(note: Notification) -> str:
     return (
         f"Model {note.model_id} has no registered owner (orphaned_model): nobody is "
@@ -164,7 +197,7 @@ def _orphan_text(note: Notification) -> str:
 # --------------------------------------------------------------------------- webhook
 
 
-def webhook_body(note: Notification) -> bytes:
+def webhook_body(note: Notification, *, possible_duplicate: bool = False) -> bytes:
     """The exact bytes POSTed (and signed): the primary alert plus notification context."""
     body = _with_owner(note.primary, note)
     body["notification_reason"] = note.reason
@@ -173,6 +206,8 @@ def webhook_body(note: Notification) -> bytes:
     body["grouped_alerts"] = [_with_owner(a, note) for a in note.alerts[1:]]
     if note.details:
         body["notification_details"] = note.details
+    if possible_duplicate:
+        body["possible_duplicate"] = True
     return orjson.dumps(body)
 
 
@@ -181,7 +216,11 @@ def _signature(body: bytes, key: bytes) -> str:
 
 
 def webhook_headers(
-    body: bytes, note: Notification, secret: SecretStr | str | None
+    body: bytes,
+    note: Notification,
+    secret: SecretStr | str | None,
+    *,
+    possible_duplicate: bool = False,
 ) -> dict[str, str]:
     """Headers for a webhook POST; the signature covers ``body`` byte for byte."""
     headers = {
@@ -190,6 +229,8 @@ def webhook_headers(
         "X-Watchkeeper-Alert-Id": str(note.primary.get("alert_id", "")),
         "X-Watchkeeper-Delivery": note.delivery_id,
     }
+    if possible_duplicate:
+        headers[DUPLICATE_HEADER] = "true"
     key = _secret(secret)
     if key is not None:
         headers[SIGNATURE_HEADER] = _signature(body, key)
@@ -222,11 +263,15 @@ def _field(label: str, value: object) -> dict[str, str]:
     return {"type": "mrkdwn", "text": _clip(f"*{label}*\n{_mrkdwn(str(value))}", _SLACK_FIELD_MAX)}
 
 
-def slack_payload(note: Notification) -> dict[str, Any]:
-    """Incoming-webhook message: fallback ``text`` for notifications, ``blocks`` for the view."""
+def slack_payload(note: Notification, *, possible_duplicate: bool = False) -> dict[str, Any]:
+    """Incoming-webhook message: fallback ``text`` for notifications, ``blocks`` for the view.
+
+    Slack cannot deduplicate, so a ``possible_duplicate`` says so in the text and a block."""
     primary = note.primary
     runbook = note.runbook or primary.get("runbook")
     text = note.title + (f" | Runbook: {runbook}" if runbook else "")
+    if possible_duplicate:
+        text = f"{DUPLICATE_MARK} {text}"
 
     if len(note.alerts) == 1:
         summary = f"*{_mrkdwn(_alert_line(primary))}*"
@@ -264,6 +309,28 @@ def slack_payload(note: Notification) -> dict[str, Any]:
             "fields": fields[:_SLACK_FIELDS_MAX],
         },
     ]
+    if possible_duplicate:
+        blocks.insert(
+            1,
+            {
+                "type": "section",
+                "block_id": DUPLICATE_BLOCK_ID,
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f":warning: *Possible duplicate.* {_DUPLICATE_TEXT}",
+                },
+            },
+        )
+    if summary_text := _details_summary(note):
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _clip(_mrkdwn(summary_text), _SLACK_SECTION_MAX),
+                },
+            }
+        )
     if _is_orphan(note):
         blocks.append(
             {
@@ -375,12 +442,18 @@ def _header(value: str) -> str:
     return " ".join(value.split())
 
 
-def email_message(note: Notification, to_addr: str, from_addr: str) -> EmailMessage:
-    """Plain-text page; readable in any client and on a phone's lock screen."""
+def email_message(
+    note: Notification, to_addr: str, from_addr: str, *, possible_duplicate: bool = False
+) -> EmailMessage:
+    """Plain-text page; readable in any client and on a phone's lock screen.
+
+    Mail cannot be deduplicated by the receiver, so a ``possible_duplicate`` says so in
+    the subject, a header and the first line (the Message-ID stays the page's)."""
     primary = note.primary
     runbook = note.runbook or primary.get("runbook")
     msg = EmailMessage()
-    msg["Subject"] = _header(f"[Watchkeeper] {note.title}")
+    mark = f"{DUPLICATE_MARK} " if possible_duplicate else ""
+    msg["Subject"] = _header(f"[Watchkeeper] {mark}{note.title}")
     msg["From"] = from_addr
     msg["To"] = to_addr
     msg["Date"] = formatdate(usegmt=True)
@@ -388,8 +461,14 @@ def email_message(note: Notification, to_addr: str, from_addr: str) -> EmailMess
     msg["X-Watchkeeper-Alert-Id"] = _header(str(primary.get("alert_id", "")))
     msg["X-Watchkeeper-Delivery"] = note.delivery_id
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a pager
+    if possible_duplicate:
+        msg[DUPLICATE_HEADER] = "yes"
 
     lines = [note.title, ""]
+    if possible_duplicate:
+        lines += ["POSSIBLE DUPLICATE: " + _DUPLICATE_TEXT, ""]
+    if summary_text := _details_summary(note):
+        lines += [summary_text, ""]
     if _is_orphan(note):
         lines += ["NO REGISTERED OWNER: " + _orphan_text(note), ""]
     if note.reason == "escalation":
@@ -437,12 +516,14 @@ def _os_error(exc: OSError) -> DeliveryError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return DeliveryError(f"tls: {exc}", retryable=False)
     if isinstance(exc, TimeoutError):
-        return DeliveryError("timeout", retryable=True)
+        return DeliveryError("timeout", retryable=True, maybe_delivered=True)
     if exc.errno == errno.ECONNREFUSED or isinstance(exc, ConnectionRefusedError):
         return DeliveryError("connection refused", retryable=True)
     if exc.errno in (errno.ECONNRESET, errno.EPIPE) or isinstance(exc, ConnectionResetError):
-        return DeliveryError("connection reset", retryable=True)
-    return DeliveryError(_clip(f"connection error: {exc}", _EXCERPT), retryable=True)
+        return DeliveryError("connection reset", retryable=True, maybe_delivered=True)
+    return DeliveryError(
+        _clip(f"connection error: {exc}", _EXCERPT), retryable=True, maybe_delivered=True
+    )
 
 
 def _smtp_reply(code: int, message: bytes | str) -> DeliveryError:
@@ -486,21 +567,30 @@ class ChannelSender:
             await self._session.close()
             self._session = None
 
-    async def deliver(self, channel: Channel, note: Notification) -> None:
-        """Deliver ``note`` to ``channel`` once; :class:`DeliveryError` if it did not land."""
+    async def deliver(
+        self, channel: Channel, note: Notification, *, possible_duplicate: bool = False
+    ) -> None:
+        """Deliver ``note`` to ``channel`` once; :class:`DeliveryError` if it did not land.
+
+        ``possible_duplicate``: the receiver may have this page already (see module doc)."""
+        dup = possible_duplicate
         try:
             if channel.kind == "webhook":
-                body = webhook_body(note)
-                headers = webhook_headers(body, note, self.settings.webhook_secret)
+                body = webhook_body(note, possible_duplicate=dup)
+                headers = webhook_headers(
+                    body, note, self.settings.webhook_secret, possible_duplicate=dup
+                )
             elif channel.kind == "slack":
-                body = orjson.dumps(slack_payload(note))
+                body = orjson.dumps(slack_payload(note, possible_duplicate=dup))
                 headers = {"Content-Type": "application/json"}
             elif channel.kind == "pagerduty":
                 event = pagerduty_event(note, channel.target, self.settings.source)
                 body = orjson.dumps(event)
                 headers = {"Content-Type": "application/json"}
             elif channel.kind == "email":
-                message = email_message(note, channel.target, self.settings.smtp_from)
+                message = email_message(
+                    note, channel.target, self.settings.smtp_from, possible_duplicate=dup
+                )
             else:
                 raise DeliveryError(f"unknown channel kind {channel.kind!r}", retryable=False)
         except (TypeError, ValueError) as exc:  # orjson / email policy: retrying cannot help
@@ -530,19 +620,23 @@ class ChannelSender:
         except DeliveryError:
             raise
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is also a TimeoutError
-            raise DeliveryError("timeout", retryable=True) from exc
+            raise DeliveryError("timeout", retryable=True, maybe_delivered=True) from exc
         except aiohttp.InvalidURL as exc:
             raise DeliveryError(f"invalid url {url!r}", retryable=False) from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             raise DeliveryError(_clip(f"tls: {exc}", _EXCERPT), retryable=False) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise _os_error(exc.os_error) from exc
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+            error = _os_error(exc.os_error)
+            error.maybe_delivered = False
+            raise error from exc
         except aiohttp.ServerDisconnectedError as exc:
-            raise DeliveryError("connection reset", retryable=True) from exc
+            raise DeliveryError("connection reset", retryable=True, maybe_delivered=True) from exc
         except aiohttp.ClientOSError as exc:
             raise _os_error(exc) from exc
         except aiohttp.ClientError as exc:
-            raise DeliveryError(_clip(f"http client: {exc!r}", _EXCERPT), retryable=True) from exc
+            raise DeliveryError(
+                _clip(f"http client: {exc!r}", _EXCERPT), retryable=True, maybe_delivered=True
+            ) from exc
 
     def _send_mail(self, message: EmailMessage) -> None:
         """Blocking SMTP conversation; runs in a worker thread (smtplib has no asyncio API)."""
@@ -563,9 +657,13 @@ class ChannelSender:
         except smtplib.SMTPNotSupportedError as exc:  # e.g. STARTTLS asked, not offered
             raise DeliveryError(_clip(f"smtp: {exc}", _EXCERPT), retryable=False) from exc
         except smtplib.SMTPServerDisconnected as exc:
-            raise DeliveryError("smtp: server disconnected", retryable=True) from exc
+            raise DeliveryError(
+                "smtp: server disconnected", retryable=True, maybe_delivered=True
+            ) from exc
         except smtplib.SMTPException as exc:
-            raise DeliveryError(_clip(f"smtp: {exc}", _EXCERPT), retryable=True) from exc
+            raise DeliveryError(
+                _clip(f"smtp: {exc}", _EXCERPT), retryable=True, maybe_delivered=True
+            ) from exc
         except OSError as exc:  # refused, reset, timeout, DNS, TLS handshake
             raise _os_error(exc) from exc
         if refused:  # only possible with several recipients; we send to one, but be exact

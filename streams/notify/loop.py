@@ -5,9 +5,12 @@ sent as one notification. Each alert is decided once (deliver, silenced, acknowl
 cooldown) and each (alert, channel) delivery is claimed in Redis before it is sent, so a
 restart, a duplicate on the topic or a second replica never pages twice. Failures retry
 with capped exponential backoff and full jitter; after the budget, the alert goes to the
-dead-letter topic with the reason. A delivery cut short by a crash is *in doubt* and is
-dead-lettered too, rather than sent again. Kafka offsets are committed only up to the
-first alert not yet handled.
+dead-letter topic with the reason, and the fallback channels get one summary per window
+of what was dead-lettered, so someone always hears of a lost page. A page cut short by a
+crash is *in doubt*: missing a page is worse than a duplicate, so another replica re-sends
+it as it was (PagerDuty and webhook receivers deduplicate it; Slack and email get it
+marked as a possible duplicate), up to ``redeliver_max`` times. Kafka offsets are
+committed only up to the first alert not yet handled.
 
 Time comes from ``clock`` and waits go through ``sleep``: tests move time instead of
 sleeping through group windows, cooldowns and escalations.
@@ -33,6 +36,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streams.contract.alerts import rfc3339_ms
 from streams.contract.dead_letters import dead_letter
 from streams.contract.events import Rejected
 from streams.contract.notification import (
@@ -48,7 +52,7 @@ from streams.notify.channels import ChannelSender, DeliveryError
 from streams.notify.offsets import OffsetTracker
 from streams.settings import Settings
 from streams.store.owners import Owner, OwnerRegistry
-from streams.store.paging import Clock, PagingStore
+from streams.store.paging import Claim, Clock, PagingStore, Takeover
 from streams.store.session import redis_session
 
 __all__ = ["Notifier", "Sender", "parse_alert", "run_notifier"]
@@ -59,11 +63,16 @@ DeadLetter = Callable[[bytes, bytes], Awaitable[None]]
 Release = Callable[[], None]
 SEVERITIES = ("info", "warning", "critical")
 RETRY_S = 5.0  # after Redis or the broker failed mid-route
+SUMMARY_KIND = "pages_dead_lettered"  # the fallback's summary of dead letters
+SUMMARY_MODEL = "watchkeeper"
 
 
 class Sender(Protocol):
-    async def deliver(self, channel: Channel, note: Notification) -> None:
-        """Deliver or raise :class:`~streams.channels.DeliveryError`."""
+    async def deliver(
+        self, channel: Channel, note: Notification, *, possible_duplicate: bool = False
+    ) -> None:
+        """Deliver or raise :class:`~streams.channels.DeliveryError`; ``possible_duplicate``
+        marks a page the receiver may already have."""
 
 
 def parse_alert(raw: bytes) -> tuple[dict[str, Any] | None, str]:
@@ -183,6 +192,8 @@ class Notifier:
         try:
             await self._tick_deferred(now)
             await self._escalate()
+            if self.fallback:
+                await self._summarise_dead_letters()
         except (RedisError, OSError, KafkaError) as exc:
             log.warning("deferred deliveries and escalations wait: %r", exc)
 
@@ -313,12 +324,18 @@ class Notifier:
     async def _deliver(
         self, note: Notification, channel: Channel, hold: _Hold | None, suffix: str
     ) -> bool:
-        """Claim each alert for this channel, send the claimed ones as one notification.
+        """Claim each alert for this channel, send the claimed ones as one page.
 
         Alerts another replica is sending are deferred until its lease ends (when there
-        is a ``hold``), else reported: the return value says whether any were busy."""
-        mine, claims, busy = [], [], []
+        is a ``hold``), else reported: the return value says whether any were busy. An
+        alert in doubt (its sender died mid-request) has its whole page re-sent."""
+        mine: list[dict[str, Any]] = []
+        claims: list[Claim] = []
+        busy: list[tuple[dict[str, Any], float]] = []
+        covered: set[str] = set()
         for alert in note.alerts:
+            if alert["alert_id"] in covered:
+                continue
             claim = await self.store.claim(
                 alert["alert_id"] + suffix, channel.key, lease_s=self.cfg.delivery_lease_s
             )
@@ -328,14 +345,15 @@ class Notifier:
             elif claim.state == "busy":
                 busy.append((alert, claim.retry_at))
             elif claim.state == "in_doubt":
-                await self._dead_letter_alert(
-                    alert,
-                    note,
-                    channel,
-                    "delivery_in_doubt",
-                    "a notifier stopped while sending this; the receiver may have it",
-                    0,
+                taken = await self.store.take_over(
+                    claim, channel.key, lease_s=self.cfg.delivery_lease_s
                 )
+                if taken.state == "busy":
+                    busy.append((alert, taken.retry_at))
+                elif taken.state == "taken":
+                    covered |= await self._redeliver(taken, alert, note, channel, suffix)
+                else:
+                    await self.store.count(duplicate=1)
             else:
                 await self.store.count(duplicate=1)
         if busy and hold is not None:
@@ -343,41 +361,128 @@ class Notifier:
             hold.add()
             part = replace(note, alerts=tuple(a for a, _ in busy))
             self._deferred.append(_Deferred(at, part, channel, suffix, hold))
-        if not mine:
-            return bool(busy)
-        part = replace(note, alerts=tuple(mine))
-        error, attempts = await self._send_with_retries(channel, part)
-        if error is None:
-            stamp = f"sent|{self.store.now_ms()}"
-            for claim in claims:
-                await self.store.finish(claim, stamp)
-            await self.store.count(delivered=len(mine), notifications=1)
-            return bool(busy)
-        for claim in claims:
-            await self.store.finish(claim, f"dlq|{error.reason}")
-        for alert in mine:
-            await self._dead_letter_alert(
-                alert, part, channel, "delivery_failed", error.reason, attempts
+        while mine:
+            part = replace(note, alerts=tuple(mine))
+            bound = await self.store.bind(
+                claims,
+                part.delivery_id,
+                channel.key,
+                _page_record(part, suffix),
+                lease_s=self.cfg.delivery_lease_s,
             )
+            if isinstance(bound, int):  # taken by a replica that has the alert in hand
+                del mine[bound], claims[bound]
+                continue
+            await self._send_page(part, channel, bound, possible_duplicate=False)
+            break
         return bool(busy)
 
+    async def _redeliver(
+        self,
+        taken: Takeover,
+        alert: dict[str, Any],
+        note: Notification,
+        channel: Channel,
+        suffix: str,
+    ) -> set[str]:
+        """Re-send a page in doubt as it was, or dead-letter it after ``redeliver_max``
+        re-sends; returns the ids of the alerts it holds."""
+        if taken.page is not None:
+            page = _page_from_record(taken.page)
+        else:  # written before pages were recorded: this alert alone, as it was routed
+            page = replace(note, alerts=(alert,))
+        await self.store.count(in_doubt=len(page.alerts))
+        if taken.redeliveries > self.cfg.redeliver_max:
+            detail = (
+                f"a notifier stopped while sending this page (in doubt {taken.redeliveries}x, "
+                f"re-sent {taken.redeliveries - 1}x, redeliver_max {self.cfg.redeliver_max}); "
+                "the receiver may have it"
+            )
+            for a in page.alerts:
+                await self._dead_letter_alert(
+                    a, page, channel, "delivery_in_doubt", detail, taken.redeliveries
+                )
+            await self.store.finish_page(
+                taken.claims, page.delivery_id, channel.key, "dlq|delivery_in_doubt"
+            )
+        else:
+            log.warning(
+                "re-sending page %s to %s: its sender stopped mid-request (re-send %d)",
+                page.delivery_id, channel.kind, taken.redeliveries,
+            )  # fmt: skip
+            await self.store.count(redelivered=len(page.alerts), redelivered_pages=1)
+            await self._send_page(page, channel, taken.claims, possible_duplicate=True)
+        return {a["alert_id"] for a in page.alerts}
+
+    async def _send_page(
+        self,
+        page: Notification,
+        channel: Channel,
+        claims: Sequence[Claim],
+        *,
+        possible_duplicate: bool,
+    ) -> None:
+        """Send a page whose claims are bound to it; record the outcome for all of them."""
+        error, attempts, held = await self._send_with_retries(
+            channel, page, claims, possible_duplicate=possible_duplicate
+        )
+        if held is None:  # another replica took the page over while we were stalled
+            log.warning("lost the lease on page %s to %s", page.delivery_id, channel.kind)
+            await self.store.count(lease_lost=1)
+            return
+        if error is None:
+            stamp = f"sent|{self.store.now_ms()}"
+            finished = await self.store.finish_page(held, page.delivery_id, channel.key, stamp)
+            if finished < len(held):  # our lease ran out mid-send: another replica re-sends
+                log.warning(
+                    "lease on page %s to %s ran out mid-send", page.delivery_id, channel.kind
+                )
+                await self.store.count(lease_lost=1)
+            await self.store.count(delivered=len(page.alerts), notifications=1)
+            return
+        # dead letters first: a crash before the claims are finished re-sends the page
+        # (and dead-letters it again) rather than losing it
+        for alert in page.alerts:
+            await self._dead_letter_alert(
+                alert, page, channel, "delivery_failed", error.reason, attempts
+            )
+        await self.store.finish_page(held, page.delivery_id, channel.key, f"dlq|{error.reason}")
+
     async def _send_with_retries(
-        self, channel: Channel, note: Notification
-    ) -> tuple[DeliveryError | None, int]:
+        self,
+        channel: Channel,
+        note: Notification,
+        claims: Sequence[Claim],
+        *,
+        possible_duplicate: bool,
+    ) -> tuple[DeliveryError | None, int, Sequence[Claim] | None]:
+        """Attempts with backoff; the lease is renewed before each pause and attempt.
+        Returns the error (None when delivered), attempts made and the claims still held
+        (None when another replica took the page over)."""
         # seeded per delivery: the same failure sequence backs off the same way in a rerun
         rng = random.Random(f"{note.delivery_id}|{channel.key}")  # noqa: S311
         error = DeliveryError("not attempted", retryable=False)
+        held: Sequence[Claim] = claims
+        lease = self.cfg.delivery_lease_s
         for attempt in range(1, self.cfg.max_attempts + 1):
+            if attempt > 1:
+                renewed = await self.store.renew(held, lease_s=lease)
+                if isinstance(renewed, int):
+                    return error, attempt - 1, None
+                held = renewed
             try:
-                await self.sender.deliver(channel, note)
-                return None, attempt
+                await self.sender.deliver(channel, note, possible_duplicate=possible_duplicate)
+                return None, attempt, held
             except DeliveryError as exc:
                 error = exc
             except Exception as exc:  # a bug in a payload builder must not stop the notifier
                 log.exception("delivering %s to %s", note.delivery_id, channel.kind)
                 error = DeliveryError(f"internal error: {exc!r}", retryable=False)
             if not error.retryable or attempt == self.cfg.max_attempts:
-                return error, attempt
+                return error, attempt, held
+            # the receiver may have got a request that timed out or was cut: retries of a
+            # page that cannot be deduplicated say so
+            possible_duplicate = possible_duplicate or error.maybe_delivered
             await self.store.count(retries=1)
             cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
             pause = max(rng.uniform(0, cap), min(error.retry_after or 0, self.cfg.backoff_max_s))
@@ -385,8 +490,12 @@ class Notifier:
                 "delivery %s to %s failed (%s), attempt %d; retrying in %.2fs",
                 note.delivery_id, channel.kind, error.reason, attempt, pause,
             )  # fmt: skip
+            renewed = await self.store.renew(held, lease_s=lease)
+            if isinstance(renewed, int):
+                return error, attempt, None
+            held = renewed
             await self.sleep(pause)
-        return error, self.cfg.max_attempts
+        return error, self.cfg.max_attempts, held
 
     async def _dead_letter_alert(
         self,
@@ -413,6 +522,36 @@ class Notifier:
         await self.dead_letter(alert["alert_id"].encode(), body)
         await self.store.count(dlq=1, **{f"dlq_{reason}": 1})
         log.warning("dead-lettered alert %s (%s): %s", alert["alert_id"], reason, detail)
+        if channel is not None and self.fallback and alert.get("kind") != SUMMARY_KIND:
+            suffix = ":escalation" if note.reason == "escalation" else ""
+            await self.store.record_dead_letter(
+                alert["alert_id"] + suffix,
+                channel.key,
+                [
+                    "total",
+                    f"reason:{reason}",
+                    f"channel:{channel.kind}",
+                    f"model:{alert['model_id']}",
+                ],
+                window_s=self.cfg.dead_letter_summary_s,
+            )
+
+    # --- the fallback's summary of dead letters ------------------------------------------
+
+    async def _summarise_dead_letters(self) -> None:
+        """Page the fallback channels once per window that dead-lettered pages."""
+        for start_ms in await self.store.due_dead_letter_windows():
+            counts = await self.store.close_dead_letter_window(start_ms)
+            if not counts.get("total"):
+                await self.store.dead_letter_window_done(start_ms)
+                continue
+            note = _summary_note(start_ms, self.cfg.dead_letter_summary_s, counts)
+            busy = await asyncio.gather(
+                *(self._deliver(note, ch, None, "") for ch in self.fallback)
+            )
+            if not any(busy):  # else another replica is on it: look again next tick
+                await self.store.dead_letter_window_done(start_ms)
+                await self.store.count(dead_letter_summaries=1)
 
     # --- escalation ---------------------------------------------------------------------
 
@@ -442,6 +581,74 @@ class Notifier:
             if not any(busy):  # else another replica is on it: look again next tick
                 await self.store.escalation_done(alert_id)
                 await self.store.count(escalated=1)
+
+
+def _page_record(note: Notification, suffix: str) -> dict[str, Any]:
+    """What a replica needs to re-send a page as it was (same delivery id, dedup key)."""
+    return {
+        "model_id": note.model_id,
+        "alerts": list(note.alerts),
+        "owner": note.owner,
+        "runbook": note.runbook,
+        "reason": note.reason,
+        "action": note.action,
+        "dedup_key": note.dedup_key,
+        "details": note.details,
+        "suffix": suffix,
+    }
+
+
+def _page_from_record(record: dict[str, Any]) -> Notification:
+    return Notification(
+        record["model_id"],
+        tuple(record["alerts"]),
+        record["owner"],
+        record["runbook"],
+        reason=record["reason"],
+        action=record["action"],
+        dedup_key=record["dedup_key"],
+        details=record.get("details") or {},
+    )
+
+
+def _summary_note(start_ms: int, window_s: float, counts: dict[str, int]) -> Notification:
+    """The fallback's page for one window of dead letters, the same on every replica."""
+    end_ms = start_ms + int(window_s * 1000)
+
+    def part(prefix: str) -> dict[str, int]:
+        found = {k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix)}
+        return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    reasons, channels, models = part("reason:"), part("channel:"), part("model:")
+
+    def listing(values: dict[str, int], limit: int = 10) -> str:
+        shown = ", ".join(f"{k} {v}" for k, v in list(values.items())[:limit])
+        more = len(values) - limit
+        return shown + (f" and {more} more" if more > 0 else "")
+
+    total = counts.get("total", 0)
+    text = (
+        f"{total} page deliveries were dead-lettered between {rfc3339_ms(start_ms)} and "
+        f"{rfc3339_ms(end_ms)}: their owners may not have been paged. "
+        f"Reasons: {listing(reasons)}. Channels: {listing(channels)}. "
+        f"Models: {listing(models)}. The alerts are on the dead-letter topic."
+    )
+    summary = {
+        "alert_id": f"dead-letters-{start_ms}",
+        "model_id": SUMMARY_MODEL,
+        "kind": SUMMARY_KIND,
+        "severity": "critical",
+        "message": text,
+        "window_start": rfc3339_ms(start_ms),
+        "window_end": rfc3339_ms(end_ms),
+        "event_time_ms": end_ms,
+    }
+    details = {
+        "summary": text,
+        "dead_letters": {"total": total, "reasons": reasons, "channels": channels},
+        "models": models,
+    }
+    return Notification(SUMMARY_MODEL, (summary,), None, None, details=details)
 
 
 # --- the Kafka loop -------------------------------------------------------------------------

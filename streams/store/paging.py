@@ -9,8 +9,15 @@ replicas could race on is one Lua script or one ``SET NX``.
 Keys (``prefix`` defaults to ``wk:``), all under ``{prefix}notify:``:
     decision:{alert_id}            deliver | silenced | acknowledged | cooldown (first call wins)
     cooldown:{model}:{kind}        "{until_ms}:{severity rank}:{group}" of the last page
-    sent:{delivery}:{channel}      pending|token|deadline_ms, sent|ms, dlq|reason, in_doubt|
-                                   (delivery = alert_id, or alert_id:escalation)
+    sent:{delivery}:{channel}      pending|token|deadline_ms|page|redeliveries, sent|ms,
+                                   dlq|reason (delivery = alert_id, or alert_id:escalation);
+                                   page is empty until the page is about to be sent
+    page:{page}:{channel}          the page as sent (JSON), while it is pending: what a
+                                   replica re-sends, byte for byte, when its sender died
+    dead-seen:{delivery}:{channel} a dead letter already counted for the fallback summary
+    dead:{window_ms}               hash of counts of pages dead-lettered in that window
+    dead-closed:{window_ms}        set once the window's summary is being sent
+    dead-windows                   zset window_ms -> window end ms (summaries to send)
     alert:{alert_id}               the alert as delivered (for ack and escalation)
     ack:{alert_id}                 who acknowledged, when
     ack-kind:{model}:{kind}        until_ms: an ack stops repeats of its model and kind
@@ -23,18 +30,20 @@ Keys (``prefix`` defaults to ``wk:``), all under ``{prefix}notify:``:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from redis.asyncio import Redis
 
-__all__ = ["Claim", "Clock", "PagingStore", "Silence"]
+__all__ = ["Claim", "Clock", "PagingStore", "Silence", "Takeover"]
 
 Clock = Callable[[], float]  # seconds since the epoch
 Decision = Literal["deliver", "silenced", "acknowledged", "cooldown"]
 ClaimState = Literal["claimed", "done", "busy", "in_doubt"]
+TakeoverState = Literal["taken", "busy", "done"]
+UNKNOWN_PAGE = "?"  # a claim written before pages were recorded: its page is not known
 
 _DECIDE = """
 local d = redis.call('GET', KEYS[1])
@@ -78,6 +87,81 @@ redis.call('SET', KEYS[1], decision, 'PX', ARGV[1])
 return decision
 """
 
+# Bind claims to the page about to be sent, or renew their lease: all or nothing, so a
+# page is never sent for claims another replica has taken over.
+_REBIND = """
+local n = #KEYS - 1
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) ~= ARGV[i] then return i end
+end
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[n + i], 'PX', ARGV[2 * n + 1])
+end
+if ARGV[2 * n + 2] ~= '' then
+  redis.call('SET', KEYS[n + 1], ARGV[2 * n + 2], 'PX', ARGV[2 * n + 1])
+end
+return 0
+"""
+
+# Take over every claim of a page whose holder missed its deadline, in one step, so that
+# exactly one replica re-sends it. KEYS[1] is the claim that was found in doubt.
+_TAKEOVER = """
+local now, page = tonumber(ARGV[1]), ARGV[2]
+local function parse(v)
+  if not v then return nil end
+  local t, d, p, r = string.match(v, '^pending|([^|]*)|(%d+)|([^|]*)|(%d+)$')
+  if t then return t, tonumber(d), p, tonumber(r) end
+  t, d = string.match(v, '^pending|([^|]*)|(%d+)$')
+  if t then return t, tonumber(d), '?', 0 end
+  return nil
+end
+local _, deadline, p, r = parse(redis.call('GET', KEYS[1]))
+if not deadline or p ~= page then return {'done', 0} end
+if deadline > now then return {'busy', deadline} end
+local moved = {'taken', r + 1}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  local _, d, pi, ri = parse(v)
+  if d and pi == page and d <= now then
+    local value = 'pending|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. page .. '|' .. (r + 1)
+    redis.call('SET', KEYS[i], value, 'PX', ARGV[5])
+    table.insert(moved, i)
+    table.insert(moved, value)
+  end
+end
+return moved
+"""
+
+# Finish every claim of a page at once (a crash cannot leave half of it pending).
+_FINISH = """
+local n = #KEYS - 1
+local done = 0
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then
+    redis.call('SET', KEYS[i], ARGV[n + 1], 'PX', ARGV[n + 2])
+    done = done + 1
+  end
+end
+redis.call('DEL', KEYS[n + 1])
+return done
+"""
+
+# Count a dead-lettered delivery once in its summary window (0: counted before; -1: the
+# window's summary is already out, count it in the next one).
+_RECORD_DEAD = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+for i = 4, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[2])
+return 1
+"""
+
+_CLOSE_WINDOW = """
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return redis.call('HGETALL', KEYS[2])
+"""
+
 _CAS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -95,6 +179,23 @@ class Claim:
     key: str
     value: str = ""
     retry_at: float = 0.0  # for "busy": when the holder's lease runs out
+    page: str = ""  # for "in_doubt": the page its dead holder was sending
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """The outcome of taking over a page in doubt.
+
+    ``taken``: ``claims`` are now ours and ``page`` is the page as it was sent (None if
+    it was not recorded), sent ``redeliveries`` times so far, counting this one.
+    ``busy``: another replica took it over first, until ``retry_at``. ``done``: finished.
+    """
+
+    state: TakeoverState
+    page: dict[str, Any] | None = None
+    claims: tuple[Claim, ...] = ()
+    redeliveries: int = 0
+    retry_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +225,11 @@ class PagingStore:
         self._decide = redis.register_script(_DECIDE)
         self._cas = redis.register_script(_CAS)
         self._resolve = redis.register_script(_RESOLVE)
+        self._rebind = redis.register_script(_REBIND)
+        self._takeover = redis.register_script(_TAKEOVER)
+        self._finish = redis.register_script(_FINISH)
+        self._record_dead = redis.register_script(_RECORD_DEAD)
+        self._close_window = redis.register_script(_CLOSE_WINDOW)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -169,33 +275,129 @@ class PagingStore:
     def _sent_key(self, delivery: str, channel_key: str) -> str:
         return self.key("sent", delivery, channel_key)
 
+    def _pending(self, lease_s: float, page: str = "", redeliveries: int = 0) -> str:
+        deadline = self.now_ms() + int(lease_s * 1000)
+        return f"pending|{self.token}|{deadline}|{page}|{redeliveries}"
+
     async def claim(self, delivery: str, channel_key: str, *, lease_s: float) -> Claim:
         """Claim the delivery of one alert to one channel, at most once across replicas.
 
-        A claim whose holder missed its deadline (killed mid-request) is *in doubt*: the
-        receiver may or may not have it. Exactly one caller gets ``in_doubt`` and must
-        dead-letter it; re-sending could page twice."""
+        A claim whose holder missed its deadline before binding it to a page was never
+        sent: it is claimed again. One bound to a page is *in doubt* (the holder died
+        mid-request, the receiver may have it): the caller re-sends that page through
+        :meth:`take_over`, which lets exactly one replica do so."""
         key = self._sent_key(delivery, channel_key)
-        now = self.now_ms()
-        value = f"pending|{self.token}|{now + int(lease_s * 1000)}"
+        value = self._pending(lease_s)
         if await self.redis.set(key, value, nx=True, px=self.ttl_ms):
             return Claim("claimed", key, value)
         current = _text(await self.redis.get(key))
         if not current:  # expired between the two calls: try once more
             return await self.claim(delivery, channel_key, lease_s=lease_s)
-        state, _, rest = current.partition("|")
-        if state != "pending":
+        pending = _parse_pending(current)
+        if pending is None:
             return Claim("done", key, current)
-        _token, _, deadline = rest.partition("|")
-        if int(deadline) > now:
-            return Claim("busy", key, current, retry_at=int(deadline) / 1000)
-        if await self._cas(keys=[key], args=[current, "in_doubt|", self.ttl_ms]):
-            return Claim("in_doubt", key, current)
-        return Claim("done", key, current)
+        _token, deadline, page, _redeliveries = pending
+        if deadline > self.now_ms():
+            return Claim("busy", key, current, retry_at=deadline / 1000)
+        if page:
+            return Claim("in_doubt", key, current, page=page)
+        if await self._cas(keys=[key], args=[current, value, self.ttl_ms]):
+            await self.count(reclaimed=1)  # its holder died before sending anything
+            return Claim("claimed", key, value)
+        return await self.claim(delivery, channel_key, lease_s=lease_s)
+
+    async def bind(
+        self,
+        claims: Sequence[Claim],
+        page: str,
+        channel_key: str,
+        record: dict[str, Any],
+        *,
+        lease_s: float,
+    ) -> tuple[Claim, ...] | int:
+        """Record the page about to be sent and bind ``claims`` to it: from here on, a
+        crash leaves the page in doubt and another replica re-sends ``record``.
+
+        All or nothing: the bound claims, or the index of one that is no longer ours."""
+        return await self._rebind_claims(
+            claims, self._pending(lease_s, page), self._page_key(page, channel_key), record
+        )
+
+    async def renew(self, claims: Sequence[Claim], *, lease_s: float) -> tuple[Claim, ...] | int:
+        """Move the deadline of claims bound to one page (before each attempt, so a slow
+        but live sender is never taken over). Same answer as :meth:`bind`."""
+        pending = _parse_pending(claims[0].value)
+        page, redeliveries = (pending[2], pending[3]) if pending else ("", 0)
+        value = self._pending(lease_s, page, redeliveries)
+        return await self._rebind_claims(claims, value, self.key("unused"), None)
+
+    async def _rebind_claims(
+        self,
+        claims: Sequence[Claim],
+        value: str,
+        page_key: str,
+        record: dict[str, Any] | None,
+    ) -> tuple[Claim, ...] | int:
+        body = orjson.dumps(record).decode() if record is not None else ""
+        lost = int(
+            await self._rebind(
+                keys=[*(c.key for c in claims), page_key],
+                args=[*(c.value for c in claims), *(value for _ in claims), self.ttl_ms, body],
+            )
+        )
+        if lost:
+            return lost - 1
+        return tuple(Claim("claimed", c.key, value) for c in claims)
+
+    async def take_over(self, claim: Claim, channel_key: str, *, lease_s: float) -> Takeover:
+        """Take over the page an in-doubt ``claim`` belongs to, with all its claims.
+
+        The page is re-sent as it was (same alerts, delivery id and dedup key), so
+        receivers that deduplicate see one page."""
+        record = None
+        keys = [claim.key]
+        if claim.page != UNKNOWN_PAGE:
+            raw = await self.redis.get(self._page_key(claim.page, channel_key))
+            if raw is not None:
+                record = orjson.loads(raw)
+                suffix = record.get("suffix", "")
+                keys += [
+                    k
+                    for a in record["alerts"]
+                    if (k := self._sent_key(a["alert_id"] + suffix, channel_key)) != claim.key
+                ]
+        deadline = self.now_ms() + int(lease_s * 1000)
+        result = await self._takeover(
+            keys=keys,
+            args=[self.now_ms(), claim.page, self.token, deadline, self.ttl_ms],
+        )
+        state, number, *moved = (_text(v) for v in result)
+        if state == "busy":
+            return Takeover("busy", retry_at=int(number) / 1000)
+        if state != "taken":
+            return Takeover("done")
+        claims = tuple(
+            Claim("claimed", keys[int(moved[i]) - 1], moved[i + 1]) for i in range(0, len(moved), 2)
+        )
+        return Takeover("taken", record, claims, int(number))
 
     async def finish(self, claim: Claim, outcome: str) -> bool:
         """Record ``sent|…`` or ``dlq|reason`` if the claim is still ours."""
         return bool(await self._cas(keys=[claim.key], args=[claim.value, outcome, self.ttl_ms]))
+
+    async def finish_page(
+        self, claims: Sequence[Claim], page: str, channel_key: str, outcome: str
+    ) -> int:
+        """Record one outcome for every claim of a page at once; drops the page record."""
+        return int(
+            await self._finish(
+                keys=[*(c.key for c in claims), self._page_key(page, channel_key)],
+                args=[*(c.value for c in claims), outcome, self.ttl_ms],
+            )
+        )
+
+    def _page_key(self, page: str, channel_key: str) -> str:
+        return self.key("page", page, channel_key)
 
     async def delivery_state(self, delivery: str, channel_key: str) -> str | None:
         return _text(await self.redis.get(self._sent_key(delivery, channel_key))) or None
@@ -286,6 +488,52 @@ class PagingStore:
         first = await self.redis.zrange(self.key("escalations"), 0, 0, withscores=True)
         return float(first[0][1]) / 1000 if first else None
 
+    # --- dead letters, summarised for the fallback ---------------------------------------
+
+    async def record_dead_letter(
+        self, delivery: str, channel_key: str, fields: Sequence[str], *, window_s: float
+    ) -> bool:
+        """Count a dead-lettered (alert, channel) in the summary window it falls in, once
+        (a page dead-lettered again after a crash is not counted twice)."""
+        width = int(window_s * 1000)
+        start = self.now_ms() // width * width
+        while True:
+            counted = int(
+                await self._record_dead(
+                    keys=[
+                        self._dead_seen_key(delivery, channel_key),
+                        self.key("dead", str(start)),
+                        self.key("dead-closed", str(start)),
+                        self.key("dead-windows"),
+                    ],
+                    args=[self.ttl_ms, start, start + width, *fields],
+                )
+            )
+            if counted >= 0:
+                return counted == 1
+            start += width  # its summary is already out: into the next window
+
+    def _dead_seen_key(self, delivery: str, channel_key: str) -> str:
+        return self.key("dead-seen", delivery, channel_key)
+
+    async def due_dead_letter_windows(self) -> list[int]:
+        """Starts (ms) of windows that have ended with dead letters not yet summarised."""
+        due = await self.redis.zrangebyscore(self.key("dead-windows"), "-inf", self.now_ms())
+        return [int(_text(raw)) for raw in due]
+
+    async def close_dead_letter_window(self, start_ms: int) -> dict[str, int]:
+        """The window's counts, frozen: later dead letters count in a later window, so
+        every replica that reads them sends the same summary."""
+        raw = await self._close_window(
+            keys=[self.key("dead-closed", str(start_ms)), self.key("dead", str(start_ms))],
+            args=[self.ttl_ms],
+        )
+        pairs = [_text(v) for v in raw]
+        return {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+
+    async def dead_letter_window_done(self, start_ms: int) -> None:
+        await self.redis.zrem(self.key("dead-windows"), str(start_ms))
+
     # --- counters -----------------------------------------------------------------------
 
     async def count(self, **deltas: int) -> None:
@@ -298,6 +546,18 @@ class PagingStore:
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.key("stats"))
         return {_text(k): int(v) for k, v in raw.items()}
+
+
+def _parse_pending(value: str) -> tuple[str, int, str, int] | None:
+    """``pending|token|deadline_ms|page|redeliveries`` (token, deadline, page,
+    redeliveries), or None for a finished claim. A claim written before pages were
+    recorded (three parts) is in doubt with an unknown page."""
+    parts = value.split("|")
+    if parts[0] != "pending":
+        return None
+    if len(parts) == 3:
+        return parts[1], int(parts[2]), UNKNOWN_PAGE, 0
+    return parts[1], int(parts[2]), parts[3], int(parts[4])
 
 
 def _text(value: Any) -> str:

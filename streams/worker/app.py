@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from detectors.config import DetectorSettings
 from detectors.track import ModelTrack
@@ -39,7 +40,7 @@ from streams.settings import Settings
 from streams.store.breaker import RedisBreaker, worker_redis
 from streams.store.health import HealthBuffer, HealthStore
 from streams.store.orphans import OrphanWatch
-from streams.topology import join_topic_names
+from streams.topology import changelog_topic_names, join_topic_names
 from streams.worker.batches import RecordBatches
 from streams.worker.detect_step import WorkerDetect
 from streams.worker.faust_internals import (
@@ -74,7 +75,7 @@ class _App(faust.App):
 
 
 class Pipeline:
-    """Builds the Faust app, its topics, tables and agents from settings."""
+    """Builds the Faust app, its topics and agents from settings."""
 
     def __init__(
         self,
@@ -96,8 +97,8 @@ class Pipeline:
             datadir=str(s.data_dir),
             topic_partitions=partitions,
             topic_replication_factor=s.replication_factor,
-            table_standby_replicas=0,
             broker_session_timeout=s.session_timeout_s,
+            consumer_group_instance_id=s.instance_id,
             broker_heartbeat_interval=s.heartbeat_interval_s,
             broker_rebalance_timeout=s.rebalance_timeout_s,
             broker_commit_interval=s.commit_interval_s,
@@ -115,38 +116,31 @@ class Pipeline:
             return self.app.topic(*names, key_type=bytes, value_type=bytes)
 
         self.alerts = raw(t.alerts)
-        # values are pickled by PartitionView itself (bytes on the changelog)
-        join_table = self.app.Table(
-            "join-state", partitions=partitions, key_type=str, value_type=bytes
-        )
-        track_table = self.app.Table(
-            "detector-state", partitions=partitions, key_type=str, value_type=bytes
-        )
+        join_changelog, detect_changelog = changelog_topic_names(s)
         self.batches = RecordBatches(lambda: kafka_producer(self.app))
-        loading = asyncio.Lock()  # one partition state loaded at a time
         self.join = WorkerJoin(
             s,
             partitions=partitions,
-            table=join_table,
+            changelog=join_changelog,
             batches=self.batches,
             kinds=kinds,
             rekey_topics={"p": rekey_pred, "g": rekey_truth},
             task_for=lambda m: detector_settings.for_model(m).task,
-            loading=loading,
             dlq_partitions=dlq_partitions or partitions,
         )
         self.detect = WorkerDetect(
             s,
             detector_settings,
             partitions=partitions,
-            table=track_table,
+            changelog=detect_changelog,
             batches=self.batches,
-            loading=loading,
             dlq_partitions=dlq_partitions or partitions,
         )
         self.fatal: BaseException | None = None
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._held_acks: list[Fetched] = []  # outcomes processed since the checkpoint
+        self._generation: int | None = None  # of the last assignment
+        self._preload: asyncio.Future[Any] | None = None  # state of newly assigned partitions
         self._save_due = 0.0
         self._last_join = 0.0
         self._offsets_reader: AIOKafkaConsumer | None = None
@@ -169,6 +163,7 @@ class Pipeline:
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
         self.app.timer(s.health_interval_s, on_leader=False)(self._write_counts)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
     # --- shared resources -------------------------------------------------------------------
@@ -254,44 +249,122 @@ class Pipeline:
             consumer.ack_fetched(fetched)
 
     async def _settled(self) -> None:
-        """Wait while a rebalance restores tables and re-seeks offsets (a batch applied
-        before table recovery finished would be overwritten by the restored state)."""
+        """Wait while a rebalance re-seeks offsets and the partitions kept are decided
+        (a batch of the new assignment must not run on state about to be dropped)."""
         while self.app.rebalancing:
             await asyncio.sleep(0.05)
 
     async def _uninterrupted(self, work: Coroutine[Any, Any, T]) -> T:
         """Run a batch to its end, even when the worker stops or a rebalance begins
-        (a batch cut short and then acked would be committed without its output)."""
+        (a batch cut short and then acked would be committed without its output).
+
+        When the worker stops, the batch gets ``shutdown_grace_s``: with the broker gone it
+        could not finish, and a worker that ignores SIGTERM is worse than one that leaves
+        a batch unacked (whoever takes its partitions reads the batch again)."""
         task = asyncio.ensure_future(work)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            await task
+            await self._wait_or_abandon({task})
             raise
 
-    async def _finish_in_flight(self) -> None:
+    async def _wait_or_abandon(self, tasks: set[asyncio.Future[Any]]) -> None:
+        """Wait for ``tasks`` up to ``shutdown_grace_s``; then cancel them, and make the
+        worker exit non-zero (their input is not acked)."""
+        grace = self.settings.shutdown_grace_s
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        if not pending:
+            return
+        for t in pending:
+            t.cancel()
+        if self.fatal is None:
+            self.fatal = TimeoutError(f"{len(pending)} batch(es) unfinished after {grace:.0f} s")
+            log.error(
+                "stopping with %d batch(es) unfinished after shutdown_grace_s=%.0f s (is the "
+                "broker reachable?); their input was not acked and is read again by whoever "
+                "takes the partitions; exit code %d",
+                len(pending), grace, EXIT_AGENT_FAILED,
+            )  # fmt: skip
+
+    async def _finish_in_flight(self, *, stopping: bool = False) -> None:
         if self._in_flight:
-            await asyncio.wait(set(self._in_flight))
+            if stopping:
+                await self._wait_or_abandon(set(self._in_flight))
+            else:
+                await asyncio.wait(set(self._in_flight))
 
     async def _on_revoked(self, *_args: Any, **_kwargs: Any) -> None:
-        """Drop partition state, to be reloaded from the changelogs when next used.
+        """Finish batches in flight and forget what was fetched; which partition states
+        to keep is decided when the new assignment is known (:meth:`_on_assigned`).
 
         Batches in flight finish first: a state reloaded while one was still delivering
         its changelog records came back behind offsets Faust then committed."""
         await self._finish_in_flight()
+        if self._preload is not None:  # loads for the old assignment: decided again
+            self._preload.cancel()
+            await asyncio.gather(self._preload, return_exceptions=True)
+            self._preload = None
         for sink in self.sinks:  # fetched under the old assignment: fetched again
             sink.clear()
-        # detector state not yet checkpointed is dropped with its unacked input, which
-        # whoever owns the partitions now reads again from the committed offsets
+        # outcomes processed since the last checkpoint stay unacked: Faust re-reads them
+        # from the committed offsets, and a partition kept here skips them (its state has
+        # them), while a partition that moved is read again by its new owner
         self._held_acks.clear()
-        self.join.drop()
-        self.detect.drop()
+
+    async def _on_assigned(self, *args: Any, **_kwargs: Any) -> None:
+        """Keep the state of partitions this worker held in the generation just before,
+        drop the rest (reloaded from the changelog if they come back later).
+
+        Under Kafka's eager protocol every rebalance revokes everything; reloading every
+        partition stalled the whole group for the restore of all its state, although
+        most partitions stay where they were. A partition held in generation N and
+        assigned again in N + 1 was processed by nobody else in between, so its state in
+        memory is current. After a longer gap (this worker was out of the group, its
+        partitions elsewhere meanwhile) everything is reloaded. The newly assigned
+        partitions are loaded at once, concurrently."""
+        assigned = args[1] if len(args) > 1 else ()  # (sender, assigned)
+        generation = self.app.consumer_generation_id
+        join = {tp.partition for tp in assigned or () if tp.topic in self.join.kinds}
+        outcomes = {
+            tp.partition for tp in assigned or () if tp.topic == self.settings.topics.outcomes
+        }
+        follows = self._generation is not None and generation == self._generation + 1
+        if self._generation is not None and not follows and (self.join.steps or self.detect.steps):
+            log.warning(
+                "rejoined the group at generation %s after generation %s (out of the group "
+                "meanwhile: broker or network lost, or a stall past session_timeout_s); the "
+                "state of every partition is reloaded from its changelog",
+                generation, self._generation,
+            )  # fmt: skip
+        kept_join = set(self.join.steps) & join if follows else set()
+        kept_detect = set(self.detect.steps) & outcomes if follows else set()
+        self.join.drop(set(self.join.steps) - kept_join)
+        self.detect.drop(set(self.detect.steps) - kept_detect)
+        self._generation = generation
+        self._preload = asyncio.ensure_future(
+            asyncio.gather(
+                self.join.preload(join - kept_join), self.detect.preload(outcomes - kept_detect)
+            )
+        )
+        self._preload.add_done_callback(self._preloaded)
+        log.info(
+            "assigned partitions (generation %s): join %s outcomes %s; state kept for "
+            "join %s outcomes %s",
+            generation, sorted(join), sorted(outcomes), sorted(kept_join), sorted(kept_detect),
+        )  # fmt: skip
+
+    def _preloaded(self, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # the agents load the partition again when they need it, and fail loudly then
+            log.warning("loading partition state ahead failed: %s: %s", type(exc).__name__, exc)
 
     async def _on_shutdown(self, *_args: Any, **_kwargs: Any) -> None:
         """Finish batches in flight, checkpoint, write the last counters."""
-        await self._finish_in_flight()
+        if self._preload is not None:
+            self._preload.cancel()
+        await self._finish_in_flight(stopping=True)
         if self.detect.unsaved and self.fatal is None:
             await self._save_tracks()
         if self._counts is not None:
@@ -484,7 +557,10 @@ class Pipeline:
             done[TopicPartition(tp.topic, tp.partition)] = offsets.get(tp.topic, -1)
         if not done:
             return False
-        ends = await self._offsets_reader.end_offsets(list(done))
+        try:  # a broker that does not answer is not the end of the stream
+            ends = await asyncio.wait_for(self._offsets_reader.end_offsets(list(done)), 5.0)
+        except (TimeoutError, KafkaError):
+            return False
         return all(last + 1 >= ends[tp] for tp, last in done.items())
 
 

@@ -8,10 +8,10 @@ checkpoint again, with the same ids.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from detectors.config import DetectorSettings
@@ -39,17 +39,15 @@ class WorkerDetect(PartitionSteps[DetectStep]):
         detectors: DetectorSettings,
         *,
         partitions: int,
-        table: Any,
+        changelog: str,
         batches: RecordBatches,
-        loading: asyncio.Lock,
         dlq_partitions: int,
     ) -> None:
         super().__init__(
             settings,
             partitions=partitions,
-            table=table,
+            changelog=changelog,
             batches=batches,
-            loading=loading,
             dlq_partitions=dlq_partitions,
         )
         self.detectors = detectors
@@ -69,10 +67,12 @@ class WorkerDetect(PartitionSteps[DetectStep]):
         self.last_input.setdefault(partition, time.monotonic())
         return step
 
-    def drop(self) -> None:
-        super().drop()
-        self.unsaved.clear()
-        self.last_input.clear()
+    def drop(self, partitions: Iterable[int] | None = None) -> None:
+        gone = set(self.steps) if partitions is None else set(partitions)
+        super().drop(gone)
+        self.unsaved -= gone
+        for p in gone:
+            self.last_input.pop(p, None)
 
     async def process(
         self, records: list[Any]

@@ -1,5 +1,6 @@
 """Every use of Faust's private names, in one module: the consumer that hands the agents'
-topics over one fetch at a time, and accessors of the producer and table stores.
+topics over one fetch at a time, the accessor of the producer, and a worker whose stop on
+a signal is bounded.
 
 ``tests/unit/test_faust_internals.py`` checks each private name against the installed
 Faust, so an upgrade that changes one fails there rather than in a running worker.
@@ -13,8 +14,8 @@ per Kafka message that was about 190 µs per event, most of a worker's CPU.
 
 Here the drain loop puts each fetch of a sink's topics (``DirectSink``) into the sink as
 aiokafka's records, once per partition and fetch, and the agents ack the offsets in bulk
-after processing them. Everything else (table changelogs during recovery, topics without
-a sink) goes through Faust's conductor as before, with one delivery task per fetch rather
+after processing them. Everything else (topics without a sink) goes through Faust's
+conductor as before, with one delivery task per fetch rather
 than four per message. What Faust's loop guarantees is kept: a rebalance that suspends
 the flow cancels the rest of the fetch (Faust then seeks back to the committed offsets),
 read offsets and offset gaps are tracked, and acks go into the same bookkeeping that
@@ -24,10 +25,14 @@ Faust commits from.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -37,12 +42,11 @@ from mode import Service
 __all__ = [
     "PRIVATE_NAMES",
     "BatchDrainConsumer",
+    "BoundedStopWorker",
     "DirectSink",
     "Fetched",
     "Transport",
     "kafka_producer",
-    "table_changelog",
-    "table_store",
 ]
 
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
@@ -61,7 +65,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_to_message",
     ),
     "faust.transport.drivers.aiokafka.Producer": ("_ensure_producer",),
-    "faust.stores.memory.Store": ("data",),
+    "mode.worker.Worker": ("_schedule_shutdown", "_signal_stop_time"),
 }
 
 
@@ -69,15 +73,6 @@ def kafka_producer(app: Any) -> Any:
     """The aiokafka producer inside Faust's, so our record batches share its connection
     and are flushed by its shutdown."""
     return app.producer._ensure_producer()
-
-
-def table_store(table: Any) -> Any:
-    """The dict behind a table with the ``memory://`` store."""
-    return table.data.data
-
-
-def table_changelog(table: Any) -> str:
-    return str(table.changelog_topic.get_topic_name())
 
 
 # conductor deliveries between yields to the event loop
@@ -290,3 +285,31 @@ class Transport(faust_aiokafka.Transport):
     """The ``kafka://`` transport with :class:`BatchDrainConsumer`."""
 
     Consumer = BatchDrainConsumer
+
+
+class BoundedStopWorker(faust.Worker):
+    """A Faust worker that exits with ``stop_exit_code`` if a stop asked by SIGTERM or
+    SIGINT has not finished after ``stop_deadline_s``.
+
+    With the broker unreachable, Faust's stop waits for an offset commit for the whole
+    request timeout, and batches in flight for their delivery retries: a supervisor's
+    SIGTERM seemed ignored for 40 s and more. Input not acked is read again by whoever
+    takes the partitions, so leaving is safe; hanging is not."""
+
+    stop_deadline_s: float = 30.0
+    stop_exit_code: int = 70
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            self.loop.call_later(self.stop_deadline_s, self._stop_overdue)
+        super()._schedule_shutdown(signal)
+
+    def _stop_overdue(self) -> None:
+        logging.getLogger(__name__).critical(
+            "the worker did not stop within %.0f s of the signal (broker unreachable?); "
+            "exiting with code %d: input not acked is read again after a restart",
+            self.stop_deadline_s,
+            self.stop_exit_code,
+        )
+        logging.shutdown()
+        os._exit(self.stop_exit_code)

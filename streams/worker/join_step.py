@@ -2,12 +2,11 @@
 published, state checkpointed, and only then the input acked.
 
 Reads ``predictions``, ``ground-truth`` and the two re-key topics (all co-partitioned);
-writes ``outcomes``, the re-key topics, the DLQ and the join table's changelog.
+writes ``outcomes``, the re-key topics, the DLQ and the join state's changelog.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -48,20 +47,18 @@ class WorkerJoin(PartitionSteps[JoinStep]):
         settings: Settings,
         *,
         partitions: int,
-        table: Any,
+        changelog: str,
         batches: RecordBatches,
         kinds: dict[str, Kind],
         rekey_topics: dict[str, str],
         task_for: Callable[[str], Any],
-        loading: asyncio.Lock,
         dlq_partitions: int,
     ) -> None:
         super().__init__(
             settings,
             partitions=partitions,
-            table=table,
+            changelog=changelog,
             batches=batches,
-            loading=loading,
             dlq_partitions=dlq_partitions,
         )
         self.kinds = kinds  # topic -> kind

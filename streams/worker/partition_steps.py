@@ -1,16 +1,16 @@
-"""The engine steps of the partitions a worker holds: loaded from the changelog on first
-use, one load at a time, and forgotten whole on revocation."""
+"""The engine steps of the partitions a worker holds: loaded from their changelog on first
+use, one load at a time, kept across a rebalance that leaves them here, and forgotten
+when they move."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
-from streams.engine.partitioning import partition_for
 from streams.settings import Settings
 from streams.worker.batches import RecordBatches
-from streams.worker.faust_internals import table_changelog, table_store
 from streams.worker.state import PartitionView, load_changelog
 
 __all__ = ["PartitionSteps"]
@@ -28,75 +28,74 @@ class PartitionSteps(Generic[S]):
         settings: Settings,
         *,
         partitions: int,
-        table: Any,
+        changelog: str,
         batches: RecordBatches,
-        loading: asyncio.Lock,
         dlq_partitions: int,
     ) -> None:
         self.settings = settings
         self.partitions = partitions
-        self.table = table
+        self.changelog = changelog
         self.batches = batches
         self.dlq_partitions = dlq_partitions
         self.steps: dict[int, S] = {}
         self.views: dict[int, PartitionView] = {}
-        self._loading = loading
+        self._loading: dict[int, asyncio.Lock] = {}  # two loads of one partition would race
 
     def _make(self, partition: int, view: PartitionView) -> S:
         """A restored step over ``view``."""
         raise NotImplementedError
 
-    def drop(self) -> None:
-        """Forget every partition's state, in memory too: each is reloaded whole from its
-        changelog when next used (changes not checkpointed, such as a new model's track,
-        would otherwise outlive the drop and count their re-read input twice)."""
-        table_store(self.table).clear()
-        self.steps.clear()
-        self.views.clear()
+    def drop(self, partitions: Iterable[int] | None = None) -> None:
+        """Forget ``partitions`` (default: all), in memory too: each is reloaded whole from
+        its changelog when next used. Changes not checkpointed, such as a new model's
+        track, must not outlive the partition's move: the new owner reads their input
+        again, and a later return of the partition would count it twice."""
+        for p in list(self.steps) if partitions is None else list(partitions):
+            self.steps.pop(p, None)
+            self.views.pop(p, None)
 
     async def step(self, partition: int) -> S:
         step = self.steps.get(partition)
         if step is not None:
             return step
-        async with self._loading:  # two loads of one partition would race on its dict
+        async with self._loading.setdefault(partition, asyncio.Lock()):
             step = self.steps.get(partition)
             if step is None:
-                view = await load_view(
-                    self.settings, self.table, partition, self.partitions, self.batches
-                )
+                view = await self._load(partition)
                 step = self._make(partition, view)
                 self.views[partition] = view
                 self.steps[partition] = step
             return step
 
+    async def _load(self, partition: int) -> PartitionView:
+        """A partition's state, restored from its changelog."""
+        data: dict[str, Any] = {}
+        restored = await load_changelog(
+            self.settings.bootstrap_servers,
+            self.changelog,
+            partition,
+            data,
+            PartitionView.commit_key(partition),
+        )
+        log.info(
+            "%s[%d]: %d changelog records restored",
+            self.changelog, partition, restored.applied,
+        )  # fmt: skip
+        if restored.discarded:
+            log.warning(
+                "%s[%d]: %d changelog records of an unfinished checkpoint discarded (%d keys "
+                "back at their committed state; the input they covered is read again)",
+                self.changelog, partition, restored.discarded, len(restored.unfinished),
+            )  # fmt: skip
+        return PartitionView(
+            self.changelog, partition, data, self.batches, rewrite=restored.unfinished
+        )
+
+    async def preload(self, partitions: Iterable[int]) -> None:
+        """Load ``partitions`` at once, concurrently (each load is mostly waiting for the
+        broker), rather than one by one at their first batch."""
+        await asyncio.gather(*(self.step(p) for p in partitions))
+
     def offsets(self, partition: int) -> dict[str, int]:
         """Last offset processed per topic of a loaded partition."""
         return dict(self.views[partition].meta.get("offsets", {}))
-
-
-async def load_view(
-    settings: Settings, table: Any, partition: int, partitions: int, batches: RecordBatches
-) -> PartitionView:
-    """A partition's state, reloaded from its changelog."""
-
-    def owns(key: str) -> bool:
-        return partition_for(key, partitions) == partition
-
-    restored = await load_changelog(
-        settings.bootstrap_servers,
-        table_changelog(table),
-        partition,
-        table_store(table),
-        PartitionView.commit_key(partition),
-    )
-    log.info(
-        "%s partition %d: %d changelog records restored",
-        table.name, partition, restored.applied,
-    )  # fmt: skip
-    if restored.discarded:
-        log.warning(
-            "%s partition %d: %d changelog records of an unfinished checkpoint discarded "
-            "(%d keys back at their committed state; the input they covered is read again)",
-            table.name, partition, restored.discarded, len(restored.unfinished),
-        )  # fmt: skip
-    return PartitionView(table, partition, owns, batches, rewrite=restored.unfinished)

@@ -31,9 +31,8 @@ def tune_gc() -> None:
 def run_worker(settings: Settings) -> None:
     """Create topics if needed, then run the Faust worker until SIGTERM/SIGINT; exits
     with code 70 when an agent could not go on (see :mod:`streams.worker.app`)."""
-    import faust
-
     from streams.worker.app import EXIT_AGENT_FAILED, Pipeline
+    from streams.worker.faust_internals import BoundedStopWorker
 
     detectors = load_detectors(settings)
     partitions = asyncio.run(ensure_topics(settings))
@@ -41,7 +40,10 @@ def run_worker(settings: Settings) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = Pipeline(settings, detectors, partitions, dlq_partitions=dlq_partitions)
 
-    class Worker(faust.Worker):
+    class Worker(BoundedStopWorker):
+        stop_deadline_s = settings.shutdown_grace_s + 5
+        stop_exit_code = EXIT_AGENT_FAILED
+
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             tune_gc()

@@ -1,18 +1,22 @@
-"""A per-partition view of a Faust table whose changelog is written once per batch.
+"""A partition's state: a dict of its own, changelogged once per batch, and restored
+from its changelog only in whole checkpoints.
 
-Faust's ``table[key] = value`` needs the current event to pick the changelog partition,
-runs sensors and sends one changelog record per write. Batched agents know the partition
-already, so this view changes the table's in-memory store at once, remembers which keys
-changed, and :meth:`PartitionView.stage` adds one record per changed key to a batch that the
-agent sends with its other output (:mod:`streams.worker.batches`). Agents send it
+The worker keeps its state itself rather than in Faust tables. A table's
+``table[key] = value`` needs the current event to pick the changelog partition, runs
+sensors and sends one changelog record per write; and Faust's own table recovery, run at
+every rebalance for every assigned partition, stopped workers with ``ConsistencyError``
+when tansu reported a changelog's end below an offset already read. Here each partition
+has a dict; :meth:`PartitionView.stage` adds one record per changed key to a batch that
+the agent sends with its other output (:mod:`streams.worker.batches`). Agents send it
 *after* publishing a batch's output: a crash in between re-processes the batch (a
 duplicate at worst) instead of recording state whose output was never published.
-Faust still restores the table from the changelog on restart.
 
 The view also checkpoints, in the same changelog partition, its step's ``meta``: the
 last offset processed of each source topic, event-time marks and batch numbers (see
 :mod:`streams.engine`). Faust can deliver a message twice (it re-seeks to the committed
-offset while recovering tables); the engine skips what the checkpoint already includes.
+offset after a rebalance); the engine skips what the checkpoint already includes.
+The changelog topics keep the names Faust gave them (``{app_id}-join-state-changelog``,
+``{app_id}-detector-state-changelog``), so existing deployments keep their state.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.worker.batches import RecordBatches
-from streams.worker.faust_internals import table_changelog, table_store
 
 __all__ = ["PartitionView", "Restored", "json_key", "load_changelog", "restored"]
 
@@ -62,15 +65,14 @@ async def load_changelog(
     whose offsets the meta does not include, and applying them makes the restored state
     count that input twice when it is read again. Records are therefore applied only
     when the commit record that ends their checkpoint is read; records after the last
-    commit are discarded (their keys keep, or get back, their committed value, also over
-    what Faust's own recovery put there). The caller writes those keys again in its first
-    checkpoint, so that records of a later checkpoint never land on an unfinished one.
+    commit are discarded (their keys keep their committed value). The caller writes those
+    keys again in its first checkpoint, so that records of a later checkpoint never land
+    on an unfinished one.
 
-    Faust restores tables itself, up to the end offset the broker reports. tansu was seen
-    to report an end offset below its real log end (3,151 against 3,182 records), so
-    Faust's recovery came back a few records short and a missing pending prediction lost
-    its join. Each partition is therefore re-read here before first use, past the
-    reported end until a fetch comes back empty.
+    tansu was seen to report an end offset below its real log end (3,151 against 3,182
+    records): a restore that stopped there came back a few records short and a missing
+    pending prediction lost its join. The log is therefore read past the reported end
+    until a fetch comes back empty and the end, asked again, is behind the position.
     """
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
@@ -78,17 +80,17 @@ async def load_changelog(
         enable_auto_commit=False,
         group_id=None,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,  # the empty fetch at the end answers at once
     )
     await consumer.start()
     out = Restored()
     pending: list[tuple[str, bytes | None]] = []  # since the last commit record
-    committed: set[str] = set()  # keys given a value (or a deletion) by a whole checkpoint
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         await consumer.seek_to_beginning(tp)
         while True:
-            fetched = await consumer.getmany(tp, timeout_ms=250)
+            fetched = await consumer.getmany(tp, timeout_ms=200)
             if not fetched and await consumer.position(tp) >= end:
                 # an empty fetch on a busy broker is not the end: ask for the end again
                 end = (await consumer.end_offsets([tp]))[tp]
@@ -107,16 +109,12 @@ async def load_changelog(
                             data.pop(k, None)
                         else:
                             data[k] = value
-                        committed.add(k)
                     out.applied += len(pending)
                     pending.clear()
     finally:
         await consumer.stop()
-    for key, _ in pending:
-        out.discarded += 1
-        out.unfinished.add(key)
-        if key not in committed:
-            data.pop(key, None)  # only Faust's recovery had given it a value
+    out.discarded = len(pending)
+    out.unfinished = {key for key, _ in pending}
     return out
 
 
@@ -132,7 +130,7 @@ def json_key(key: str) -> bytes:
 
 
 class PartitionView(MutableMapping[str, Any]):
-    """Mapping over one partition's keys of a Faust table, changelogged on write.
+    """One partition's state, changelogged on :meth:`stage`.
 
     ``meta`` is the step's own bookkeeping (offsets processed, event-time marks, batch
     numbers), checkpointed under a reserved key after the data it describes. Reserved
@@ -140,17 +138,16 @@ class PartitionView(MutableMapping[str, Any]):
 
     def __init__(
         self,
-        table: Any,
+        changelog: str,
         partition: int,
-        owns: Any,
+        data: dict[str, Any],
         batches: RecordBatches,
         rewrite: Iterable[str] = (),
     ) -> None:
-        self._topic: str = table_changelog(table)
+        self._topic = changelog
         self._batches = batches
-        self._data: MutableMapping[str, Any] = table_store(table)
+        self._data = data  # this partition's keys only, values possibly still pickled
         self._partition = partition
-        self._owns = owns  # key -> bool: does this key belong to this partition
         self._dirty: set[str] = set(rewrite)  # keys of an unfinished checkpoint: write again
         self._meta_key = self.commit_key(partition)
         restored_meta = restored(self._data, self._meta_key)
@@ -225,13 +222,13 @@ class PartitionView(MutableMapping[str, Any]):
         return len(dirty)
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k in list(self._data) if not k.startswith(_RESERVED) and self._owns(k))
+        return (k for k in list(self._data) if not k.startswith(_RESERVED))
 
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
         return ((k, restored(self._data, k)) for k in self)
 
     def __len__(self) -> int:
-        """O(n) with a hash per key: for logs and tests, never on the hot path."""
+        """O(n): for logs and tests, never on the hot path."""
         return sum(1 for _ in self)
 
     def __bool__(self) -> bool:

@@ -7,21 +7,18 @@ meta did not include, and the re-read input was counted twice (the five-SIGKILL 
 10,408 of 200k outcomes consumed twice). Here checkpoints are written through the
 worker's own :class:`PartitionView` and :class:`RecordBatches` to a real broker, with
 producer batches of 512 bytes, and some are cut after a random number of records; every
-restore must give exactly the state of the last whole checkpoint, also over the values
-Faust's own (record by record) recovery put in the store first.
+restore must give exactly the state of the last whole checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import pickle
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,37 +34,6 @@ KEYS = [f"model-{c}" for c in "abcdef"]
 # records reach the broker before the crash
 changes = st.dictionaries(st.sampled_from(KEYS), st.none() | st.integers(0, 10**6), min_size=1)
 checkpoints = st.lists(st.tuples(changes, st.none() | st.integers(0, 12)), min_size=1, max_size=6)
-
-
-def _table(topic: str, data: dict[str, Any]) -> Any:
-    """What PartitionView reads of a Faust table: its store and its changelog's name."""
-    return SimpleNamespace(
-        data=SimpleNamespace(data=data),
-        changelog_topic=SimpleNamespace(get_topic_name=lambda: topic),
-    )
-
-
-async def _naive_restore(bootstrap: str, topic: str) -> dict[str, Any]:
-    """The store as Faust's recovery leaves it: every record applied, in order."""
-    tp = TopicPartition(topic, PARTITION)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    data: dict[str, Any] = {}
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(tp, timeout_ms=500)).values():
-                for r in records:
-                    key = json.loads(r.key)
-                    if r.value is None:
-                        data.pop(key, None)
-                    else:
-                        data[key] = r.value
-    finally:
-        await consumer.stop()
-    return data
 
 
 def _state(view: PartitionView) -> dict[str, Any]:
@@ -100,17 +66,11 @@ async def _run(
         committed_seq = 0
 
         async def restore() -> PartitionView:
-            data = await _naive_restore(bootstrap, topic)
+            data: dict[str, Any] = {}
             restored = await load_changelog(
                 bootstrap, topic, PARTITION, data, PartitionView.commit_key(PARTITION)
             )
-            view = PartitionView(
-                _table(topic, data),
-                PARTITION,
-                lambda _k: True,
-                batches,
-                rewrite=restored.unfinished,
-            )
+            view = PartitionView(topic, PARTITION, data, batches, rewrite=restored.unfinished)
             assert _state(view) == committed
             assert view.meta.get("seq", 0) == committed_seq
             return view
@@ -154,8 +114,7 @@ def test_an_unfinished_checkpoint_is_written_again_by_the_next(
         await producer.start()
         try:
             batches = RecordBatches(lambda: producer)
-            data: dict[str, Any] = {}
-            view = PartitionView(_table(topic, data), PARTITION, lambda _k: True, batches)
+            view = PartitionView(topic, PARTITION, {}, batches)
             view["model-a"] = 1
             view.meta["seq"] = 1
             view.stage()
@@ -164,14 +123,12 @@ def test_an_unfinished_checkpoint_is_written_again_by_the_next(
             for key, value in (("model-a", 2), ("model-b", 3)):
                 blob = pickle.dumps(value)
                 await producer.send_and_wait(topic, blob, key=f'"{key}"'.encode(), partition=0)
-            data = await _naive_restore(kafka_bootstrap, topic)
+            data: dict[str, Any] = {}
             restored = await load_changelog(
                 kafka_bootstrap, topic, PARTITION, data, PartitionView.commit_key(PARTITION)
             )
             assert (restored.discarded, restored.unfinished) == (2, {"model-a", "model-b"})
-            view = PartitionView(
-                _table(topic, data), PARTITION, lambda _k: True, batches, restored.unfinished
-            )
+            view = PartitionView(topic, PARTITION, data, batches, restored.unfinished)
             assert view.dirty
             view.meta["seq"] = 2
             assert view.stage() == 2

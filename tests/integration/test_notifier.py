@@ -4,6 +4,7 @@ real Redis, real HTTP and SMTP receivers on loopback, dead letters on the real b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -99,15 +100,21 @@ class Harness:
         async def no_wait(_seconds: float) -> None:
             return None
 
-        self.notifier = Notifier(
+        self.to_dlq, self.no_wait = to_dlq, no_wait
+        self.notifier = self.replica()
+        return self
+
+    def replica(self) -> Notifier:
+        """Another notifier on the same Redis, clock and receivers: a second process."""
+        assert self.sender is not None
+        return Notifier(
             self.settings,
             redis=self.redis,
             sender=self.sender,
-            dead_letter=to_dlq,
+            dead_letter=self.to_dlq,
             clock=self.clock,
-            sleep=no_wait,
+            sleep=self.no_wait,
         )
-        return self
 
     async def stop(self) -> None:
         if self.sender is not None:
@@ -465,7 +472,47 @@ async def test_recovery_resolves_the_open_incident(make_harness: Any, http: Http
     )
 
 
-async def test_a_delivery_cut_short_by_a_crash_is_dead_lettered_not_resent(
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def slow_mail(smtp: SmtpReceiver, delay_s: float) -> None:
+    """The SMTP receiver takes ``delay_s`` to accept each message (read per connection)."""
+    accept = smtp.mailbox.handle_DATA
+
+    async def slowly(server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(delay_s)
+        return await accept(server, session, envelope)
+
+    smtp.mailbox.handle_DATA = slowly  # type: ignore[method-assign]
+
+
+async def die_mid_request(
+    h: Harness, http: HttpReceiver, smtp: SmtpReceiver | None, *alerts: dict[str, Any]
+) -> None:
+    """A notifier sends ``alerts`` and dies while every receiver is still answering: the
+    HTTP receivers hang, the mail is accepted only after the sender is gone."""
+    for path in ("/hook", "/slack", "/pagerduty"):
+        http.answer(path, 0)
+    if smtp is not None:
+        slow_mail(smtp, 0.5)
+    dying = h.replica()
+    for a in alerts:
+        dying.offer(a)
+    h.clock.advance(h.settings.notify.group_wait_s + 0.001)
+    task = asyncio.create_task(dying.tick())
+    await until(lambda: len(http.requests) == 3, "three requests in flight")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if smtp is not None:
+        await until(lambda: len(smtp.messages) == 1, "the mail the dead notifier sent")
+
+
+async def test_a_page_whose_notifier_died_before_sending_is_sent_unmarked(
     make_harness: Any, http: HttpReceiver
 ) -> None:
     h = await make_harness(delivery_lease_s=60)
@@ -474,15 +521,127 @@ async def test_a_delivery_cut_short_by_a_crash_is_dead_lettered_not_resent(
     a = alert("m", 3)
     crashed = PagingStore(h.redis, h.settings.redis_prefix, clock=h.clock)  # another process
     claim = await crashed.claim(a["alert_id"], parse_channel(channel).key, lease_s=60)
-    assert claim.state == "claimed"
+    assert claim.state == "claimed"  # and it died before binding a page: nothing was sent
     await h.run(a)
     assert h.notifier is not None and h.notifier.pending == 1  # waits for the lease
     h.clock.advance(61)
     await h.notifier.tick()
-    assert http.requests == []
-    (letter,) = await h.dead_letters(1)
-    assert letter["reason"] == "delivery_in_doubt"
+    (page,) = http.at("/hook")
+    assert "X-Watchkeeper-Possible-Duplicate" not in page.headers
+    assert "possible_duplicate" not in page.json()
     assert h.notifier.pending == 0
+    stats = await h.store.stats()
+    assert stats["reclaimed"] == 1 and "redelivered" not in stats and "dlq" not in stats
+
+
+async def test_a_page_cut_short_mid_request_is_sent_again_as_it_was_marked_where_needed(
+    make_harness: Any, http: HttpReceiver, smtp: SmtpReceiver
+) -> None:
+    """Missing a page is worse than a duplicate: the page in doubt goes out again, whole,
+    with its delivery id and dedup key; Slack and email say it may be a duplicate."""
+    h = await make_harness(delivery_lease_s=60, cooldown_s=0)
+    hook, slack, mail = f"webhook:{http.url}/hook", f"slack:{http.url}/slack", "email:o@x.org"
+    await h.own("m", hook, slack, f"pagerduty:{ROUTING_KEY}", mail)
+    a1, a2 = alert("m", 1), alert("m", 2, after=0.1)
+    await die_mid_request(h, http, smtp, a1, a2)
+    first = {r.path: r for r in http.requests}
+
+    replica = h.notifier
+    assert replica is not None
+    await h.run(a1)  # re-read from the alerts topic: the offset was never committed
+    assert replica.pending == 4 and len(http.requests) == 3  # one per channel, till the lease ends
+    h.clock.advance(61)
+    await replica.tick()
+    assert replica.pending == 0
+
+    (_, hook2), (_, slack2), (_, pd2) = (http.at(p) for p in ("/hook", "/slack", "/pagerduty"))
+    assert hook2.headers["X-Watchkeeper-Delivery"] == first["/hook"].headers[
+        "X-Watchkeeper-Delivery"]  # fmt: skip
+    assert ids_in_webhook(hook2) == ids_in_webhook(first["/hook"]) == [
+        a1["alert_id"], a2["alert_id"]]  # fmt: skip
+    assert hook2.headers["X-Watchkeeper-Possible-Duplicate"] == "true"
+    assert verify_signature(hook2.body, hook2.headers["X-Watchkeeper-Signature"], SECRET)
+    assert pd2.body == first["/pagerduty"].body  # same event, same dedup_key
+    assert not first["/slack"].json()["text"].startswith("[possible duplicate]")
+    assert slack2.json()["text"].startswith("[possible duplicate] ")
+    assert "watchkeeper_possible_duplicate" in [b.get("block_id") for b in slack2.json()["blocks"]]
+    await until(lambda: len(smtp.messages) == 2, "the mail sent again")
+    was, again = smtp.messages
+    assert (
+        "possible duplicate" not in was["Subject"]
+        and was["X-Watchkeeper-Possible-Duplicate"] is None
+    )
+    assert again["Subject"].startswith("[Watchkeeper] [possible duplicate] ")
+    assert again["X-Watchkeeper-Possible-Duplicate"] == "yes"
+    assert again["Message-ID"] == was["Message-ID"]
+
+    for spec in (hook, slack, f"pagerduty:{ROUTING_KEY}", mail):
+        for a in (a1, a2):
+            state = await h.store.delivery_state(a["alert_id"], parse_channel(spec).key)
+            assert state is not None and state.startswith("sent|")
+    await h.run(a2)  # its other alert, re-read too: already sent with the page
+    assert len(http.requests) == 6
+    stats = await h.store.stats()
+    assert (stats["redelivered_pages"], stats["redelivered"], stats["duplicate"]) == (4, 8, 4)
+    assert "dlq" not in stats
+
+
+async def test_a_retry_after_a_timeout_is_marked_as_a_possible_duplicate(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness(request_timeout_s=0.3)
+    await h.own("m", f"slack:{http.url}/slack")
+    http.answer("/slack", 0)  # the receiver got it but the answer never came
+    await h.run(alert("m", 1))
+    first, second = http.at("/slack")
+    assert not first.json()["text"].startswith("[possible duplicate]")
+    assert second.json()["text"].startswith("[possible duplicate] ")
+
+
+async def test_a_page_in_doubt_past_its_resends_is_dead_lettered_and_summarised_to_the_fallback(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    """Dead letters are not silent: the fallback gets one summary per window, with counts."""
+    h = await make_harness(
+        delivery_lease_s=60, redeliver_max=0, dead_letter_summary_s=600, cooldown_s=0
+    )
+    await h.own("m", f"webhook:{http.url}/hook", f"slack:{http.url}/slack")
+    await h.own("broken", f"webhook:{http.url}/gone")
+    http.answer("/gone", 404)
+    a1, a2 = alert("m", 1), alert("broken", 1)
+    h.clock.t = (h.clock.t // 600) * 600 + 1  # at the start of a summary window
+    await h.run(a2)  # a permanent failure
+    await die_mid_request(h, http, None, a1)
+    h.clock.advance(61)
+    await h.run(a1)  # past the lease: in doubt, and no re-send is allowed
+    letters = await h.dead_letters(3)
+    assert sorted(x["reason"] for x in letters) == [
+        "delivery_failed", "delivery_in_doubt", "delivery_in_doubt"]  # fmt: skip
+    assert http.at("/fallback") == []  # the window is still open
+    h.clock.advance(600)
+    assert h.notifier is not None
+    other = h.replica()
+    await asyncio.gather(h.notifier.tick(), other.tick())  # two replicas, one summary
+    await h.notifier.tick()
+    (summary,) = http.at("/fallback")
+    body = summary.json()
+    assert body["kind"] == "pages_dead_lettered" and body["severity"] == "critical"
+    details = body["notification_details"]
+    assert details["dead_letters"] == {
+        "total": 3,
+        "reasons": {"delivery_in_doubt": 2, "delivery_failed": 1},
+        "channels": {"webhook": 2, "slack": 1},
+    }
+    assert details["models"] == {"m": 2, "broken": 1}
+    assert "3 page deliveries were dead-lettered" in details["summary"]
+    # a later dead letter goes into the next window's summary, not this one's again
+    http.answer("/gone", 404)
+    await h.run(alert("broken", 2))
+    h.clock.advance(600)
+    await h.notifier.tick()
+    assert [r.json()["notification_details"]["dead_letters"]["total"]
+            for r in http.at("/fallback")] == [3, 1]  # fmt: skip
+    assert (await h.store.stats())["dead_letter_summaries"] == 2
 
 
 async def test_a_redis_outage_keeps_alerts_until_redis_is_back(

@@ -356,3 +356,44 @@ def test_email_subject_cannot_be_split_by_a_newline_in_a_model_id() -> None:
     assert b"\nBcc:" not in headers
     assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
     assert msg["Bcc"] is None
+
+
+# --------------------------------------------------------------------------- possible duplicates
+
+
+def test_a_possible_duplicate_is_marked_on_slack_and_email_where_receivers_cannot_dedupe() -> None:
+    note = grouped()
+    plain, marked = slack_payload(note), slack_payload(note, possible_duplicate=True)
+    assert marked["text"] == f"[possible duplicate] {plain['text']}"
+    (flag,) = [b for b in marked["blocks"] if b.get("block_id") == "watchkeeper_possible_duplicate"]
+    assert blocks_of(marked, "header") == blocks_of(plain, "header")
+    assert marked["blocks"][1] is flag and "Possible duplicate" in flag["text"]["text"]
+    assert not any(b.get("block_id") for b in plain["blocks"])
+
+    was = email_message(note, "oncall@example.com", "wk@example.com")
+    again = email_message(note, "oncall@example.com", "wk@example.com", possible_duplicate=True)
+    assert again["Subject"] == f"[Watchkeeper] [possible duplicate] {note.title}"
+    assert again["X-Watchkeeper-Possible-Duplicate"] == "yes"
+    assert was["X-Watchkeeper-Possible-Duplicate"] is None
+    assert again["Message-ID"] == was["Message-ID"]  # the same page: clients may fold them
+    assert again.get_content().splitlines()[2].startswith("POSSIBLE DUPLICATE:")
+
+
+def test_a_possible_duplicate_keeps_the_webhook_delivery_id_and_says_so() -> None:
+    note = single()
+    body = webhook_body(note, possible_duplicate=True)
+    headers = webhook_headers(body, note, "s3cret", possible_duplicate=True)
+    assert headers["X-Watchkeeper-Delivery"] == note.delivery_id
+    assert headers["X-Watchkeeper-Possible-Duplicate"] == "true"
+    assert verify_signature(body, headers["X-Watchkeeper-Signature"], "s3cret")
+    assert orjson.loads(body)["possible_duplicate"] is True
+    assert "possible_duplicate" not in orjson.loads(webhook_body(note))
+    assert "X-Watchkeeper-Possible-Duplicate" not in webhook_headers(body, note, "s3cret")
+
+
+def test_a_notification_summary_is_shown_on_slack_and_in_the_mail() -> None:
+    text = "3 page deliveries were dead-lettered <between> 10:00 and 10:05"
+    note = Notification("watchkeeper", (degradation(),), None, None, details={"summary": text})
+    sections = [b["text"]["text"] for b in blocks_of(slack_payload(note), "section")]
+    assert "3 page deliveries were dead-lettered &lt;between&gt; 10:00 and 10:05" in sections
+    assert text in email_message(note, "a@example.com", "wk@example.com").get_content()
