@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 import redis
 
-from helpers.third_party import Record, committed_lag, create_topics, read_topic
+from helpers.hostile import Topics
+from helpers.third_party import Message, Record, committed_lag, create_topics, read_topic
 from streams.dev.process import WorkerProcess
 
 __all__ = [
@@ -121,6 +122,14 @@ class Isolated:
                 *args,
             ],
         )
+
+    def retarget(self, messages: list[Message], source: Topics) -> list[Message]:
+        """``messages`` written for ``source``'s input topics, sent to this pipeline's."""
+        names = {
+            source.predictions: self.topics["predictions"],
+            source.ground_truth: self.topics["ground_truth"],
+        }
+        return [replace(m, topic=names[m.topic]) for m in messages]
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)

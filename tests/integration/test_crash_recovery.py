@@ -29,7 +29,6 @@ in a second set of topics.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -43,7 +42,7 @@ from helpers.pipeline import (
     progress,
     wait_processed,
 )
-from helpers.third_party import Message, produce, producer
+from helpers.third_party import produce, producer
 
 from streams.dev.process import WorkerProcess
 
@@ -61,14 +60,6 @@ MODELS = [
     ModelSpec(f"clf-{i:02d}", "classification", (0, 1, 2) if i % 3 else (0, 1), i in (3, 11))
     for i in range(14)
 ] + [ModelSpec(f"reg-{i:02d}", "regression", (), degraded=i in (1, 4)) for i in range(6)]
-
-
-def _retarget(messages: list[Message], iso: Isolated, source: Topics) -> list[Message]:
-    names = {
-        source.predictions: iso.topics["predictions"],
-        source.ground_truth: iso.topics["ground_truth"],
-    }
-    return [replace(m, topic=names[m.topic]) for m in messages]
 
 
 def _counters(iso: Isolated) -> int:
@@ -129,7 +120,7 @@ def test_five_sigkills_lose_no_outcome_double_none_and_keep_the_clean_alert_ids(
     client = producer(kafka_bootstrap)
     for part in parts:
         produce(client, part)
-        produce(client, _retarget(part, clean, source))
+        produce(client, clean.retarget(part, source))
 
     # the reference: one worker that never crashes, on the same events in other topics
     # (it runs while the crashed pipeline's workers restart, which is mostly waiting)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from helpers.pipeline import (
     run_replay,
     wait_processed,
 )
-from helpers.third_party import Message, produce, producer
+from helpers.third_party import produce, producer
 
 from streams.dev.process import WorkerProcess
 
@@ -87,14 +86,6 @@ class Group:
         return [w.stop() for i, w in enumerate(self.started) if i not in self.killed]
 
 
-def _retarget(messages: list[Message], iso: Isolated, source: Topics) -> list[Message]:
-    names = {
-        source.predictions: iso.topics["predictions"],
-        source.ground_truth: iso.topics["ground_truth"],
-    }
-    return [replace(m, topic=names[m.topic]) for m in messages]
-
-
 def _wait_for_joined(iso: Isolated, group: Group, joined: int, timeout: float = 120) -> None:
     """Poll until the group's ``joined`` counter reached ``joined``."""
     began = time.monotonic()
@@ -132,7 +123,7 @@ def _scenario(
     total = sum(expected.pairs.values())
     client = producer(bootstrap)
     for part in parts:  # the reference gets everything at once
-        produce(client, _retarget(part, clean, source))
+        produce(client, clean.retarget(part, source))
     reference_worker = clean.worker("clean").start()
     group = Group(group_iso)
     sent = 0
