@@ -342,7 +342,9 @@ def run_worker(
     joined to the last outcome through the detectors, read off the worker's own counters
     in Redis (polled every 20 ms). Starting at the first outcome instead would leave out
     the join's work on whatever it read before the first label."""
-    worker = start_worker(settings, env)
+    # the counters are the clock: written every 20 ms, as often as they are polled (the
+    # default 0.5 s would swallow a short run whole and leave nothing to time)
+    worker = start_worker(settings, {"WATCHKEEPER_HEALTH_INTERVAL_S": "0.02", **(env or {})})
     redis = Redis.from_url(settings.redis_url)
     key = f"{settings.redis_prefix}stats"
     try:
@@ -367,7 +369,11 @@ def run_worker(
                 raise TimeoutError(f"{done}/{pairs} outcomes after {timeout}s:\n{tail}")
             time.sleep(0.02)
         rss_end = proc.memory_info().rss
-        return WorkerRun(pairs, now - (began or now), rss_idle, rss_end)
+        if began is None or now <= began:
+            raise RuntimeError(
+                f"{pairs} pairs went through between two counter writes: too few to time"
+            )
+        return WorkerRun(pairs, now - began, rss_idle, rss_end)
     finally:
         redis.close()
         worker.stop()

@@ -243,8 +243,8 @@ def failover(s: Stack, quick: bool, static: bool) -> tuple[dict[str, float], lis
             others = sorted(set(moves.times) - mine)
             rolling = max(moves.longest_pause(x, stopped_at, stopped_at + 20) for x in others)
             notes.append(
-                f"killed worker held {took} (s to first movement); restarted worker held {sorted(mine)} "
-                f"(exit code {code} on SIGTERM)"
+                f"killed worker held {took} (s to first movement); "
+                f"restarted worker held {sorted(mine)} (exit code {code} on SIGTERM)"
             )
     finally:
         for w in workers:
