@@ -42,6 +42,7 @@ from streams.store.health import HealthBuffer, HealthStore
 from streams.store.orphans import OrphanWatch
 from streams.topology import changelog_topic_names, join_topic_names
 from streams.worker.batches import RecordBatches
+from streams.worker.broker_watch import BrokerWatch
 from streams.worker.detect_step import WorkerDetect
 from streams.worker.faust_internals import (
     BatchDrainConsumer,
@@ -60,6 +61,7 @@ __all__ = ["EXIT_AGENT_FAILED", "Pipeline"]
 PRODUCER_BATCH_BYTES = 256 * 1024
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 DISORDER_LOG_EVERY_S = 10.0
+BROKER_PROBE_S = 2.0  # a metadata request this often tells a silent broker (BrokerWatch)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,7 +145,10 @@ class Pipeline:
         self._preload: asyncio.Future[Any] | None = None  # state of newly assigned partitions
         self._save_due = 0.0
         self._last_join = 0.0
-        self._offsets_reader: AIOKafkaConsumer | None = None
+        self._offsets_reader: AIOKafkaConsumer | None = None  # end offsets, broker probes
+        self.broker_watch = BrokerWatch(
+            s.session_timeout_s, s.shutdown_grace_s + 5, time.monotonic()
+        )
         self._disorder: Counter[str] = Counter()  # logged once per interval
         self._disorder_logged = time.monotonic()
         self._health: HealthStore | None = None
@@ -162,6 +167,7 @@ class Pipeline:
         )
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
         self.app.timer(s.health_interval_s, on_leader=False)(self._write_counts)
+        self.app.timer(BROKER_PROBE_S, on_leader=False)(self._probe_broker)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_before_shutdown.connect(self._on_shutdown)
@@ -324,12 +330,10 @@ class Pipeline:
         memory is current. After a longer gap (this worker was out of the group, its
         partitions elsewhere meanwhile) everything is reloaded. The newly assigned
         partitions are loaded at once, concurrently."""
-        assigned = args[1] if len(args) > 1 else ()  # (sender, assigned)
+        assigned = (args[1] if len(args) > 1 else None) or ()  # (sender, assigned)
         generation = self.app.consumer_generation_id
-        join = {tp.partition for tp in assigned or () if tp.topic in self.join.kinds}
-        outcomes = {
-            tp.partition for tp in assigned or () if tp.topic == self.settings.topics.outcomes
-        }
+        join = {tp.partition for tp in assigned if tp.topic in self.join.kinds}
+        outcomes = {tp.partition for tp in assigned if tp.topic == self.settings.topics.outcomes}
         follows = self._generation is not None and generation == self._generation + 1
         if self._generation is not None and not follows and (self.join.steps or self.detect.steps):
             log.warning(
@@ -536,13 +540,40 @@ class Pipeline:
             if tp.topic == outcomes and tp.partition not in self.detect.steps:
                 await self.detect.step(tp.partition)
 
-    async def _caught_up(self) -> bool:
-        """Has this worker processed every record the broker holds on its partitions?"""
+    async def _reader(self) -> AIOKafkaConsumer:
+        """A consumer outside the group, for end offsets and probes (started once)."""
         if self._offsets_reader is None:
-            self._offsets_reader = AIOKafkaConsumer(
+            reader = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.bootstrap_servers, group_id=None
             )
-            await self._offsets_reader.start()
+            try:
+                await reader.start()
+            except BaseException:
+                await reader.stop()
+                raise
+            self._offsets_reader = reader
+        return self._offsets_reader
+
+    async def _probe_broker(self) -> None:
+        """Ask the broker for metadata; :class:`BrokerWatch` logs an outage once. Bounded
+        below the timer's interval, so that probes never pile up."""
+
+        async def ask() -> None:
+            await (await self._reader()).topics()
+
+        try:
+            await asyncio.wait_for(ask(), BROKER_PROBE_S / 2)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            self.broker_watch.failed(time.monotonic(), type(exc).__name__)
+        else:
+            self.broker_watch.answered(time.monotonic())
+
+    async def _caught_up(self) -> bool:
+        """Has this worker processed every record the broker holds on its partitions?"""
+        try:
+            reader = await asyncio.wait_for(self._reader(), 5.0)
+        except (TimeoutError, KafkaError, OSError):
+            return False
         outcomes = self.settings.topics.outcomes
         done: dict[TopicPartition, int] = {}
         for tp in self.app.consumer.assignment():
@@ -558,7 +589,7 @@ class Pipeline:
         if not done:
             return False
         try:  # a broker that does not answer is not the end of the stream
-            ends = await asyncio.wait_for(self._offsets_reader.end_offsets(list(done)), 5.0)
+            ends = await asyncio.wait_for(reader.end_offsets(list(done)), 5.0)
         except (TimeoutError, KafkaError):
             return False
         return all(last + 1 >= ends[tp] for tp, last in done.items())

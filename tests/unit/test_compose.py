@@ -33,6 +33,19 @@ def test_compose_stack_wires_workers_to_kafka_and_redis():
     assert worker["command"][0] == "watchkeeper"
 
 
+def test_compose_workers_get_time_for_their_bounded_stop_and_restart_after_exit_70():
+    """docker sends SIGKILL 10 s after SIGTERM by default: shorter than the worker's own
+    bound, so a plain stop would lose the batches in flight to a crash recovery."""
+    worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    grace = worker["stop_grace_period"]
+    assert grace.endswith("s"), grace
+    bound = Settings.model_fields["shutdown_grace_s"].default + 5  # BoundedStopWorker's exit 70
+    assert float(grace[:-1]) > bound
+    assert worker["restart"] in {"unless-stopped", "always", "on-failure"}
+    partitions = int(worker["environment"]["WATCHKEEPER_PARTITIONS"])
+    assert worker["deploy"]["replicas"] <= partitions  # a worker beyond that would idle
+
+
 def test_compose_notifiers_are_configured_with_real_settings():
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     notifier = services["notifier"]
