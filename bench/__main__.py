@@ -30,6 +30,7 @@ SUITES = (
     "throughput",
     "scale",
     "scale_out",
+    "flood",
     "latency",
 )
 HERE = Path(__file__).parent

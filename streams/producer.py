@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streams.connections import aiokafka_kwargs
 from streams.contract.events import (
     DAY_MS,
     DEFAULT_MAX_BYTES,
@@ -36,6 +37,7 @@ from streams.contract.events import (
     prediction_from_dict,
 )
 from streams.engine.partitioning import partition_for
+from streams.settings import KafkaSecurity
 
 __all__ = ["TopicStats", "WatchkeeperProducer"]
 
@@ -77,7 +79,10 @@ class WatchkeeperProducer:
     now, or before ``min_event_time_ms``, is refused. Pass the worker's settings of the
     same names if it runs with other bounds.
     A delivery that fails in the background is raised by the next call.
-    ``producer_kwargs`` go to :class:`aiokafka.AIOKafkaProducer`.
+    ``security`` is how to authenticate and encrypt (``KafkaSecurity(security_protocol=
+    "SASL_SSL", sasl_username=..., ...)``); None reads WATCHKEEPER_KAFKA_* from the
+    environment, PLAINTEXT when unset. ``producer_kwargs`` go to
+    :class:`aiokafka.AIOKafkaProducer` and win over both.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class WatchkeeperProducer:
         validate: bool = True,
         max_clock_skew_ms: int = DAY_MS,
         min_event_time_ms: int = MIN_EVENT_TIME_MS,
+        security: KafkaSecurity | None = None,
         **producer_kwargs: Any,
     ) -> None:
         if batch_size < 1:
@@ -112,7 +118,9 @@ class WatchkeeperProducer:
             predictions_topic: TopicStats(),
             ground_truth_topic: TopicStats(),
         }
-        self._kwargs = {"bootstrap_servers": bootstrap_servers, **producer_kwargs}
+        self._bootstrap_servers = bootstrap_servers
+        self._security = security if security is not None else KafkaSecurity()
+        self._producer_kwargs = producer_kwargs
         request_limit = int(producer_kwargs.get("max_request_size", DEFAULT_MAX_BYTES))
         self._max_value = min(request_limit, DEFAULT_MAX_BYTES) - _RECORD_OVERHEAD
         self._producer: AIOKafkaProducer | None = None
@@ -132,7 +140,12 @@ class WatchkeeperProducer:
 
     async def start(self) -> None:
         """Connect (the aiokafka producer needs a running loop, so it is built here)."""
-        producer = AIOKafkaProducer(**self._kwargs)
+        producer = AIOKafkaProducer(
+            **{
+                **aiokafka_kwargs(self._bootstrap_servers, self._security),
+                **self._producer_kwargs,
+            }
+        )
         try:
             await producer.start()
         except BaseException:

@@ -9,15 +9,17 @@ smallest session timeout a stock Apache Kafka broker accepts (group.min.session.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from detectors.config import DetectorSettings, load_detector_settings
 from streams.contract.events import MIN_EVENT_TIME_MS
 from streams.errors import ConfigError
 
-__all__ = ["NotifySettings", "Settings", "Topics", "load_detectors"]
+__all__ = ["KafkaSecurity", "NotifySettings", "Settings", "Topics", "load_detectors"]
 
 DAY_MS = 86_400_000
 
@@ -76,6 +78,27 @@ class NotifySettings(BaseSettings):
         description="page the fallback channels once per window of this length with the "
         "counts of page deliveries dead-lettered in it",
     )
+    orphan_summary_s: float = Field(
+        300.0,
+        gt=0,
+        description="orphaned_model alerts (models without an owner) go to the fallback "
+        "channels as one summary page per window of this length, not one page each",
+    )
+    orphan_summary_models: int = Field(
+        20, ge=1, description="model ids listed by name in an orphan summary (the rest counted)"
+    )
+    max_pages_per_channel_per_min: int = Field(
+        30,
+        ge=0,
+        description="pages per channel per minute (all replicas together); pages past it are "
+        "held back, counted, and summarised to that channel when the minute ends (0: no limit)",
+    )
+    allow_private_targets: list[str] = Field(
+        default_factory=list,
+        description="CIDRs and host names exempt from the outbound policy (webhook, Slack "
+        "and PagerDuty URLs on loopback, link-local, private or reserved addresses are "
+        "refused otherwise); for receivers you run yourself",
+    )
     dedup_ttl_s: float = Field(7 * 86_400.0, gt=0, description="how long delivery records live")
     webhook_secret: SecretStr | None = None
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
@@ -86,6 +109,14 @@ class NotifySettings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     source: str = "watchkeeper"
+
+    @field_validator("allow_private_targets")
+    @classmethod
+    def _allowlist_parses(cls, value: list[str]) -> list[str]:
+        from streams.outbound import parse_allowlist
+
+        parse_allowlist(value)  # ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _lease_outlasts_an_attempt(self) -> NotifySettings:
@@ -100,13 +131,148 @@ class NotifySettings(BaseSettings):
         return self
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SASL_MECHANISMS: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def secret_from_file(path: Path, what: str) -> SecretStr:
+    """A secret kept in a file (a mounted secret; ``*_FILE`` in the environment), without
+    the trailing newline an editor or ``echo`` leaves. Secrets then need neither the
+    command line, which every user of the machine can read in the process list, nor the
+    environment."""
+    try:
+        text = path.read_bytes().decode()  # not read_text: it would turn a "\r" into "\n"
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: cannot read {path}: {exc}") from exc
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ValueError(f"{what}: {path} is empty")
+    return SecretStr(text)
+
+
+def _one_secret(value: SecretStr | None, path: Path | None, what: str) -> SecretStr | None:
+    """The secret given directly or in a file; both at once is ambiguous."""
+    if value is not None and path is not None:
+        raise ValueError(f"{what} and {what}_file are both set: give one")
+    return secret_from_file(path, f"{what}_file") if path is not None else value
+
+
+class KafkaSecurity(BaseSettings):
+    """How every Kafka client of the project authenticates and encrypts (env
+    WATCHKEEPER_KAFKA_*); :mod:`streams.connections` turns it into client options.
+
+    A ``*_file`` setting reads its secret from that file (WATCHKEEPER_KAFKA_SASL_PASSWORD_FILE);
+    after validation the secret is in the plain field and the ``*_file`` field is None.
+    """
+
+    # errors name the setting, never its value: a value may be a password
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHKEEPER_KAFKA_", extra="forbid", hide_input_in_errors=True
+    )
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle that signed the broker's certificate (default: the system's)"
+    )
+    ssl_certfile: Path | None = Field(None, description="client certificate, for mutual TLS")
+    ssl_keyfile: Path | None = Field(None, description="its private key, unless in ssl_certfile")
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _known(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().upper()
+        if info.field_name == "sasl_mechanism" and value not in SASL_MECHANISMS:
+            raise ValueError(
+                f"sasl_mechanism {value!r} is not supported: use one of "
+                f"{', '.join(SASL_MECHANISMS)} (GSSAPI and OAUTHBEARER are not wired up)"
+            )
+        return value
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        """Credentials or files that the protocol would never use are a mistake to report,
+        not something to ignore: a worker would otherwise connect without them."""
+        self.sasl_password = _one_secret(
+            self.sasl_password, self.sasl_password_file, "sasl_password"
+        )
+        self.ssl_key_password = _one_secret(
+            self.ssl_key_password, self.ssl_key_password_file, "ssl_key_password"
+        )
+        self.sasl_password_file = self.ssl_key_password_file = None
+        protocol = self.security_protocol
+        if self.uses_sasl:
+            missing = [n for n in ("sasl_username", "sasl_password") if not getattr(self, n)]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {protocol} needs {' and '.join(missing)} (env "
+                    "WATCHKEEPER_KAFKA_SASL_USERNAME, and WATCHKEEPER_KAFKA_SASL_PASSWORD or "
+                    "WATCHKEEPER_KAFKA_SASL_PASSWORD_FILE)"
+                )
+        elif self.sasl_username or self.sasl_password:
+            raise ValueError(
+                f"SASL credentials are set but security_protocol {protocol} never sends "
+                "them: use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        tls = {
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_key_password": self.ssl_key_password,
+        }
+        if not self.uses_ssl and any(v is not None for v in tls.values()):
+            given = ", ".join(n for n, v in tls.items() if v is not None)
+            raise ValueError(
+                f"{given} set but security_protocol {protocol} does not use TLS: "
+                "use SSL or SASL_SSL"
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a file")
+        if self.ssl_certfile is None and (self.ssl_keyfile or self.ssl_key_password):
+            raise ValueError("ssl_keyfile and ssl_key_password need ssl_certfile")
+        return self
+
+
 class Settings(BaseSettings):
     """Worker settings. Every field can be set as WATCHKEEPER_<NAME> in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="WATCHKEEPER_", extra="forbid")
+    # errors name the setting, never its value: redis_url may hold a password
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHKEEPER_", extra="forbid", hide_input_in_errors=True
+    )
 
     broker: str = "kafka://127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://, or rediss:// for TLS; keep the password out of it (argv)",
+    )
+    redis_username: str | None = Field(None, description="ACL user (default: 'default')")
+    redis_password: SecretStr | None = None
+    redis_password_file: Path | None = Field(
+        None, description="read the Redis password from this file (a mounted secret)"
+    )
+    redis_ca_file: Path | None = Field(
+        None, description="CA bundle that signed the rediss:// server's certificate"
+    )
     app_id: str = "watchkeeper"
     topics: Topics = Field(default_factory=Topics)
     notify: NotifySettings = Field(default_factory=NotifySettings)
@@ -126,6 +292,19 @@ class Settings(BaseSettings):
         ge=0,
         description="dead-letter events timed before this epoch ms (default "
         "2000-01-01T00:00:00Z): an earlier time is a unit mistake or a zeroed clock",
+    )
+    max_models: int = Field(
+        10_000,
+        ge=1,
+        description="models each join partition keeps state for; predictions of models "
+        "beyond it are dead-lettered (model_limit) and raise one fleet alert: producers "
+        "choose model_id, and a flood of made-up ids must not grow memory and Redis without end",
+    )
+    model_retention_ms: int = Field(
+        30 * DAY_MS,
+        ge=1,
+        description="a model unseen this long (event time) gives its place under max_models "
+        "up; its Redis keys expire after as long (wall time)",
     )
     detector_config: Path | None = None
     reorder_lag_ms: int = Field(
@@ -188,6 +367,34 @@ class Settings(BaseSettings):
         if not value.startswith("kafka://"):
             raise ValueError(f"broker must look like kafka://host:port, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _redis_credentials(self) -> Settings:
+        """One place for each credential, and TLS options only where TLS is used."""
+        self.redis_password = _one_secret(
+            self.redis_password, self.redis_password_file, "redis_password"
+        )
+        self.redis_password_file = None
+        try:
+            url = urlsplit(self.redis_url)
+            in_url = (url.username or None, url.password)
+        except ValueError as exc:
+            raise ValueError(f"redis_url is not a URL: {exc}") from None
+        if self.redis_password is not None and in_url[1] is not None:
+            raise ValueError("the Redis password is both in redis_url and redis_password: give one")
+        if self.redis_username is not None and in_url[0] is not None:
+            raise ValueError("the Redis user is both in redis_url and redis_username: give one")
+        if self.redis_username is not None and self.redis_password is None and not in_url[1]:
+            raise ValueError("redis_username needs redis_password (or redis_password_file)")
+        if self.redis_ca_file is not None:
+            if url.scheme != "rediss":
+                raise ValueError(
+                    f"redis_ca_file is set but redis_url is {url.scheme}://, which does not "
+                    "use TLS: use rediss://"
+                )
+            if not self.redis_ca_file.is_file():
+                raise ValueError(f"redis_ca_file: {self.redis_ca_file} is not a file")
+        return self
 
     @property
     def bootstrap_servers(self) -> str:

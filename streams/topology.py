@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streams.connections import aiokafka_kwargs
 from streams.errors import TopologyError
 from streams.settings import Settings
 
@@ -39,7 +40,7 @@ def changelog_topic_names(settings: Settings) -> tuple[str, str]:
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings.bootstrap_servers, settings.kafka))
     try:
         await admin.start()
     except KafkaError as exc:

@@ -1,6 +1,7 @@
 """Real receivers on loopback for the notifier's channels: an HTTP server (webhooks, Slack,
 PagerDuty), an SMTP server (aiosmtpd) and a TCP server that hangs up on every connection.
-They record what arrives and answer as told."""
+They record what arrives and answer as told; given the webhook secret, the HTTP receiver
+also checks each request's ``X-Watchkeeper-Signature`` as a real receiver would."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import orjson
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from streams.notify.channels import SIGNATURE_HEADER, verify_signature
+
 
 @dataclass
 class Request:
@@ -26,6 +29,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     method: str = "POST"
+    verified: bool | None = None  # the signature checked out (None: no secret to check)
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -44,11 +48,14 @@ class HttpReceiver:
     """Records every request; answers each path from a queue of replies (then 200).
 
     A reply is a status or a :class:`Reply` (status, response headers, body). A status of 0
-    means "hang longer than any client timeout" (the request is recorded)."""
+    means "hang longer than any client timeout" (the request is recorded). With a
+    ``secret``, each request's signature is verified (timestamp within 300 s) and the
+    result recorded in :attr:`Request.verified`."""
 
-    def __init__(self, *, delay_s: float = 0.0) -> None:
+    def __init__(self, *, delay_s: float = 0.0, secret: str | None = None) -> None:
         self.requests: list[Request] = []
         self.delay_s = delay_s
+        self.secret = secret
         self._script: dict[str, deque[int | Reply]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
         self._released = asyncio.Event()
@@ -62,7 +69,12 @@ class HttpReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.requests.append(Request(request.path, dict(request.headers), body, request.method))
+        verified = None
+        if self.secret is not None:
+            verified = verify_signature(body, request.headers.get(SIGNATURE_HEADER), self.secret)
+        self.requests.append(
+            Request(request.path, dict(request.headers), body, request.method, verified)
+        )
         script = self._script[request.path]
         reply = script.popleft() if script else 200
         if isinstance(reply, int):
@@ -163,6 +175,32 @@ class HangUpServer:
             writer.close()
 
         self._server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class GarbageServer:
+    """Reads a request and answers bytes that are not HTTP: the client's parser fails, and
+    aiohttp's error quotes the request URL (with whatever secret the URL holds)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> GarbageServer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n")
+                await writer.drain()
+            writer.close()
+
+        self._server = await asyncio.start_server(answer, "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 

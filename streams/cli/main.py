@@ -12,6 +12,13 @@ from pydantic import ValidationError
 from streams.cli.notify import add_notify_commands, run_notify_command
 from streams.cli.owners import add_owner_commands, run_owners
 from streams.cli.replay import add_replay_command, run_replay
+from streams.cli.security import (
+    REDIS_FLAG_FIELDS,
+    add_kafka_flags,
+    add_redis_flags,
+    kafka_from,
+    warn_about_secrets_in_argv,
+)
 from streams.errors import ConfigError, WatchkeeperError
 from streams.settings import Settings
 
@@ -20,9 +27,6 @@ __all__ = ["build_parser", "main", "settings_from"]
 
 def _worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
-    p.add_argument(
-        "--redis", dest="redis_url", help="redis://host:port/db (env WATCHKEEPER_REDIS_URL)"
-    )
     p.add_argument("--app-id", help="consumer group / app id (env WATCHKEEPER_APP_ID)")
     p.add_argument("--partitions", type=int, help="partitions for topics the worker creates")
     p.add_argument(
@@ -33,14 +37,15 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data-dir", type=Path, help="Faust data directory")
     p.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"])
+    add_kafka_flags(p)
+    add_redis_flags(p.add_argument_group("Redis"))
 
 
 def _connection_flags(p: argparse.ArgumentParser, *, broker: bool = False) -> None:
     if broker:
         p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
-    p.add_argument(
-        "--redis", dest="redis_url", help="redis://host:port/db (env WATCHKEEPER_REDIS_URL)"
-    )
+        add_kafka_flags(p)
+    add_redis_flags(p.add_argument_group("Redis"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--models", type=int, default=24)
     sim.add_argument("--predictions-per-model", type=int, default=3000)
     sim.add_argument("--seed", type=int, default=7)
+    add_kafka_flags(sim)
     add_owner_commands(sub)
     add_replay_command(sub)
     add_notify_commands(sub, _connection_flags)
@@ -68,22 +74,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from flags that were given, the environment, then defaults."""
     names = (
         "broker",
-        "redis_url",
+        *REDIS_FLAG_FIELDS,
         "app_id",
         "partitions",
         "detector_config",
         "data_dir",
         "log_level",
     )
-    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    given: dict[str, object] = {
+        n: getattr(args, n) for n in names if getattr(args, n, None) is not None
+    }
     try:
-        return Settings(**given)
+        kafka = kafka_from(args)
+        if kafka is not None:
+            given["kafka"] = kafka
+        return Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warn_about_secrets_in_argv(args)
     try:
         if args.command == "worker":
             from streams.worker.run import run_worker

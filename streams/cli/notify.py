@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.errors import ConfigError
+from streams.redact import RedactingFilter
 from streams.settings import Settings
 from streams.store.owners import parse_duration
 from streams.store.paging import PagingStore
@@ -48,13 +49,15 @@ def run_notify_command(args: argparse.Namespace, settings: Settings) -> int:
         logging.basicConfig(
             level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        for handler in logging.getLogger().handlers:  # library logs too (aiohttp quotes URLs)
+            handler.addFilter(RedactingFilter())
         asyncio.run(run_notifier(settings))
         return 0
     return asyncio.run(_paging_command(args, settings))
 
 
 async def _paging_command(args: argparse.Namespace, settings: Settings) -> int:
-    async with redis_session(settings.redis_url) as redis:
+    async with redis_session(settings) as redis:
         store = PagingStore(
             redis, settings.redis_prefix, clock=time.time, ttl_s=settings.notify.dedup_ttl_s
         )

@@ -8,6 +8,11 @@ not an error, and exits 1.
 Human output masks Slack webhook URLs and PagerDuty routing keys, which are credentials
 that should not end up in terminal scrollback or CI logs; ``--json`` prints full channel
 specs, for scripts and backups.
+
+``set`` and ``import`` apply the notifier's outbound policy (streams.outbound) with
+the same allowlist the notifier reads (WATCHKEEPER_NOTIFY_ALLOW_PRIVATE_TARGETS): a
+channel on a loopback, link-local, private or reserved address is refused here, naming
+the rule, rather than failing at send time.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from streams.cli.security import REDIS_FLAG_FIELDS, add_redis_flags
 from streams.contract.notification import Channel
 from streams.errors import ConfigError
+from streams.outbound import TargetPolicy
+from streams.redact import redact
 from streams.settings import Settings
 from streams.store.owners import (
     Orphan,
@@ -46,12 +54,7 @@ __all__ = ["add_owner_commands", "run_owners"]
 def add_owner_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``owners`` and its actions to the top-level subcommands."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--redis",
-        dest="redis_url",
-        metavar="URL",
-        help="redis://host:port/db (env WATCHKEEPER_REDIS_URL)",
-    )
+    add_redis_flags(common.add_argument_group("Redis"))
     owners = sub.add_parser(
         "owners",
         help="who answers for each model: register, list, import, find orphans",
@@ -114,7 +117,8 @@ def add_owner_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
 def run_owners(args: argparse.Namespace) -> int:
     """Run one ``owners`` action; returns the exit code (0 done, 1 model not registered)."""
     try:
-        settings = Settings(**({"redis_url": args.redis_url} if args.redis_url else {}))
+        given = {n: getattr(args, n) for n in REDIS_FLAG_FIELDS if getattr(args, n) is not None}
+        settings = Settings(**given)
     except ValidationError as exc:
         raise ConfigError(str(exc)) from exc
     handler = _HANDLERS[args.owners_command]
@@ -125,7 +129,8 @@ Handler = Callable[[argparse.Namespace, Redis, str], Awaitable[int]]
 
 
 async def _with_redis(settings: Settings, handler: Handler, args: argparse.Namespace) -> int:
-    async with redis_session(settings.redis_url) as redis:
+    args.policy = TargetPolicy.allowing(settings.notify.allow_private_targets)
+    async with redis_session(settings) as redis:
         return await handler(args, redis, settings.redis_prefix)
 
 
@@ -138,7 +143,7 @@ async def _set(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
         escalate_after=args.escalate_after,
         escalation_channels=args.escalation_channels,
     )
-    created = await OwnerRegistry(redis, prefix).set(owner)
+    created = await OwnerRegistry(redis, prefix, policy=args.policy).set(owner)
     print(f"{'registered' if created else 'replaced'} owner of {owner.model_id}: {owner.owner}")
     return 0
 
@@ -189,7 +194,7 @@ async def _remove(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
 
 async def _import(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
     owners = load_owners_file(args.file)  # raises before anything is written
-    count = await OwnerRegistry(redis, prefix).import_many(owners)
+    count = await OwnerRegistry(redis, prefix, policy=args.policy).import_many(owners)
     print(f"imported {count} owner{'' if count == 1 else 's'} from {args.file}")
     return 0
 
@@ -250,13 +255,14 @@ def _channels(channels: Sequence[Channel]) -> str:
 
 
 def _masked(channel: Channel) -> str:
-    """Slack webhook URLs and PagerDuty routing keys are credentials: show only a tail."""
+    """Slack webhook URLs and PagerDuty routing keys are credentials: show only a tail;
+    anything else is redacted (userinfo, token query parameters) by streams.redact."""
     if channel.kind == "pagerduty":
         return f"pagerduty:…{channel.target[-4:]}"
     if channel.kind == "slack":
         url = urlsplit(channel.target)
-        return f"slack:{url.scheme}://{url.netloc}/…{channel.target[-4:]}"
-    return str(channel)
+        return f"slack:{url.scheme}://{url.netloc.rpartition('@')[2]}/…{channel.target[-4:]}"
+    return redact(str(channel))
 
 
 def _iso(ms: int) -> str:

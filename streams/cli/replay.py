@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from detectors.exceptions import DetectorSettingsError
+from streams.cli.security import add_kafka_flags
 from streams.errors import ConfigError
 from streams.replay.backtest import expand_sweeps
 from streams.settings import Settings
@@ -42,6 +43,7 @@ def add_replay_command(sub: Any) -> None:
     )
     p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
     p.add_argument("--no-progress", action="store_true")
+    add_kafka_flags(p)
 
 
 def run_replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -108,6 +110,8 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
             console.print(f"wrote {path}")
     if args.publish:
         alerts = result.alerts[combinations[0].name]
-        sent = asyncio.run(publish_alerts(settings.bootstrap_servers, args.publish, alerts))
+        sent = asyncio.run(
+            publish_alerts(settings.bootstrap_servers, args.publish, alerts, kafka=settings.kafka)
+        )
         console.print(f"published {sent} alerts to {args.publish} ({combinations[0].name})")
     return 0

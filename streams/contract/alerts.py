@@ -8,6 +8,7 @@ replay, so consumers can deduplicate on it.
 from __future__ import annotations
 
 import hashlib
+import shlex
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -18,7 +19,9 @@ __all__ = [
     "AlertKind",
     "alert_id",
     "build_alert",
+    "build_model_limit_alert",
     "build_orphan_alert",
+    "owner_hint",
     "rfc3339_ms",
     "severity_of",
 ]
@@ -31,6 +34,7 @@ AlertKind = Literal[
     "labels_missing",
     "model_silent",
     "orphaned_model",
+    "model_limit",
 ]
 Severity = Literal["info", "warning", "critical"]
 
@@ -92,26 +96,33 @@ def build_alert(
     }
 
 
-def build_orphan_alert(
-    model_id: str, *, detected_at: datetime, cooldown_s: float, message: str = ""
+def _wall_clock_alert(
+    model_id: str,
+    kind: AlertKind,
+    *,
+    detector: str,
+    signal: str,
+    severity: Severity,
+    detected_at: datetime,
+    window_s: float,
+    message: str,
 ) -> dict[str, Any]:
-    """The ``orphaned_model`` alert: a model in traffic that nobody owns.
-
-    Its id hashes the model and the cooldown window it was raised in, so workers that
-    notice the same orphan in the same window raise the same alert (deduplicated)."""
+    """An alert raised on the wall clock, not by the detectors. Its id hashes the model,
+    the kind and the window it was raised in, so workers that raise it in the same window
+    raise the same alert (the notifier pages it once)."""
     at_ms = int(detected_at.timestamp() * 1000)
-    window = at_ms // max(int(cooldown_s * 1000), 1)
+    window = at_ms // max(int(window_s * 1000), 1)
     stamp = rfc3339_ms(at_ms)
     return {
         "schema_version": ALERT_SCHEMA_VERSION,
-        "alert_id": alert_id(model_id, "orphaned_model", "registry", window),
-        "kind": "orphaned_model",
+        "alert_id": alert_id(model_id, kind, detector, window),
+        "kind": kind,
         "model_id": model_id,
         "model_version": None,
-        "detector": "registry",
-        "signal": "owner",
+        "detector": detector,
+        "signal": signal,
         "direction": None,
-        "severity": "warning",
+        "severity": severity,
         "event_time": stamp,
         "event_time_ms": at_ms,
         "detected_at": stamp,
@@ -121,9 +132,61 @@ def build_orphan_alert(
         "config_fingerprint": None,
         "owner": None,
         "runbook": None,
-        "message": message
+        "message": message,
+    }
+
+
+def build_orphan_alert(
+    model_id: str, *, detected_at: datetime, cooldown_s: float, message: str = ""
+) -> dict[str, Any]:
+    """The ``orphaned_model`` alert: a model in traffic that nobody owns (one per model
+    per cooldown window)."""
+    return _wall_clock_alert(
+        model_id,
+        "orphaned_model",
+        detector="registry",
+        signal="owner",
+        severity="warning",
+        detected_at=detected_at,
+        window_s=cooldown_s,
+        message=message
         or (
             f"model {model_id!r} is serving predictions but has no owner; register one with "
-            f"`watchkeeper owners set {model_id} --owner NAME --channel SPEC --runbook URL`"
+            f"`{owner_hint(model_id)}`"
         ),
-    }
+    )
+
+
+def owner_hint(model_id: str) -> str:
+    """The command that registers an owner for ``model_id``, safe to paste into a shell:
+    the id comes from event producers, so it is quoted (``$(...)`` stays text)."""
+    return (
+        f"watchkeeper owners set {shlex.quote(model_id)} --owner NAME --channel SPEC --runbook URL"
+    )
+
+
+FLEET = "*"
+"""The model_id of alerts about the fleet rather than one model (no owner: they page the
+fallback channel)."""
+
+
+def build_model_limit_alert(
+    refused: list[str], *, limit: int, detected_at: datetime, window_s: float
+) -> dict[str, Any]:
+    """``model_limit``: predictions of models beyond ``max_models`` are being refused.
+    One per window for the whole fleet, whichever workers and partitions refuse."""
+    shown = ", ".join(repr(m) for m in sorted(refused)[:10])
+    return _wall_clock_alert(
+        FLEET,
+        "model_limit",
+        detector="admission",
+        signal="cardinality",
+        severity="critical",
+        detected_at=detected_at,
+        window_s=window_s,
+        message=(
+            f"predictions of models beyond the cap of {limit} per partition (max_models) are "
+            f"dead-lettered as model_limit, e.g. {shown}; a producer may be sending made-up "
+            "model ids, or the fleet outgrew the cap (raise WATCHKEEPER_MAX_MODELS)"
+        ),
+    )

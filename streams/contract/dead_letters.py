@@ -68,7 +68,9 @@ UNSCORABLE: Final = "unscorable"
 """A joined pair whose error cannot be computed (a text label for a regression model)."""
 PROCESSING_ERROR: Final = "processing_error"
 """A record whose processing raised, again on retry, so it is set aside alone."""
-EVENT_REASONS: Final = (UNSCORABLE, PROCESSING_ERROR)
+MODEL_LIMIT: Final = "model_limit"
+"""A prediction of a model beyond the partition's cap on models (``max_models``)."""
+EVENT_REASONS: Final = (UNSCORABLE, PROCESSING_ERROR, MODEL_LIMIT)
 """Reasons of dead letters that are not parse rejections (those are ``events.REASONS``)."""
 
 ENVELOPE_KEYS: Final = frozenset(

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from streams.redact import redact
+
 __all__ = [
     "CHANNEL_KINDS",
     "Channel",
@@ -59,24 +61,38 @@ class Channel:
 
 
 def parse_channel(spec: str) -> Channel:
-    """``KIND:TARGET`` to a :class:`Channel`, or :class:`InvalidChannel` saying why not."""
+    """``KIND:TARGET`` to a :class:`Channel`, or :class:`InvalidChannel` saying why not.
+
+    The message quotes the spec redacted (:func:`streams.redact.redact`): a Slack URL or
+    a routing key is a credential, and this error reaches terminals and logs. Whether a
+    URL may be sent to at all is the outbound policy's question
+    (:class:`streams.outbound.TargetPolicy`), which needs the settings."""
     kind, sep, target = spec.strip().partition(":")
+    shown = repr(redact(spec))
     if not sep or kind not in CHANNEL_KINDS:
         raise InvalidChannel(
-            f"channel {spec!r}: expected KIND:TARGET with KIND one of {', '.join(CHANNEL_KINDS)}"
+            f"channel {shown}: expected KIND:TARGET with KIND one of {', '.join(CHANNEL_KINDS)}"
         )
     target = target.strip()
     if kind in ("webhook", "slack"):
+        if any(c.isspace() or not c.isprintable() for c in target):
+            raise InvalidChannel(f"channel {shown}: {kind} URL must not contain whitespace")
         url = urlsplit(target)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise InvalidChannel(f"channel {spec!r}: {kind} needs an http(s) URL")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidChannel(f"channel {shown}: {kind} needs an http(s) URL")
+        try:
+            port = url.port  # ValueError: not a number, or past 65535
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise InvalidChannel(f"channel {shown}: {kind} URL port must be 1-65535 (or none)")
     elif kind == "pagerduty":
         if not _ROUTING_KEY.fullmatch(target):
             raise InvalidChannel(
-                f"channel {spec!r}: pagerduty needs a 32-character integration (routing) key"
+                f"channel {shown}: pagerduty needs a 32-character integration (routing) key"
             )
     elif not _EMAIL.fullmatch(target):
-        raise InvalidChannel(f"channel {spec!r}: email needs an address like oncall@example.com")
+        raise InvalidChannel(f"channel {shown}: email needs an address like oncall@example.com")
     return Channel(kind, target)  # type: ignore[arg-type]
 
 

@@ -23,13 +23,14 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from streams.connections import aiokafka_kwargs, redis_client
 from streams.contract.notification import parse_channel
 from streams.dev.embedded import embedded_stack
 from streams.dev.process import WorkerProcess
 from streams.dev.simulate import HOUR_MS, Scenario, build_scenario
 from streams.errors import WatchkeeperError
 from streams.producer import WatchkeeperProducer
-from streams.settings import Settings
+from streams.settings import KafkaSecurity, Settings
 from streams.store.health import HealthStore
 from streams.store.owners import Owner, OwnerRegistry
 from streams.store.paging import PagingStore
@@ -63,6 +64,7 @@ async def produce_scenario(
         ground_truth_topic=t.ground_truth,
         batch_size=batch_size,
         validate=False,
+        security=settings.kafka,
     ) as producer:
         for kind, event in scenario.events:
             if kind == "p":
@@ -80,7 +82,7 @@ async def produce_scenario(
                     event["prediction_id"], event["label"], timestamp=event["timestamp"]
                 )
     if malformed:
-        raw = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        raw = AIOKafkaProducer(**aiokafka_kwargs(bootstrap, settings.kafka))
         await raw.start()
         try:
             for kind, value in MALFORMED:
@@ -98,12 +100,13 @@ class AlertCollector:
     topic: str
     on_alert: Callable[[dict[str, Any]], None] | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    kafka: KafkaSecurity | None = None  # None: WATCHKEEPER_KAFKA_* from the environment
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> AlertCollector:
         consumer = AIOKafkaConsumer(
             self.topic,
-            bootstrap_servers=self.bootstrap,
+            **aiokafka_kwargs(self.bootstrap, self.kafka or KafkaSecurity()),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,
@@ -344,9 +347,9 @@ async def _drive(
     timeout: float,
 ) -> None:
     collector = await AlertCollector(
-        bootstrap, settings.topics.alerts, _print_alert(console)
+        bootstrap, settings.topics.alerts, _print_alert(console), kafka=settings.kafka
     ).start()
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     inbox = await PagerInbox(console).start()
     notifier = WorkerProcess(
         settings.broker,
@@ -354,6 +357,10 @@ async def _drive(
         worker.log_path.with_name("notifier.log"),
         env={
             "WATCHKEEPER_NOTIFY_GROUP_WAIT_S": "1",
+            # orphans are summarised per window (300 s by default): one within the demo
+            "WATCHKEEPER_NOTIFY_ORPHAN_SUMMARY_S": "5",
+            # the pager inbox is this process, on loopback: exempt from the outbound policy
+            "WATCHKEEPER_NOTIFY_ALLOW_PRIVATE_TARGETS": '["127.0.0.1"]',
             "WATCHKEEPER_NOTIFY_FALLBACK_CHANNELS": orjson.dumps(
                 [f"webhook:{inbox.url}/fallback-oncall"]
             ).decode(),

@@ -9,8 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from streams.contract.dead_letters import DeadLetterSource, dead_letter, dead_letter_event
-from streams.contract.events import Rejected
+from streams.contract.dead_letters import (
+    MODEL_LIMIT,
+    DeadLetterSource,
+    dead_letter,
+    dead_letter_event,
+)
+from streams.contract.events import Prediction, Rejected
 from streams.engine.join import Unscorable
 
 __all__ = ["DeadLetter", "Source"]
@@ -46,6 +51,20 @@ class DeadLetter:
                 "model_id": u.model_id,
                 "prediction": u.prediction,
                 "label": u.label,
+            },
+        )
+
+    @classmethod
+    def model_limit(cls, p: Prediction, source: Source, limit: int) -> DeadLetter:
+        return cls(
+            MODEL_LIMIT,
+            f"model {p.model_id!r} is beyond the cap of {limit} models per partition "
+            "(max_models); its predictions are not joined",
+            source,
+            fields={
+                "prediction_id": p.prediction_id,
+                "model_id": p.model_id,
+                "timestamp_ms": p.timestamp_ms,
             },
         )
 

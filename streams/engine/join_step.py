@@ -34,6 +34,7 @@ from streams.contract.events import (
     parse_predictions,
 )
 from streams.contract.internal import Forwarded, JoinedOutcomes, JoinMark, Kind
+from streams.engine.admission import ModelAdmission
 from streams.engine.dead_letters import DeadLetter, Source
 from streams.engine.join import Joiner, JoinStats, TaskLookup
 from streams.engine.partitioning import partition_for, partitions_for
@@ -74,6 +75,7 @@ class JoinOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)  # skipped and suspicious input
     predictions: list[Prediction] = field(default_factory=list)  # accepted, when observed
+    refused_models: set[str] = field(default_factory=set)  # beyond the cap (model_limit)
 
 
 _ReadMark = {"p": "mark:p", "g": "mark:g"}
@@ -94,6 +96,7 @@ class JoinStep:
         rules: InputRules,
         task_for: TaskLookup,
         observe_predictions: bool = False,
+        models: MutableMapping[str, int] | None = None,
     ) -> None:
         if not 0 <= partition < partitions:
             raise ValueError(f"partition {partition} is not in 0..{partitions - 1}")
@@ -104,6 +107,12 @@ class JoinStep:
         self._parse_kwargs = rules.parse_kwargs
         self.joiner = Joiner(store, ttl_ms=ttl_ms, task_for=task_for)
         self.observe_predictions = observe_predictions
+        self.admission = ModelAdmission(
+            {} if models is None else models,
+            meta,
+            limit=rules.max_models,
+            retention_ms=rules.model_retention_ms,
+        )
 
     def restore(self) -> None:
         """Rebuild the join's index after its store was restored."""
@@ -147,6 +156,8 @@ class JoinStep:
                 continue
             if events:
                 read[rec.kind] += [e.timestamp_ms for e in events]
+                if rec.kind == "p":
+                    events = self._admitted(rec, events, out)
                 steps.append((rec, events))
                 ids += [e.prediction_id for e in events]
         for kind, times in read.items():
@@ -207,6 +218,21 @@ class JoinStep:
             for r in rejected:
                 out.dead_letters.append(DeadLetter.rejected(r, source))
         return events
+
+    def _admitted(self, rec: InputRecord, events: list[Any], out: JoinOutput) -> list[Any]:
+        """The predictions of models within the cap; the others dead-lettered. Decided
+        where they are read, in offset order, before any forwarding."""
+        admission = self.admission
+        admit = admission.admit
+        kept = [e for e in events if admit(e.model_id, e.timestamp_ms)]
+        if len(kept) < len(events):
+            source = _source(rec)
+            allowed = set(map(id, kept))
+            for e in events:
+                if id(e) not in allowed:
+                    out.dead_letters.append(DeadLetter.model_limit(e, source, admission.limit))
+                    out.refused_models.add(e.model_id)
+        return kept
 
     def _count_disorder(self, kind: Kind, times: list[int], counts: Counter[str]) -> None:
         """Events more than ``lag_ms`` behind the newest read in earlier batches break the

@@ -16,6 +16,8 @@ class InputRules:
     max_bytes: int = 1_048_576
     max_skew_ms: int = 86_400_000
     min_timestamp_ms: int = 946_684_800_000  # 2000-01-01T00:00:00Z
+    max_models: int = 10_000  # per join partition (streams.engine.admission)
+    model_retention_ms: int = 30 * 86_400_000  # a model unseen this long gives its place up
 
     @property
     def parse_kwargs(self) -> dict[str, Any]:
@@ -35,4 +37,6 @@ class InputRules:
             max_bytes=settings.max_message_bytes,
             max_skew_ms=settings.max_clock_skew_ms,
             min_timestamp_ms=settings.min_event_time_ms,
+            max_models=settings.max_models,
+            model_retention_ms=settings.model_retention_ms,
         )

@@ -4,17 +4,28 @@ Formats (the builders are pure, so tests and docs can show exactly what a receiv
 
 - ``webhook``: JSON POST of the primary alert (owner and runbook filled in) plus
   ``notification_reason``, ``notification_action``, ``delivery_id`` and ``grouped_alerts``.
-  When a secret is configured, ``X-Watchkeeper-Signature: sha256=<hex>`` carries the
-  HMAC-SHA256 of the exact body bytes (the GitHub/Stripe convention); receivers check it
-  with :func:`verify_signature` and deduplicate on ``X-Watchkeeper-Delivery``.
+  When a secret is configured, ``X-Watchkeeper-Signature: t=<unix>,v1=<hex>`` carries the
+  HMAC-SHA256 of ``"<t>.<body>"`` (Stripe's scheme: the timestamp is signed, so a captured
+  page cannot be replayed later); receivers check it with :func:`verify_signature` and
+  deduplicate on ``X-Watchkeeper-Delivery``.
 - ``slack``: an incoming-webhook message, ``text`` as the notification fallback plus Block
   Kit ``blocks`` (header, section with fields, actions with a runbook button, context),
   clipped to Slack's limits: https://api.slack.com/messaging/webhooks and
-  https://api.slack.com/reference/block-kit/blocks.
+  https://api.slack.com/reference/block-kit/blocks. Every string an event producer
+  controls (model id and version, detector, kind, alert ids, runbook text, owner names,
+  summaries) is rendered by :func:`slack_escape` (mrkdwn) or :func:`slack_plain`
+  (plain_text), so it cannot format, mention, link or add lines.
 - ``pagerduty``: an Events API v2 event (https://developer.pagerduty.com/docs/events-api-v2/
   trigger-events/) POSTed to ``NotifySettings.pagerduty_url``; ``dedup_key`` ties a resolve
   to its trigger, and a resolve carries no payload.
-- ``email``: a plain-text message over SMTP (stdlib smtplib, run in a worker thread).
+- ``email``: a plain-text message over SMTP (stdlib smtplib, run in a worker thread); no
+  header carries a line break, and producer strings in the body stay on their line.
+
+HTTP targets go through the outbound policy (:mod:`streams.outbound`) at send time:
+the URL is checked, the host name is resolved and every address checked, and the
+connection goes to the addresses checked. A refused target is a permanent failure. A
+non-2xx answer is reported by its status and standard reason phrase only: the body is
+the receiver's text and is never copied into a dead letter or a log line.
 
 :class:`DeliveryError` says whether a failure is worth retrying: the notifier retries
 transient failures (timeouts, refused connections, 5xx, 429, 408, SMTP 4xx) with backoff
@@ -37,9 +48,15 @@ import asyncio
 import errno
 import hashlib
 import hmac
+import http
 import importlib.metadata
+import ipaddress
+import logging
 import smtplib
+import socket
 import ssl
+import time
+from collections.abc import Callable, Iterable
 from email.message import EmailMessage
 from email.utils import formatdate
 from types import TracebackType
@@ -47,24 +64,37 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from pydantic import SecretStr
 
 from streams.contract.alerts import rfc3339_ms
 from streams.contract.notification import Channel, Notification
+from streams.outbound import TargetPolicy, TargetRefused
+from streams.redact import RedactingFilter, redact
 from streams.settings import NotifySettings
 
 __all__ = [
+    "SIGNATURE_HEADER",
     "ChannelSender",
     "DeliveryError",
     "email_message",
     "pagerduty_event",
+    "sign",
+    "slack_escape",
     "slack_payload",
+    "slack_plain",
+    "unsigned_webhooks",
     "verify_signature",
     "webhook_body",
     "webhook_headers",
 ]
 
+log = logging.getLogger(__name__)
+log.addFilter(RedactingFilter())
+
 SIGNATURE_HEADER = "X-Watchkeeper-Signature"
+SIGNATURE_TOLERANCE_S = 300.0
 DUPLICATE_HEADER = "X-Watchkeeper-Possible-Duplicate"
 DUPLICATE_MARK = "[possible duplicate]"
 DUPLICATE_BLOCK_ID = "watchkeeper_possible_duplicate"
@@ -75,6 +105,7 @@ _DUPLICATE_TEXT = (
 _RETRYABLE_STATUS = frozenset({408, 429})
 _PD_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
 _EXCERPT = 200
+_SUBJECT_MAX = 200
 
 
 def _version() -> str:
@@ -85,6 +116,17 @@ def _version() -> str:
 
 
 USER_AGENT = f"watchkeeper/{_version()}"
+UNSIGNED_WARNING = (
+    "webhook pages go out unsigned: receivers cannot tell them from forgeries or replays; "
+    "set WATCHKEEPER_NOTIFY_WEBHOOK_SECRET"
+)
+
+
+def unsigned_webhooks(settings: NotifySettings, channels: Iterable[Channel]) -> int:
+    """How many of ``channels`` are webhooks that would go out unsigned (no secret set)."""
+    if _secret(settings.webhook_secret) is not None:
+        return 0
+    return sum(1 for c in channels if c.kind == "webhook")
 
 
 class DeliveryError(Exception):
@@ -103,6 +145,8 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         maybe_delivered: bool = False,
     ):
+        # it reaches the DLQ, Redis and the log: one line, never a credential
+        reason = redact(" ".join(str(reason).split()))
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
@@ -118,6 +162,15 @@ class DeliveryError(Exception):
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(value: object) -> str:
+    """``value`` as text on one line: line breaks, other control and format characters
+    (bidi overrides, zero-width joiners) and separators other than the space become spaces."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def _secret(secret: SecretStr | str | None) -> bytes | None:
@@ -211,8 +264,20 @@ def webhook_body(note: Notification, *, possible_duplicate: bool = False) -> byt
     return orjson.dumps(body)
 
 
-def _signature(body: bytes, key: bytes) -> str:
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+def _mac(body: bytes, key: bytes, timestamp: int) -> str:
+    return hmac.new(key, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+
+
+def sign(body: bytes, secret: SecretStr | str, timestamp: int) -> str:
+    """The signature header value: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``."""
+    key = _secret(secret)
+    if key is None:
+        raise ValueError("signing needs a non-empty secret")
+    return _signed(body, key, timestamp)
+
+
+def _signed(body: bytes, key: bytes, timestamp: int) -> str:
+    return f"t={timestamp},v1={_mac(body, key, timestamp)}"
 
 
 def webhook_headers(
@@ -221,28 +286,58 @@ def webhook_headers(
     secret: SecretStr | str | None,
     *,
     possible_duplicate: bool = False,
+    now: float | None = None,
 ) -> dict[str, str]:
-    """Headers for a webhook POST; the signature covers ``body`` byte for byte."""
+    """Headers for a webhook POST; the signature covers ``body`` byte for byte and the
+    time of sending (``now``, default the wall clock), so each attempt is signed afresh."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "X-Watchkeeper-Alert-Id": str(note.primary.get("alert_id", "")),
+        "X-Watchkeeper-Alert-Id": _one_line(note.primary.get("alert_id", "")),
         "X-Watchkeeper-Delivery": note.delivery_id,
     }
     if possible_duplicate:
         headers[DUPLICATE_HEADER] = "true"
     key = _secret(secret)
     if key is not None:
-        headers[SIGNATURE_HEADER] = _signature(body, key)
+        headers[SIGNATURE_HEADER] = _signed(body, key, int(time.time() if now is None else now))
     return headers
 
 
-def verify_signature(body: bytes, header: str | None, secret: SecretStr | str | None) -> bool:
-    """Receiver side: does ``header`` (``sha256=<hex>``) sign ``body`` with ``secret``?"""
+def verify_signature(
+    body: bytes,
+    header: str | None,
+    secret: SecretStr | str | None,
+    tolerance_s: float = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """Receiver side: is ``header`` (``t=…,v1=…``) a signature of ``body`` with ``secret``,
+    made within ``tolerance_s`` of ``now`` (default: the wall clock)?
+
+    The HMAC is compared in constant time; a timestamp too old (a replay) or too far
+    ahead is refused. Several ``v1`` values are accepted (one per secret, while rotating)."""
     key = _secret(secret)
     if key is None or not header:
         return False
-    return hmac.compare_digest(_signature(body, key), header.strip())
+    stamps: list[str] = []
+    signatures: list[str] = []
+    for part in header.split(","):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == "t":
+            stamps.append(value)
+        elif sep and name == "v1":
+            signatures.append(value)
+    if len(stamps) != 1 or not signatures or not stamps[0].isascii():
+        return False
+    try:
+        timestamp = int(stamps[0])
+    except ValueError:
+        return False
+    current = time.time() if now is None else now
+    if not abs(current - timestamp) <= tolerance_s:
+        return False
+    expected = _mac(body, key, timestamp).encode()
+    return any(hmac.compare_digest(expected, s.encode("utf-8", "replace")) for s in signatures)
 
 
 # --------------------------------------------------------------------------- slack
@@ -254,30 +349,75 @@ _SLACK_FIELDS_MAX = 10
 _SLACK_URL_MAX = 3000
 
 
-def _mrkdwn(text: str) -> str:
-    """Slack treats &, < and > as control characters in mrkdwn."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+# Slack has no escape for its formatting characters, so they are swapped for look-alikes
+# that do not format: a producer's ``*bold*`` shows as ``∗bold∗``. An underscore inside a
+# word (``fraud_eu``, ``performance_degradation``) cannot open or close italics and stays;
+# ids are also copyable verbatim from the header and the fields, which are plain_text.
+_SLACK_LOOKALIKES = {"*": "∗", "_": "ˍ", "~": "∼", "`": "ˋ"}
+_PLAIN_LOOKALIKES = str.maketrans({"<": "‹", ">": "›"})
 
 
-def _field(label: str, value: object) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": _clip(f"*{label}*\n{_mrkdwn(str(value))}", _SLACK_FIELD_MAX)}
+def _defang(text: str) -> str:
+    """``https://x`` -> ``https[:]//x``: no link is made of a producer's URL."""
+    return text.replace("://", "[:]//")
+
+
+def slack_escape(value: object) -> str:
+    """A producer-controlled string made inert for Slack mrkdwn.
+
+    ``&``, ``<`` and ``>`` become entities (so no ``<!channel>``, ``<@U…>`` or
+    ``<url|text>`` can form), ``*_~``` become look-alikes (no bold, italics, strike or
+    code), line breaks and other control characters become spaces (no extra lines or
+    block quotes), and ``://`` is defanged (no bare link). Text objects carrying it are
+    also ``verbatim``, so Slack does not link names or mentions by itself either."""
+    text = _one_line(value)
+    out: list[str] = []
+    for i, c in enumerate(text):
+        if c == "_" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum():
+            out.append(c)  # inside a word: not a delimiter
+        else:
+            out.append(_SLACK_LOOKALIKES.get(c, c))
+    escaped = "".join(out).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _defang(escaped)
+
+
+def slack_plain(value: object) -> str:
+    """A producer-controlled string for a plain_text object: one line, no link, no ``<>``."""
+    return _defang(_one_line(value).translate(_PLAIN_LOOKALIKES))
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _field(label: str, value: object) -> dict[str, Any]:
+    return {
+        "type": "plain_text",
+        "text": _clip(f"{label}\n{slack_plain(value)}", _SLACK_FIELD_MAX),
+        "emoji": False,
+    }
 
 
 def slack_payload(note: Notification, *, possible_duplicate: bool = False) -> dict[str, Any]:
     """Incoming-webhook message: fallback ``text`` for notifications, ``blocks`` for the view.
 
-    Slack cannot deduplicate, so a ``possible_duplicate`` says so in the text and a block."""
+    Slack cannot deduplicate, so a ``possible_duplicate`` says so in the text and a block.
+    Link previews are off: Slack would otherwise fetch a URL a producer put in a page."""
     primary = note.primary
     runbook = note.runbook or primary.get("runbook")
-    text = note.title + (f" | Runbook: {runbook}" if runbook else "")
+    text = slack_escape(note.title)
+    if link := _runbook_link(note.runbook):
+        text += f" | Runbook: {link}"
+    elif runbook:
+        text += f" | Runbook: {slack_escape(runbook)}"
     if possible_duplicate:
         text = f"{DUPLICATE_MARK} {text}"
 
     if len(note.alerts) == 1:
-        summary = f"*{_mrkdwn(_alert_line(primary))}*"
+        summary = f"*{slack_escape(_alert_line(primary))}*"
     else:
-        lines = "\n".join(f"• {_mrkdwn(_alert_line(a))}" for a in note.alerts)
-        summary = f"*{len(note.alerts)} alerts for model `{_mrkdwn(note.model_id)}`*\n{lines}"
+        lines = "\n".join(f"• {slack_escape(_alert_line(a))}" for a in note.alerts)
+        summary = f"*{len(note.alerts)} alerts for model {slack_escape(note.model_id)}*\n{lines}"
     if note.reason == "escalation":
         summary = f":rotating_light: *Escalated*: not acknowledged in time.\n{summary}"
     if note.action == "resolve":
@@ -286,6 +426,8 @@ def slack_payload(note: Notification, *, possible_duplicate: bool = False) -> di
     fields = [_field("Model", note.model_id)]
     if primary.get("model_version"):
         fields.append(_field("Version", primary["model_version"]))
+    if primary.get("segment"):
+        fields.append(_field("Segment", primary["segment"]))
     fields.append(_field("Severity", note.severity))
     if primary.get("detector"):
         fields.append(_field("Detector", primary["detector"]))
@@ -299,13 +441,13 @@ def slack_payload(note: Notification, *, possible_duplicate: bool = False) -> di
             "type": "header",
             "text": {
                 "type": "plain_text",
-                "text": _clip(note.title, _SLACK_HEADER_MAX),
-                "emoji": True,
+                "text": _clip(slack_plain(note.title), _SLACK_HEADER_MAX),
+                "emoji": False,
             },
         },
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": _clip(summary, _SLACK_SECTION_MAX)},
+            "text": _mrkdwn(_clip(summary, _SLACK_SECTION_MAX)),
             "fields": fields[:_SLACK_FIELDS_MAX],
         },
     ]
@@ -315,36 +457,21 @@ def slack_payload(note: Notification, *, possible_duplicate: bool = False) -> di
             {
                 "type": "section",
                 "block_id": DUPLICATE_BLOCK_ID,
-                "text": {
-                    "type": "mrkdwn",
-                    "text": f":warning: *Possible duplicate.* {_DUPLICATE_TEXT}",
-                },
+                "text": _mrkdwn(f":warning: *Possible duplicate.* {_DUPLICATE_TEXT}"),
             },
         )
     if summary_text := _details_summary(note):
         blocks.append(
             {
                 "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": _clip(_mrkdwn(summary_text), _SLACK_SECTION_MAX),
-                },
+                "text": _mrkdwn(_clip(slack_escape(summary_text), _SLACK_SECTION_MAX)),
             }
         )
     if _is_orphan(note):
-        blocks.append(
-            {
-                "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": _clip(
-                        f":warning: *No registered owner.* {_mrkdwn(_orphan_text(note))}",
-                        _SLACK_SECTION_MAX,
-                    ),
-                },
-            }
-        )
-    if runbook and _is_url(runbook) and len(runbook) <= _SLACK_URL_MAX:
+        orphan = f":warning: *No registered owner.* {slack_escape(_orphan_text(note))}"
+        blocks.append({"type": "section", "text": _mrkdwn(_clip(orphan, _SLACK_SECTION_MAX))})
+    # a button only for the registry's runbook: an alert's own is a producer's text
+    if note.runbook and _is_url(note.runbook) and _button_url(note.runbook):
         blocks.append(
             {
                 "type": "actions",
@@ -352,34 +479,45 @@ def slack_payload(note: Notification, *, possible_duplicate: bool = False) -> di
                     {
                         "type": "button",
                         "text": {"type": "plain_text", "text": "Runbook"},
-                        "url": runbook,
+                        "url": note.runbook,
                         "action_id": "runbook",
                     }
                 ],
             }
         )
     elif runbook:
-        blocks.append(
-            {
-                "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": _clip(f"*Runbook*: {_mrkdwn(runbook)}", _SLACK_SECTION_MAX),
-                },
-            }
-        )
-    ids = ", ".join(f"`{a.get('alert_id', '?')}`" for a in note.alerts)
-    owner = _mrkdwn(note.owner) if note.owner else "*none registered*"
+        shown = f"*Runbook*: {slack_escape(runbook)}"
+        blocks.append({"type": "section", "text": _mrkdwn(_clip(shown, _SLACK_SECTION_MAX))})
+    ids = ", ".join(f"`{slack_escape(a.get('alert_id', '?'))}`" for a in note.alerts)
+    owner = slack_escape(note.owner) if note.owner else "*none registered*"
     blocks.append(
         {
             "type": "context",
             "elements": [
-                {"type": "mrkdwn", "text": _clip(f"Alert ids: {ids}", _SLACK_FIELD_MAX)},
-                {"type": "mrkdwn", "text": _clip(f"Owner: {owner}", _SLACK_FIELD_MAX)},
+                _mrkdwn(_clip(f"Alert ids: {ids}", _SLACK_FIELD_MAX)),
+                _mrkdwn(_clip(f"Owner: {owner}", _SLACK_FIELD_MAX)),
             ],
         }
     )
-    return {"text": _clip(_mrkdwn(text), _SLACK_SECTION_MAX), "blocks": blocks}
+    return {
+        "text": _clip(text, _SLACK_SECTION_MAX),
+        "blocks": blocks,
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+def _button_url(url: str) -> bool:
+    """A runbook URL fit for a button: short enough, one printable line, no spaces."""
+    return len(url) <= _SLACK_URL_MAX and url.isprintable() and " " not in url
+
+
+def _runbook_link(url: str | None) -> str | None:
+    """The registry's runbook as a Slack link (``<url>``), when it can be one safely: an
+    http(s) URL with nothing that would end or split the link."""
+    if not url or not _is_url(url) or not _button_url(url) or any(c in url for c in "<>|"):
+        return None
+    return "<" + url.replace("&", "&amp;") + ">"
 
 
 # --------------------------------------------------------------------------- pagerduty
@@ -399,7 +537,7 @@ def pagerduty_event(note: Notification, routing_key: str, source: str) -> dict[s
 
     primary = note.primary
     payload: dict[str, Any] = {
-        "summary": _clip(note.title, _PD_SUMMARY_MAX),
+        "summary": _clip(_one_line(note.title), _PD_SUMMARY_MAX),
         "source": source,
         "severity": _PD_SEVERITY.get(note.severity, "error"),
     }
@@ -437,9 +575,10 @@ def pagerduty_event(note: Notification, routing_key: str, source: str) -> dict[s
 # --------------------------------------------------------------------------- email
 
 
-def _header(value: str) -> str:
-    """Header values must not carry line breaks (header injection, and policy errors)."""
-    return " ".join(value.split())
+def _header(value: object, limit: int = 998) -> str:
+    """Header values must not carry line breaks (header injection, and policy errors) nor
+    other control characters; RFC 5322 caps a line at 998 characters."""
+    return _clip(" ".join(_one_line(value).split()), limit)
 
 
 def email_message(
@@ -453,45 +592,47 @@ def email_message(
     runbook = note.runbook or primary.get("runbook")
     msg = EmailMessage()
     mark = f"{DUPLICATE_MARK} " if possible_duplicate else ""
-    msg["Subject"] = _header(f"[Watchkeeper] {mark}{note.title}")
+    msg["Subject"] = _header(f"[Watchkeeper] {mark}{note.title}", _SUBJECT_MAX)
     msg["From"] = from_addr
     msg["To"] = to_addr
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = f"<{note.delivery_id}@watchkeeper>"
-    msg["X-Watchkeeper-Alert-Id"] = _header(str(primary.get("alert_id", "")))
+    msg["X-Watchkeeper-Alert-Id"] = _header(primary.get("alert_id", ""), 200)
     msg["X-Watchkeeper-Delivery"] = note.delivery_id
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a pager
     if possible_duplicate:
         msg[DUPLICATE_HEADER] = "yes"
 
-    lines = [note.title, ""]
+    line = _one_line  # a producer's line break must not forge a line of the page
+    lines = [line(note.title), ""]
     if possible_duplicate:
         lines += ["POSSIBLE DUPLICATE: " + _DUPLICATE_TEXT, ""]
     if summary_text := _details_summary(note):
-        lines += [summary_text, ""]
+        lines += [line(summary_text), ""]
     if _is_orphan(note):
-        lines += ["NO REGISTERED OWNER: " + _orphan_text(note), ""]
+        lines += ["NO REGISTERED OWNER: " + line(_orphan_text(note)), ""]
     if note.reason == "escalation":
         lines += ["ESCALATED: the first page was not acknowledged in time.", ""]
     if note.action == "resolve":
         lines += ["RESOLVED: the condition below has cleared.", ""]
     lines += [
-        f"Model:    {note.model_id}",
-        f"Version:  {primary.get('model_version') or 'unknown'}",
-        f"Owner:    {note.owner or 'none registered'}",
-        f"Severity: {note.severity}",
+        f"Model:    {line(note.model_id)}",
+        f"Version:  {line(primary.get('model_version') or 'unknown')}",
+        f"Owner:    {line(note.owner or 'none registered')}",
+        f"Severity: {line(note.severity)}",
         f"Reason:   {note.reason}",
         "",
         f"Alerts ({len(note.alerts)}):",
     ]
     for alert in note.alerts:
-        lines.append(f"- {alert.get('kind', 'alert')} [{alert.get('severity', 'info')}]")
-        lines.append(f"    detector:   {alert.get('detector') or 'n/a'}")
-        lines.append(f"    event time: {_event_time(alert) or 'n/a'}")
+        lines.append(line(f"- {alert.get('kind', 'alert')} [{alert.get('severity', 'info')}]"))
+        lines.append(line(f"    detector:   {alert.get('detector') or 'n/a'}"))
+        lines.append(line(f"    event time: {_event_time(alert) or 'n/a'}"))
         if rate := _rate(alert):
-            lines.append(f"    error rate: {rate}")
-        lines.append(f"    alert id:   {alert.get('alert_id', '?')}")
-    lines += ["", f"Runbook: {runbook or 'none registered'}", f"Delivery id: {note.delivery_id}"]
+            lines.append(line(f"    error rate: {rate}"))
+        lines.append(line(f"    alert id:   {alert.get('alert_id', '?')}"))
+    runbook_text = line(runbook or "none registered")
+    lines += ["", f"Runbook: {runbook_text}", f"Delivery id: {note.delivery_id}"]
     msg.set_content("\n".join(lines) + "\n")
     return msg
 
@@ -499,9 +640,18 @@ def email_message(
 # --------------------------------------------------------------------------- delivery
 
 
-def _http_error(status: int, body: bytes, retry_after: str | None) -> DeliveryError:
-    excerpt = " ".join(body.decode("utf-8", "replace").split())
-    reason = f"http {status}" + (f": {_clip(excerpt, _EXCERPT)}" if excerpt else "")
+def _status_text(status: int) -> str:
+    """``http 502 Bad Gateway``: the standard phrase, never the receiver's own words."""
+    try:
+        return f"http {status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"http {status}"
+
+
+def _http_error(status: int, retry_after: str | None) -> DeliveryError:
+    """A non-2xx answer. Only the status goes into the reason: a body (or a custom reason
+    phrase) is the receiver's text, and a probe endpoint can make it say anything,
+    credentials included."""
     after: float | None = None
     if retry_after:
         try:
@@ -509,7 +659,7 @@ def _http_error(status: int, body: bytes, retry_after: str | None) -> DeliveryEr
         except ValueError:
             after = None  # an HTTP date: let the notifier's own backoff decide
     retryable = status >= 500 or status in _RETRYABLE_STATUS
-    return DeliveryError(reason, retryable=retryable, retry_after=after)
+    return DeliveryError(_status_text(status), retryable=retryable, retry_after=after)
 
 
 def _os_error(exc: OSError) -> DeliveryError:
@@ -532,15 +682,49 @@ def _smtp_reply(code: int, message: bytes | str) -> DeliveryError:
     return DeliveryError(reason, retryable=code < 500)
 
 
+class _PolicyResolver(AbstractResolver):
+    """Resolves with aiohttp's default resolver, then refuses the host if any address it
+    got is not allowed. The connector connects to the addresses returned here, the ones
+    checked, so a second lookup cannot swap in 127.0.0.1 (DNS rebinding)."""
+
+    def __init__(self, policy: TargetPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self._inner = inner if inner is not None else DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for result in found:
+            self.policy.check_address(host, ipaddress.ip_address(result["host"]))
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class ChannelSender:
     """Delivers notifications; one pooled HTTP session for all webhook/Slack/PD posts.
 
     Use as ``async with ChannelSender(settings) as sender: await sender.deliver(...)``.
+    ``clock`` stamps webhook signatures (the receiver compares them with its own clock);
+    ``resolver`` is the name resolver whose answers the outbound policy checks (aiohttp's
+    default; tests give one that answers what a rebinding DNS server would).
     """
 
-    def __init__(self, settings: NotifySettings) -> None:
+    def __init__(
+        self,
+        settings: NotifySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.settings = settings
+        self.policy = TargetPolicy.allowing(settings.allow_private_targets)
+        self.clock = clock
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        self._warned_unsigned = False
 
     async def __aenter__(self) -> ChannelSender:
         self._open()
@@ -556,9 +740,13 @@ class ChannelSender:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            resolver = _PolicyResolver(self.policy, self._resolver)
+            connector = aiohttp.TCPConnector(resolver=resolver)
             self._session = aiohttp.ClientSession(
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout_s),
                 headers={"User-Agent": USER_AGENT},
+                trust_env=False,  # a proxy from the environment would bypass the policy
             )
         return self._session
 
@@ -577,9 +765,13 @@ class ChannelSender:
         try:
             if channel.kind == "webhook":
                 body = webhook_body(note, possible_duplicate=dup)
+                secret = self.settings.webhook_secret
                 headers = webhook_headers(
-                    body, note, self.settings.webhook_secret, possible_duplicate=dup
+                    body, note, secret, possible_duplicate=dup, now=self.clock()
                 )
+                if SIGNATURE_HEADER not in headers and not self._warned_unsigned:
+                    self._warned_unsigned = True
+                    log.warning(UNSIGNED_WARNING)
             elif channel.kind == "slack":
                 body = orjson.dumps(slack_payload(note, possible_duplicate=dup))
                 headers = {"Content-Type": "application/json"}
@@ -600,23 +792,25 @@ class ChannelSender:
             await asyncio.to_thread(self._send_mail, message)
         else:
             url = self.settings.pagerduty_url if channel.kind == "pagerduty" else channel.target
+            problem = self.policy.url_problem(channel.kind, url)
+            if problem is not None:
+                raise DeliveryError(f"refused by the outbound policy: {problem}", retryable=False)
             await self._post(url, body, headers)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
         session = self._open()
         try:
-            # No redirects: aiohttp would replay a POST as a GET and drop the signed body.
+            # No redirects: aiohttp would replay a POST as a GET and drop the signed body,
+            # and a redirect could lead past the outbound policy.
             async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
                     return
-                excerpt = await resp.content.read(_EXCERPT * 2)
                 if 300 <= resp.status < 400:
-                    where = resp.headers.get("Location", "?")
                     raise DeliveryError(
-                        _clip(f"http {resp.status}: redirect to {where}", _EXCERPT),
+                        f"{_status_text(resp.status)}: redirects are not followed",
                         retryable=False,
                     )
-                raise _http_error(resp.status, excerpt, resp.headers.get("Retry-After"))
+                raise _http_error(resp.status, resp.headers.get("Retry-After"))
         except DeliveryError:
             raise
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is also a TimeoutError
@@ -626,16 +820,27 @@ class ChannelSender:
         except aiohttp.ClientConnectorCertificateError as exc:
             raise DeliveryError(_clip(f"tls: {exc}", _EXCERPT), retryable=False) from exc
         except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+            if isinstance(exc.os_error, TargetRefused):
+                reason = f"refused by the outbound policy: {exc.os_error}"
+                raise DeliveryError(_clip(reason, _EXCERPT), retryable=False) from exc
             error = _os_error(exc.os_error)
             error.maybe_delivered = False
             raise error from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise DeliveryError("connection reset", retryable=True, maybe_delivered=True) from exc
+        except aiohttp.ClientResponseError as exc:  # a malformed answer: its text is the receiver's
+            where = exc.request_info.real_url
+            raise DeliveryError(
+                f"http client: malformed response from {where.host}:{where.port}",
+                retryable=True,
+                maybe_delivered=True,
+            ) from exc
         except aiohttp.ClientOSError as exc:
             raise _os_error(exc) from exc
         except aiohttp.ClientError as exc:
+            reason = f"http client: {type(exc).__name__}: {exc}"  # may quote the URL: redacted
             raise DeliveryError(
-                _clip(f"http client: {exc!r}", _EXCERPT), retryable=True, maybe_delivered=True
+                _clip(reason, _EXCERPT), retryable=True, maybe_delivered=True
             ) from exc
 
     def _send_mail(self, message: EmailMessage) -> None:

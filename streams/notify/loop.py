@@ -6,7 +6,12 @@ cooldown) and each (alert, channel) delivery is claimed in Redis before it is se
 restart, a duplicate on the topic or a second replica never pages twice. Failures retry
 with capped exponential backoff and full jitter; after the budget, the alert goes to the
 dead-letter topic with the reason, and the fallback channels get one summary per window
-of what was dead-lettered, so someone always hears of a lost page. A page cut short by a
+of what was dead-lettered, so someone always hears of a lost page. The same windows keep
+floods bounded: ``orphaned_model`` alerts (models nobody owns) go to the fallback as one
+summary page per ``orphan_summary_s``, listing counts and the first model ids, and a
+channel gets at most ``max_pages_per_channel_per_min`` pages a minute; the pages past it
+are held back, counted (``held_pages``, ``suppressed_rate_limited``) and summarised to that
+channel when the minute ends, so nothing is dropped unseen. A page cut short by a
 crash is *in doubt*: missing a page is worse than a duplicate, so another replica re-sends
 it as it was (PagerDuty and webhook receivers deduplicate it; Slack and email get it
 marked as a possible duplicate), up to ``redeliver_max`` times. Kafka offsets are
@@ -36,6 +41,7 @@ from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streams.connections import aiokafka_kwargs
 from streams.contract.alerts import rfc3339_ms
 from streams.contract.dead_letters import dead_letter
 from streams.contract.events import Rejected
@@ -47,24 +53,41 @@ from streams.contract.notification import (
     parse_channel,
     severity_rank,
 )
-from streams.errors import ConfigError
-from streams.notify.channels import ChannelSender, DeliveryError
+from streams.errors import ConfigError, InvalidOwner, WatchkeeperError
+from streams.notify.channels import (
+    UNSIGNED_WARNING,
+    ChannelSender,
+    DeliveryError,
+    unsigned_webhooks,
+)
 from streams.notify.offsets import OffsetTracker
+from streams.outbound import TargetPolicy
+from streams.redact import RedactingFilter
 from streams.settings import Settings
 from streams.store.owners import Owner, OwnerRegistry
-from streams.store.paging import Claim, Clock, PagingStore, Takeover
+from streams.store.paging import Claim, Clock, PagingStore, Takeover, Window, WindowCounts
 from streams.store.session import redis_session
 
 __all__ = ["Notifier", "Sender", "parse_alert", "run_notifier"]
 
 log = logging.getLogger(__name__)
+log.addFilter(RedactingFilter())
 
 DeadLetter = Callable[[bytes, bytes], Awaitable[None]]
 Release = Callable[[], None]
 SEVERITIES = ("info", "warning", "critical")
 RETRY_S = 5.0  # after Redis or the broker failed mid-route
+# Groups routed at once. Each route and each of its channel deliveries holds a Redis
+# connection while it waits, and redis-py's pool (100 by default) raises, not queues, past
+# its size: 16 routes of up to 4 channels stay under it, with room for two replicas in one
+# process (the tests) and the ticks' own calls.
+ROUTE_CONCURRENCY = 16
 SUMMARY_KIND = "pages_dead_lettered"  # the fallback's summary of dead letters
+ORPHAN_SUMMARY_KIND = "orphaned_models"  # the fallback's summary of orphaned_model alerts
+HELD_SUMMARY_KIND = "pages_held_back"  # a channel's summary of pages past its rate limit
+SUMMARY_KINDS = frozenset({SUMMARY_KIND, ORPHAN_SUMMARY_KIND, HELD_SUMMARY_KIND})
 SUMMARY_MODEL = "watchkeeper"
+HELD_SAMPLE = 20  # model ids named in a held-back summary
 
 
 class Sender(Protocol):
@@ -148,6 +171,13 @@ class Notifier:
             self.fallback = tuple(parse_channel(c) for c in self.cfg.fallback_channels)
         except InvalidChannel as exc:
             raise ConfigError(f"WATCHKEEPER_NOTIFY_FALLBACK_CHANNELS: {exc}") from exc
+        policy = TargetPolicy.allowing(self.cfg.allow_private_targets)
+        for channel in self.fallback:
+            if why := policy.channel_problem(channel.kind, channel.target):
+                raise ConfigError(
+                    f"WATCHKEEPER_NOTIFY_FALLBACK_CHANNELS: a {channel.kind} channel is "
+                    f"refused: {why} ({policy.rule_text()})"
+                )
         self.sender = sender
         self.dead_letter = dead_letter
         self.clock = clock
@@ -194,6 +224,8 @@ class Notifier:
             await self._escalate()
             if self.fallback:
                 await self._summarise_dead_letters()
+                await self._summarise_orphans()
+            await self._summarise_held()
         except (RedisError, OSError, KafkaError) as exc:
             log.warning("deferred deliveries and escalations wait: %r", exc)
 
@@ -213,15 +245,28 @@ class Notifier:
         await self._flush_groups(list(self._groups))
 
     async def _flush_groups(self, models: list[str]) -> None:
+        """Route the groups, at most ``ROUTE_CONCURRENCY`` at once: a flood of distinct
+        models must not ask for a Redis connection per model at once."""
         groups = [(m, self._groups.pop(m)) for m in models]
-        await asyncio.gather(*(self._route(m, g) for m, g in groups))
+        gate = asyncio.Semaphore(ROUTE_CONCURRENCY)
+
+        async def route(model_id: str, group: _Group) -> None:
+            async with gate:
+                await self._route(model_id, group)
+
+        await asyncio.gather(*(route(m, g) for m, g in groups))
 
     # --- routing ------------------------------------------------------------------------
 
     async def _route(self, model_id: str, group: _Group) -> None:
         hold = _Hold(group.releases)
         try:
-            owner = await self.registry.get(model_id)
+            try:
+                owner = await self.registry.get(model_id)
+            except InvalidOwner as exc:  # a record older rules accepted: page someone anyway
+                log.error("owner of %s unusable, paging the fallback: %s", model_id, exc)
+                await self.store.count(owner_record_invalid=1)
+                owner = None
             alerts = sorted(
                 group.alerts.values(),
                 key=lambda a: (-severity_rank(a["severity"]), a.get("event_time_ms") or 0),
@@ -236,6 +281,10 @@ class Notifier:
             )
             name, runbook = (owner.owner, owner.runbook) if owner else (None, None)
             enrich = {"owner": name, "runbook": runbook}
+            if owner is None and self.fallback:
+                orphans = [a for a in triggers if a["kind"] == "orphaned_model"]
+                triggers = [a for a in triggers if a["kind"] != "orphaned_model"]
+                await self._summarise_later(orphans)
             if triggers:
                 note = Notification(
                     model_id,
@@ -303,6 +352,25 @@ class Notifier:
                 suppressed[decision] += 1
         return triggers, resolves, suppressed
 
+    async def _summarise_later(self, orphans: list[dict[str, Any]]) -> None:
+        """Count orphaned_model alerts in the current orphan window instead of paging each
+        one: the fallback gets one page per window however many models appear."""
+        counted = duplicates = 0
+        for alert in orphans:
+            if await self.store.record_in_window(
+                "orphans",
+                alert["alert_id"],
+                ["total"],
+                window_s=self.cfg.orphan_summary_s,
+                sample=alert["model_id"],
+                sample_max=self.cfg.orphan_summary_models,
+            ):
+                counted += 1
+            else:
+                duplicates += 1  # re-read after a restart: counted once already
+        if orphans:
+            await self.store.count(suppressed_orphan_summary=counted, duplicate=duplicates)
+
     async def _send_to(self, note: Notification, channels: Sequence[Channel], hold: _Hold) -> None:
         if not channels:
             for alert in note.alerts:
@@ -361,6 +429,9 @@ class Notifier:
             hold.add()
             part = replace(note, alerts=tuple(a for a, _ in busy))
             self._deferred.append(_Deferred(at, part, channel, suffix, hold))
+        if mine and not await self._within_rate(note, channel):
+            await self._hold_back(replace(note, alerts=tuple(mine)), channel, claims, suffix)
+            return bool(busy)
         while mine:
             part = replace(note, alerts=tuple(mine))
             bound = await self.store.bind(
@@ -376,6 +447,40 @@ class Notifier:
             await self._send_page(part, channel, bound, possible_duplicate=False)
             break
         return bool(busy)
+
+    async def _within_rate(self, note: Notification, channel: Channel) -> bool:
+        """May a page go to ``channel`` now? Summaries always may: they are what bounds a
+        flood, one per window."""
+        limit = self.cfg.max_pages_per_channel_per_min
+        if not limit or note.primary.get("kind") in SUMMARY_KINDS:
+            return True
+        return await self.store.take_page_slot(channel.key, per_minute=limit)
+
+    async def _hold_back(
+        self, page: Notification, channel: Channel, claims: Sequence[Claim], suffix: str
+    ) -> None:
+        """Past the channel's rate: count the page in the channel's held-back window (its
+        summary goes out when the minute ends) and finish its claims as held, so it is
+        neither sent later nor lost from the record."""
+        await self.store.remember_channel(channel.key, str(channel))
+        for i, alert in enumerate(page.alerts):
+            fields = ["alerts", f"severity:{alert.get('severity', 'info')}"]
+            await self.store.record_in_window(
+                "held",
+                f"{alert['alert_id']}{suffix}:{channel.key}",
+                ["pages", *fields] if i == 0 else fields,
+                window_s=60.0,
+                scope=channel.key,
+                sample=str(alert["model_id"]),
+                sample_max=HELD_SAMPLE,
+            )
+        for claim in claims:
+            await self.store.finish(claim, f"held|{self.store.now_ms()}")
+        await self.store.count(held_pages=1, suppressed_rate_limited=len(page.alerts))
+        log.info(
+            "page %s to %s held back: over %d pages a minute",
+            page.delivery_id, channel.kind, self.cfg.max_pages_per_channel_per_min,
+        )  # fmt: skip
 
     async def _redeliver(
         self,
@@ -523,6 +628,7 @@ class Notifier:
         await self.store.count(dlq=1, **{f"dlq_{reason}": 1})
         log.warning("dead-lettered alert %s (%s): %s", alert["alert_id"], reason, detail)
         if channel is not None and self.fallback and alert.get("kind") != SUMMARY_KIND:
+            # (a dead-letter summary that fails is not summarised again: no loop)
             suffix = ":escalation" if note.reason == "escalation" else ""
             await self.store.record_dead_letter(
                 alert["alert_id"] + suffix,
@@ -540,18 +646,82 @@ class Notifier:
 
     async def _summarise_dead_letters(self) -> None:
         """Page the fallback channels once per window that dead-lettered pages."""
-        for start_ms in await self.store.due_dead_letter_windows():
-            counts = await self.store.close_dead_letter_window(start_ms)
-            if not counts.get("total"):
-                await self.store.dead_letter_window_done(start_ms)
+
+        def note(w: Window, found: WindowCounts) -> Notification:
+            return _summary_note(w.start_ms, self.cfg.dead_letter_summary_s, found.counts)
+
+        await self._summarise("dead", "total", note, "dead_letter_summaries")
+
+    async def _summarise_orphans(self) -> None:
+        """Page the fallback channels once per window that had orphaned_model alerts."""
+
+        def note(w: Window, found: WindowCounts) -> Notification:
+            return _orphan_summary_note(w.start_ms, self.cfg.orphan_summary_s, found)
+
+        await self._summarise("orphans", "total", note, "orphan_summaries")
+
+    async def _summarise_held(self) -> None:
+        """Tell each channel, once its minute has ended, what was held back from it."""
+        limit = self.cfg.max_pages_per_channel_per_min
+
+        def note(w: Window, found: WindowCounts) -> Notification:
+            return _held_summary_note(w.scope, w.start_ms, limit, found)
+
+        await self._summarise("held", "pages", note, "held_summaries")
+
+    async def _summarise(
+        self,
+        family: str,
+        total: str,
+        build: Callable[[Window, WindowCounts], Notification],
+        stat: str,
+    ) -> None:
+        """One page per ended window of ``family``: the same page on every replica, and the
+        delivery claims let only one of them send it."""
+        for window in await self.store.due_windows(family):
+            found = await self.store.close_window(window)
+            if not found.counts.get(total):
+                await self.store.window_done(window)
                 continue
-            note = _summary_note(start_ms, self.cfg.dead_letter_summary_s, counts)
-            busy = await asyncio.gather(
-                *(self._deliver(note, ch, None, "") for ch in self.fallback)
-            )
+            channels = await self._summary_channels(window)
+            if not channels:  # a held-back summary whose channel record expired
+                log.warning(
+                    "no channel for the %s summary of window %s: %s",
+                    family, window.id, found.counts,
+                )  # fmt: skip
+                await self.store.count(summaries_undelivered=1)
+                await self.store.window_done(window)
+                continue
+            page = build(window, found)
+            busy = await asyncio.gather(*(self._deliver(page, ch, None, "") for ch in channels))
             if not any(busy):  # else another replica is on it: look again next tick
-                await self.store.dead_letter_window_done(start_ms)
-                await self.store.count(dead_letter_summaries=1)
+                await self.store.window_done(window)
+                await self.store.count(**{stat: 1})
+
+    async def _summary_channels(self, window: Window) -> tuple[Channel, ...]:
+        if window.family != "held":
+            return self.fallback
+        spec = await self.store.channel_spec(window.scope)
+        if spec is None:
+            return self.fallback
+        try:
+            return (parse_channel(spec),)
+        except InvalidChannel:
+            return self.fallback
+
+    async def warn_unsigned(self) -> int:
+        """Startup: how many webhook channels (fallback and registered) would get unsigned
+        pages; a WARNING says so when there are any."""
+        channels: list[Channel] = list(self.fallback)
+        try:
+            for owner in await self.registry.list():
+                channels += [*owner.channels, *owner.escalation_channels]
+        except WatchkeeperError as exc:  # a bad record: the routing path reports it
+            log.warning("could not read every owner to check webhook signing: %s", exc)
+        unsigned = unsigned_webhooks(self.cfg, channels)
+        if unsigned:
+            log.warning("%s (%d webhook channel(s))", UNSIGNED_WARNING, unsigned)
+        return unsigned
 
     # --- escalation ---------------------------------------------------------------------
 
@@ -611,6 +781,83 @@ def _page_from_record(record: dict[str, Any]) -> Notification:
     )
 
 
+def _listing(names: Sequence[str], total: int) -> str:
+    more = total - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _orphan_summary_note(start_ms: int, window_s: float, found: WindowCounts) -> Notification:
+    """The fallback's page for one window of orphaned_model alerts, the same everywhere."""
+    end_ms = start_ms + int(window_s * 1000)
+    total = found.counts.get("total", 0)
+    text = (
+        f"{total} orphaned_model alerts between {rfc3339_ms(start_ms)} and {rfc3339_ms(end_ms)}: "
+        f"models serving predictions with no registered owner: "
+        f"{_listing(found.sample, total)}. Nobody is accountable for them: register owners "
+        "(watchkeeper owners set / import) or retire the models; "
+        "`watchkeeper owners orphans` lists them all."
+    )
+    summary = {
+        "alert_id": f"orphans-{start_ms}",
+        "model_id": SUMMARY_MODEL,
+        "kind": ORPHAN_SUMMARY_KIND,
+        "severity": "warning",
+        "message": text,
+        "window_start": rfc3339_ms(start_ms),
+        "window_end": rfc3339_ms(end_ms),
+        "event_time_ms": end_ms,
+    }
+    details = {
+        "summary": text,
+        "orphans": {
+            "total": total,
+            "models": list(found.sample),
+            "more": max(0, total - len(found.sample)),
+        },
+    }
+    return Notification(SUMMARY_MODEL, (summary,), None, None, details=details)
+
+
+def _held_summary_note(
+    channel_key: str, start_ms: int, limit: int, found: WindowCounts
+) -> Notification:
+    """A channel's page for one minute in which pages to it were held back."""
+    end_ms = start_ms + 60_000
+    pages, alerts = found.counts.get("pages", 0), found.counts.get("alerts", 0)
+    severities = {
+        k.removeprefix("severity:"): v for k, v in found.counts.items() if k.startswith("severity:")
+    }
+    worst = max(severities, key=severity_rank, default="warning")
+    text = (
+        f"{pages} pages ({alerts} alerts) to this channel were held back between "
+        f"{rfc3339_ms(start_ms)} and {rfc3339_ms(end_ms)}: more than {limit} pages a minute. "
+        f"Models: {_listing(found.sample, len(found.sample))}"
+        + (" and others" if len(found.sample) >= HELD_SAMPLE else "")
+        + ". Their alerts are on the alerts topic; a flood this size usually means one "
+        "producer or detector misbehaving."
+    )
+    summary = {
+        "alert_id": f"held-{channel_key}-{start_ms}",
+        "model_id": SUMMARY_MODEL,
+        "kind": HELD_SUMMARY_KIND,
+        "severity": worst if worst in SEVERITIES else "warning",
+        "message": text,
+        "window_start": rfc3339_ms(start_ms),
+        "window_end": rfc3339_ms(end_ms),
+        "event_time_ms": end_ms,
+    }
+    details = {
+        "summary": text,
+        "held_back": {
+            "pages": pages,
+            "alerts": alerts,
+            "severities": severities,
+            "models": list(found.sample),
+        },
+    }
+    return Notification(SUMMARY_MODEL, (summary,), None, None, details=details)
+
+
 def _summary_note(start_ms: int, window_s: float, counts: dict[str, int]) -> Notification:
     """The fallback's page for one window of dead letters, the same on every replica."""
     end_ms = start_ms + int(window_s * 1000)
@@ -667,8 +914,10 @@ async def run_notifier(
     t = settings.topics
     await ensure_topics_named(settings, [t.alerts, t.dlq])
     async with contextlib.AsyncExitStack() as stack:
-        redis = await stack.enter_async_context(redis_session(settings.redis_url))
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        redis = await stack.enter_async_context(redis_session(settings))
+        producer = AIOKafkaProducer(
+            **aiokafka_kwargs(settings.bootstrap_servers, settings.kafka), acks="all"
+        )
         await producer.start()
         stack.push_async_callback(producer.stop)
 
@@ -677,9 +926,11 @@ async def run_notifier(
 
         sender = await stack.enter_async_context(ChannelSender(settings.notify))
         notifier = Notifier(settings, redis=redis, sender=sender, dead_letter=to_dlq, clock=clock)
+        with contextlib.suppress(RedisError, OSError):
+            await notifier.warn_unsigned()
         tracker: OffsetTracker[Any] = OffsetTracker()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **aiokafka_kwargs(settings.bootstrap_servers, settings.kafka),
             group_id=settings.notify.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -21,12 +21,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.connections import aiokafka_kwargs
 from streams.contract.internal import Kind
 from streams.engine.join_step import InputRecord
 from streams.engine.rules import InputRules
 from streams.errors import ConfigError, TopologyError
 from streams.replay.backtest import Backtest, BacktestResult, Combination
-from streams.settings import Settings
+from streams.settings import KafkaSecurity, Settings
 
 __all__ = ["parse_time", "publish_alerts", "read_range", "replay"]
 
@@ -63,7 +64,7 @@ async def read_range(
     t = settings.topics
     kinds: dict[str, Kind] = {t.predictions: "p", t.ground_truth: "g"}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **aiokafka_kwargs(settings.bootstrap_servers, settings.kafka),
         enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -143,7 +144,9 @@ async def join_partitions(settings: Settings) -> int:
     """The partition count the live join runs with: that of both input topics, which
     must be co-partitioned (:func:`streams.topology.ensure_topics` checks the same)."""
     t = settings.topics
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(settings.bootstrap_servers, settings.kafka), group_id=None
+    )
     try:
         await consumer.start()
     except KafkaError as exc:
@@ -206,9 +209,16 @@ def _fewer_collections(young: int = 50_000) -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-async def publish_alerts(bootstrap: str, topic: str, alerts: list[dict[str, Any]]) -> int:
-    """Re-emit replayed alerts (key = model_id), as the live worker would have."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def publish_alerts(
+    bootstrap: str,
+    topic: str,
+    alerts: list[dict[str, Any]],
+    *,
+    kafka: KafkaSecurity | None = None,
+) -> int:
+    """Re-emit replayed alerts (key = model_id), as the live worker would have.
+    ``kafka``: security settings (None: WATCHKEEPER_KAFKA_* from the environment)."""
+    producer = AIOKafkaProducer(**aiokafka_kwargs(bootstrap, kafka or KafkaSecurity()), acks="all")
     await producer.start()
     try:
         for alert in alerts:

@@ -21,6 +21,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from streams.connections import redis_client
+from streams.settings import Settings
+
 __all__ = ["OUTAGE_ERRORS", "RedisBreaker", "worker_redis"]
 
 log = logging.getLogger(__name__)
@@ -36,12 +39,12 @@ at most this long per retry (the largest write, 1,000 hashes in one script call,
 few milliseconds)."""
 
 
-def worker_redis(url: str) -> Redis:
+def worker_redis(settings: Settings) -> Redis:
     """A Redis client that fails fast: no retries inside redis-py (its default retries ten
     times, up to a second apart, while the batch waits); the breaker decides when to
     try again."""
-    return Redis.from_url(
-        url,
+    return redis_client(
+        settings,
         socket_connect_timeout=WORKER_TIMEOUT_S,
         socket_timeout=WORKER_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),

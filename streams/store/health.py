@@ -10,6 +10,10 @@ Keys (``prefix`` defaults to ``wk:``):
     {prefix}model:{model}    hash: per-model counters (predictions, joined, outcomes, alerts, ...)
     {prefix}health:{model}   hash: latest detector snapshot (error rates, n, last alert)
     {prefix}models           zset: model -> wall-clock ms when last seen in traffic
+
+With ``retention_s`` set (the worker sets ``model_retention_ms``), the per-model hashes
+expire that long after their last write and the zset forgets models unseen as long:
+producers choose model ids, and keys of ids seen once must not stay forever.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -38,12 +42,16 @@ out of order, kept in ``{prefix}stats``; every other reason is a dead letter."""
 # holds KEYS[k]'s fields as JSON behind an operation letter: "i" HINCRBY each, "s" HSET,
 # "a" absolute: ``field@part`` is set to the value and ``field`` moves by the difference,
 # so ``field`` is always the sum over the parts. Values travel as strings, so Lua's numbers
-# (doubles) never reformat them.
+# (doubles) never reformat them. An upper-case letter also sets the key to expire in
+# ARGV[#KEYS + 1] ms (0: never).
 _WRITE_HASHES = """
+local ttl = tonumber(ARGV[#KEYS + 1])
 for k = 1, #KEYS do
   local arg = ARGV[k]
   local fields = cjson.decode(string.sub(arg, 2))
   local op = string.sub(arg, 1, 1)
+  local expire = op ~= string.lower(op)
+  op = string.lower(op)
   if op == 'a' then
     for f, v in pairs(fields) do
       local base = string.match(f, '^(.*)@')
@@ -66,6 +74,9 @@ for k = 1, #KEYS do
       redis.call('HINCRBY', KEYS[k], f, v)
     end
   end
+  if expire and ttl > 0 then
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
 end
 return #KEYS
 """
@@ -73,49 +84,64 @@ _HASHES_PER_CALL = 1000  # bounds how long one script call holds Redis (a few ms
 
 
 class _HashWrites:
-    """HINCRBY and HSET of many hashes, sent as a few calls of :data:`_WRITE_HASHES`."""
+    """HINCRBY and HSET of many hashes, sent as a few calls of :data:`_WRITE_HASHES`;
+    per-model hashes (``expire=True``) expire ``ttl_ms`` after their last write."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_ms: int = 0) -> None:
         self._keys: list[str] = []
         self._args: list[bytes] = []
+        self._ttl = str(ttl_ms).encode()
 
-    def incr(self, key: str, fields: Mapping[str, int]) -> None:
+    def _add(self, key: str, op: bytes, expire: bool, fields: Mapping[str, Any]) -> None:
+        self._keys.append(key)
+        self._args.append((op.upper() if expire else op) + orjson.dumps(fields))
+
+    def incr(self, key: str, fields: Mapping[str, int], *, expire: bool = False) -> None:
         pairs = {f: str(v) for f, v in fields.items() if v}
         if pairs:
-            self._keys.append(key)
-            self._args.append(b"i" + orjson.dumps(pairs))
+            self._add(key, b"i", expire, pairs)
 
-    def absolute(self, key: str, fields: Mapping[str, int]) -> None:
+    def absolute(self, key: str, fields: Mapping[str, int], *, expire: bool = False) -> None:
         """``fields`` are ``name@part``: each part's count, summed into ``name``."""
         if fields:
-            self._keys.append(key)
-            self._args.append(b"a" + orjson.dumps({f: str(v) for f, v in fields.items()}))
+            self._add(key, b"a", expire, {f: str(v) for f, v in fields.items()})
 
-    def set(self, key: str, fields: Mapping[str, Any]) -> None:
+    def set(self, key: str, fields: Mapping[str, Any], *, expire: bool = False) -> None:
         if fields:
-            self._keys.append(key)
-            self._args.append(b"s" + orjson.dumps({f: str(v) for f, v in fields.items()}))
+            self._add(key, b"s", expire, {f: str(v) for f, v in fields.items()})
 
     async def queue(self, pipe: Any, script: Any) -> None:
         for start in range(0, len(self._keys), _HASHES_PER_CALL):
             end = start + _HASHES_PER_CALL
             # queued on the pipeline, sent by its execute()
-            await script(keys=self._keys[start:end], args=self._args[start:end], client=pipe)
+            args = [*self._args[start:end], self._ttl]
+            await script(keys=self._keys[start:end], args=args, client=pipe)
 
 
 class HealthStore:
     """Writes and reads Watchkeeper's shared counters and snapshots."""
 
-    def __init__(self, redis: Redis, prefix: str = "wk:") -> None:
+    def __init__(self, redis: Redis, prefix: str = "wk:", *, retention_s: float = 0) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.retention_ms = int(retention_s * 1000)
         self._write_hashes = redis.register_script(_WRITE_HASHES)
+
+    def _writes(self) -> _HashWrites:
+        return _HashWrites(self.retention_ms)
+
+    def _seen(self, pipe: Any, models: Iterable[str]) -> None:
+        """Mark ``models`` seen now in the zset, and forget those unseen for the retention."""
+        now = int(time.time() * 1000)
+        pipe.zadd(self.key("models"), dict.fromkeys(models, now))
+        if self.retention_ms:
+            pipe.zremrangebyscore(self.key("models"), "-inf", now - self.retention_ms)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     async def add_join_stats(self, stats: JoinStats) -> None:
-        writes = _HashWrites()
+        writes = self._writes()
         writes.incr(self.key("stats"), stats.totals())
         per_model: dict[str, Counter[str]] = {}
         for field, counter in (
@@ -127,12 +153,11 @@ class HealthStore:
             for model, value in counter.items():
                 per_model.setdefault(model, Counter())[field] += value
         for model, counts in per_model.items():
-            writes.incr(self.key("model", model), counts)
+            writes.incr(self.key("model", model), counts, expire=True)
         async with self.redis.pipeline(transaction=False) as pipe:
             await writes.queue(pipe, self._write_hashes)
             if per_model:
-                now = int(time.time() * 1000)
-                pipe.zadd(self.key("models"), dict.fromkeys(per_model, now))
+                self._seen(pipe, per_model)
             await pipe.execute()
 
     async def add_skipped(self, reasons: Counter[str]) -> None:
@@ -159,12 +184,12 @@ class HealthStore:
     ) -> None:
         if not snapshots and not counters:
             return
-        writes = _HashWrites()
+        writes = self._writes()
         for model, snapshot in snapshots.items():
-            writes.set(self.key("health", model), snapshot)
+            writes.set(self.key("health", model), snapshot, expire=True)
         totals: Counter[str] = Counter()
         for model, counter in counters.items():
-            writes.incr(self.key("model", model), counter)
+            writes.incr(self.key("model", model), counter, expire=True)
             totals.update(counter)
         totals["alerts"] = totals["performance_degradation"] + totals["performance_improvement"]
         writes.incr(self.key("stats"), totals)
@@ -176,14 +201,14 @@ class HealthStore:
         """Per-part counts (``{key: {"name@part": n}}``), each hash's ``name`` their sum."""
         if not counts:
             return
-        writes = _HashWrites()
+        writes = self._writes()
         for key, fields in counts.items():
-            writes.absolute(self.key(key), fields)
+            writes.absolute(self.key(key), fields, expire=key.startswith("model:"))
         models = [k.removeprefix("model:") for k in counts if k.startswith("model:")]
         async with self.redis.pipeline(transaction=False) as pipe:
             await writes.queue(pipe, self._write_hashes)
             if models:
-                pipe.zadd(self.key("models"), dict.fromkeys(models, int(time.time() * 1000)))
+                self._seen(pipe, models)
             await pipe.execute()
 
     async def totals(self) -> dict[str, int]:

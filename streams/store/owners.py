@@ -43,6 +43,8 @@ from redis.asyncio import Redis
 from streams.contract.ids import id_problem
 from streams.contract.notification import Channel, InvalidChannel, parse_channel
 from streams.errors import InvalidOwner
+from streams.outbound import TargetPolicy
+from streams.redact import redact
 from streams.settings import DAY_MS
 from streams.store.health import HealthStore
 
@@ -56,6 +58,7 @@ __all__ = [
     "format_duration",
     "load_owners_file",
     "parse_duration",
+    "policy_problems",
 ]
 
 OWNER_FILE_KEYS = ("owner", "channels", "runbook", "escalate_after", "escalation_channels")
@@ -279,7 +282,7 @@ def _check_entry(
     if runbook is None:
         bad("runbook", "required: an http(s) URL of the model's runbook")
     elif not _is_http_url(runbook):
-        bad("runbook", f"must be an http(s) URL, got {runbook!r}")
+        bad("runbook", f"must be an http(s) URL, got {redact(repr(runbook))}")
 
     esc_raw = entry.get("escalate_after")
     escalate_after_s = None if esc_raw is None else _positive_seconds(esc_raw, esc_field, bad)
@@ -425,16 +428,49 @@ def load_owners_file(path: Path, *, now_ms: int | None = None) -> builtins.list[
     return owners
 
 
-class OwnerRegistry:
-    """Owners in one Redis hash, shared by the CLI, the notifier and every worker."""
+def policy_problems(owner: Owner, policy: TargetPolicy) -> builtins.list[OwnerProblem]:
+    """Channels of ``owner`` the outbound policy refuses (streams.outbound), each
+    naming the field, the redacted channel and the rule."""
+    problems = []
+    for field, channels in (
+        ("channels", owner.channels),
+        ("escalation_channels", owner.escalation_channels),
+    ):
+        for i, channel in enumerate(channels):
+            why = policy.channel_problem(channel.kind, channel.target)
+            if why is not None:
+                reason = (
+                    f"channel {redact(str(channel))!r} refused by the outbound policy: "
+                    f"{why} ({policy.rule_text()})"
+                )
+                problems.append(OwnerProblem(owner.model_id, f"{field}[{i}]", reason))
+    return problems
 
-    def __init__(self, redis: Redis, prefix: str = "wk:") -> None:
+
+class OwnerRegistry:
+    """Owners in one Redis hash, shared by the CLI, the notifier and every worker.
+
+    With a ``policy`` (the CLI passes one built from NotifySettings), :meth:`set` and
+    :meth:`import_many` refuse channels the outbound policy refuses, before writing."""
+
+    def __init__(
+        self, redis: Redis, prefix: str = "wk:", *, policy: TargetPolicy | None = None
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.key = f"{prefix}owners"
+        self.policy = policy
+
+    def _check(self, owners: Iterable[Owner], header: str) -> None:
+        if self.policy is None:
+            return
+        problems = [p for o in owners for p in policy_problems(o, self.policy)]
+        if problems:
+            raise _invalid(header, problems)
 
     async def set(self, owner: Owner) -> bool:
         """Register or replace; True when the model had no owner before."""
+        self._check([owner], "invalid owner")
         return bool(await self.redis.hset(self.key, owner.model_id, owner.to_json()))
 
     async def get(self, model_id: str) -> Owner | None:
@@ -463,6 +499,7 @@ class OwnerRegistry:
         if repeated:
             problems = [OwnerProblem(m, "model_id", "given more than once") for m in repeated]
             raise _invalid("import refused", problems)
+        self._check(batch, "import refused")
         if not batch:
             return 0
         async with self.redis.pipeline(transaction=True) as pipe:

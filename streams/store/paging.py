@@ -14,10 +14,17 @@ Keys (``prefix`` defaults to ``wk:``), all under ``{prefix}notify:``:
                                    page is empty until the page is about to be sent
     page:{page}:{channel}          the page as sent (JSON), while it is pending: what a
                                    replica re-sends, byte for byte, when its sender died
-    dead-seen:{delivery}:{channel} a dead letter already counted for the fallback summary
-    dead:{window_ms}               hash of counts of pages dead-lettered in that window
-    dead-closed:{window_ms}        set once the window's summary is being sent
-    dead-windows                   zset window_ms -> window end ms (summaries to send)
+    {family}-seen:{item}           an item already counted in a summary window
+    {family}:{window}              hash of counts in that window
+    {family}-sample:{window}       hash of the first N items' names (model ids) -> order
+    {family}-closed:{window}       set once the window's summary is being sent
+    {family}-windows               zset window -> window end ms (summaries to send)
+                                   families: dead (dead letters, for the fallback), orphans
+                                   (orphaned_model alerts, for the fallback), held (pages
+                                   past a channel's rate limit, for that channel); window
+                                   is start_ms, or channel_key:start_ms for held
+    held-channel:{channel}         the channel spec a held-back summary goes to
+    rate:{channel}:{minute_ms}     pages sent to a channel in that minute (all replicas)
     alert:{alert_id}               the alert as delivered (for ack and escalation)
     ack:{alert_id}                 who acknowledged, when
     ack-kind:{model}:{kind}        until_ms: an ack stops repeats of its model and kind
@@ -37,7 +44,7 @@ from typing import Any, Literal
 import orjson
 from redis.asyncio import Redis
 
-__all__ = ["Claim", "Clock", "PagingStore", "Silence", "Takeover"]
+__all__ = ["Claim", "Clock", "PagingStore", "Silence", "Takeover", "Window", "WindowCounts"]
 
 Clock = Callable[[], float]  # seconds since the epoch
 Decision = Literal["deliver", "silenced", "acknowledged", "cooldown"]
@@ -146,20 +153,35 @@ redis.call('DEL', KEYS[n + 1])
 return done
 """
 
-# Count a dead-lettered delivery once in its summary window (0: counted before; -1: the
-# window's summary is already out, count it in the next one).
-_RECORD_DEAD = """
+# Count an item (a dead letter, an orphan alert, a held page) once in its summary window
+# (0: counted before; -1: the window's summary is already out, count it in the next one).
+# KEYS: seen, counts, closed, windows, sample. ARGV: ttl, window, end_ms, sample name,
+# sample cap, then the fields to increment.
+_RECORD_IN_WINDOW = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-for i = 4, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+for i = 6, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
+if ARGV[4] ~= '' then
+  local n = redis.call('HLEN', KEYS[5])
+  if n < tonumber(ARGV[5]) and redis.call('HSETNX', KEYS[5], ARGV[4], n + 1) == 1 then
+    redis.call('PEXPIRE', KEYS[5], ARGV[1])
+  end
+end
 redis.call('ZADD', KEYS[4], 'NX', ARGV[3], ARGV[2])
 return 1
 """
 
 _CLOSE_WINDOW = """
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-return redis.call('HGETALL', KEYS[2])
+return {redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+"""
+
+# One page slot in a channel's minute; the count is shared by every replica.
+_TAKE_SLOT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
 """
 
 _CAS = """
@@ -199,6 +221,33 @@ class Takeover:
 
 
 @dataclass(frozen=True, slots=True)
+class Window:
+    """One summary window of a ``family`` (dead, orphans, held); ``scope`` narrows it to
+    one channel (held pages) or is empty (the fallback's summaries)."""
+
+    family: str
+    start_ms: int
+    scope: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.scope}:{self.start_ms}" if self.scope else str(self.start_ms)
+
+    @classmethod
+    def parse(cls, family: str, window_id: str) -> Window:
+        scope, _, start = window_id.rpartition(":")
+        return cls(family, int(start), scope)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """A closed window: its counts, and the first items by name in arrival order."""
+
+    counts: dict[str, int]
+    sample: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Silence:
     model_id: str
     until: float
@@ -228,8 +277,9 @@ class PagingStore:
         self._rebind = redis.register_script(_REBIND)
         self._takeover = redis.register_script(_TAKEOVER)
         self._finish = redis.register_script(_FINISH)
-        self._record_dead = redis.register_script(_RECORD_DEAD)
+        self._record_in_window = redis.register_script(_RECORD_IN_WINDOW)
         self._close_window = redis.register_script(_CLOSE_WINDOW)
+        self._take_slot = redis.register_script(_TAKE_SLOT)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -488,51 +538,107 @@ class PagingStore:
         first = await self.redis.zrange(self.key("escalations"), 0, 0, withscores=True)
         return float(first[0][1]) / 1000 if first else None
 
-    # --- dead letters, summarised for the fallback ---------------------------------------
+    # --- summary windows: dead letters, orphans, held-back pages ---------------------------
 
-    async def record_dead_letter(
-        self, delivery: str, channel_key: str, fields: Sequence[str], *, window_s: float
+    async def record_in_window(
+        self,
+        family: str,
+        item: str,
+        fields: Sequence[str],
+        *,
+        window_s: float,
+        scope: str = "",
+        sample: str = "",
+        sample_max: int = 0,
     ) -> bool:
-        """Count a dead-lettered (alert, channel) in the summary window it falls in, once
-        (a page dead-lettered again after a crash is not counted twice)."""
+        """Count ``item`` once in the ``family`` window it falls in (a crash that makes
+        the caller record it again does not count it twice): each of ``fields`` is
+        incremented, and ``sample`` is kept by name while the window has fewer than
+        ``sample_max``. True when it was counted now."""
         width = int(window_s * 1000)
         start = self.now_ms() // width * width
         while True:
+            window = Window(family, start, scope)
             counted = int(
-                await self._record_dead(
+                await self._record_in_window(
                     keys=[
-                        self._dead_seen_key(delivery, channel_key),
-                        self.key("dead", str(start)),
-                        self.key("dead-closed", str(start)),
-                        self.key("dead-windows"),
+                        self.key(f"{family}-seen", item),
+                        self.key(family, window.id),
+                        self.key(f"{family}-closed", window.id),
+                        self.key(f"{family}-windows"),
+                        self.key(f"{family}-sample", window.id),
                     ],
-                    args=[self.ttl_ms, start, start + width, *fields],
+                    args=[self.ttl_ms, window.id, start + width, sample, sample_max, *fields],
                 )
             )
             if counted >= 0:
                 return counted == 1
             start += width  # its summary is already out: into the next window
 
-    def _dead_seen_key(self, delivery: str, channel_key: str) -> str:
-        return self.key("dead-seen", delivery, channel_key)
+    async def due_windows(self, family: str) -> list[Window]:
+        """Windows of ``family`` that have ended with items not yet summarised."""
+        due = await self.redis.zrangebyscore(self.key(f"{family}-windows"), "-inf", self.now_ms())
+        return [Window.parse(family, _text(raw)) for raw in due]
+
+    async def close_window(self, window: Window) -> WindowCounts:
+        """The window's counts and sample, frozen: later items count in a later window, so
+        every replica that reads them sends the same summary."""
+        raw_counts, raw_sample = await self._close_window(
+            keys=[
+                self.key(f"{window.family}-closed", window.id),
+                self.key(window.family, window.id),
+                self.key(f"{window.family}-sample", window.id),
+            ],
+            args=[self.ttl_ms],
+        )
+        pairs = [_text(v) for v in raw_counts]
+        counts = {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        named = [_text(v) for v in raw_sample]
+        order = sorted(range(0, len(named), 2), key=lambda i: int(named[i + 1]))
+        return WindowCounts(counts, tuple(named[i] for i in order))
+
+    async def window_done(self, window: Window) -> None:
+        await self.redis.zrem(self.key(f"{window.family}-windows"), window.id)
+
+    # the fallback's summary of dead letters (family "dead")
+
+    async def record_dead_letter(
+        self, delivery: str, channel_key: str, fields: Sequence[str], *, window_s: float
+    ) -> bool:
+        """Count a dead-lettered (alert, channel) in the summary window it falls in, once
+        (a page dead-lettered again after a crash is not counted twice)."""
+        return await self.record_in_window(
+            "dead", f"{delivery}:{channel_key}", fields, window_s=window_s
+        )
 
     async def due_dead_letter_windows(self) -> list[int]:
         """Starts (ms) of windows that have ended with dead letters not yet summarised."""
-        due = await self.redis.zrangebyscore(self.key("dead-windows"), "-inf", self.now_ms())
-        return [int(_text(raw)) for raw in due]
+        return [w.start_ms for w in await self.due_windows("dead")]
 
     async def close_dead_letter_window(self, start_ms: int) -> dict[str, int]:
-        """The window's counts, frozen: later dead letters count in a later window, so
-        every replica that reads them sends the same summary."""
-        raw = await self._close_window(
-            keys=[self.key("dead-closed", str(start_ms)), self.key("dead", str(start_ms))],
-            args=[self.ttl_ms],
-        )
-        pairs = [_text(v) for v in raw]
-        return {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        return (await self.close_window(Window("dead", start_ms))).counts
 
     async def dead_letter_window_done(self, start_ms: int) -> None:
-        await self.redis.zrem(self.key("dead-windows"), str(start_ms))
+        await self.window_done(Window("dead", start_ms))
+
+    # --- per-channel rate limit ---------------------------------------------------------
+
+    async def take_page_slot(self, channel_key: str, *, per_minute: int) -> bool:
+        """One page to ``channel_key`` in this clock minute, if fewer than ``per_minute``
+        were sent in it (by any replica); False: hold the page back."""
+        start = self.now_ms() // 60_000 * 60_000
+        taken = await self._take_slot(
+            keys=[self.key("rate", channel_key, str(start))], args=[120_000]
+        )
+        return int(taken) <= per_minute
+
+    async def remember_channel(self, channel_key: str, spec: str) -> None:
+        """Where a held-back summary for ``channel_key`` goes (the spec holds secrets, as
+        the owner registry does)."""
+        await self.redis.set(self.key("held-channel", channel_key), spec, px=self.ttl_ms)
+
+    async def channel_spec(self, channel_key: str) -> str | None:
+        return _text(await self.redis.get(self.key("held-channel", channel_key))) or None
 
     # --- counters -----------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ from aiokafka.errors import KafkaError
 
 from detectors.config import DetectorSettings
 from detectors.track import ModelTrack
+from streams.connections import aiokafka_kwargs
+from streams.contract.alerts import build_model_limit_alert
 from streams.contract.internal import Kind
 from streams.engine.detect_step import DetectOutput
 from streams.settings import Settings
@@ -42,6 +44,7 @@ from streams.store.health import HealthBuffer, HealthStore
 from streams.store.orphans import OrphanWatch
 from streams.topology import changelog_topic_names, join_topic_names
 from streams.worker.batches import RecordBatches
+from streams.worker.broker_auth import faust_credentials
 from streams.worker.broker_watch import BrokerWatch
 from streams.worker.detect_step import WorkerDetect
 from streams.worker.faust_internals import (
@@ -61,6 +64,7 @@ __all__ = ["EXIT_AGENT_FAILED", "Pipeline"]
 PRODUCER_BATCH_BYTES = 256 * 1024
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 DISORDER_LOG_EVERY_S = 10.0
+MODEL_LIMIT_ALERT_EVERY_S = 3600.0  # one fleet alert per hour while models are refused
 BROKER_PROBE_S = 2.0  # a metadata request this often tells a silent broker (BrokerWatch)
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,7 @@ class Pipeline:
         self.app = _App(
             s.app_id,
             broker=s.broker,
+            broker_credentials=faust_credentials(s.kafka),
             store="memory://",
             web_enabled=False,
             datadir=str(s.data_dir),
@@ -142,6 +147,7 @@ class Pipeline:
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._held_acks: list[Fetched] = []  # outcomes processed since the checkpoint
         self._generation: int | None = None  # of the last assignment
+        self._model_limit_window: int | None = None  # of the last model_limit alert
         self._preload: asyncio.Future[Any] | None = None  # state of newly assigned partitions
         self._save_due = 0.0
         self._last_join = 0.0
@@ -189,7 +195,9 @@ class Pipeline:
     def health(self) -> HealthStore:
         if self._health is None:
             self._health = HealthStore(
-                worker_redis(self.settings.redis_url), prefix=self.settings.redis_prefix
+                worker_redis(self.settings),
+                prefix=self.settings.redis_prefix,
+                retention_s=self.settings.model_retention_ms / 1000,
             )
         return self._health
 
@@ -396,7 +404,25 @@ class Pipeline:
                 self.counts.set_counts(key, f"j{partition}", counts)
         await self.counts.maybe_flush()
         await self._raise_orphans(set(batch.stats.predictions))
+        if batch.refused_models:
+            await self._raise_model_limit(batch.refused_models)
         return True  # the join checkpoints every batch
+
+    async def _raise_model_limit(self, refused: set[str]) -> None:
+        """One fleet ``model_limit`` alert per window, whichever partitions refuse."""
+        now = datetime.now(UTC)
+        window = int(now.timestamp() // MODEL_LIMIT_ALERT_EVERY_S)
+        if window == self._model_limit_window:
+            return
+        self._model_limit_window = window
+        alert = build_model_limit_alert(
+            sorted(refused),
+            limit=self.settings.max_models,
+            detected_at=now,
+            window_s=MODEL_LIMIT_ALERT_EVERY_S,
+        )
+        log.error("%s", alert["message"])
+        await self._publish_alerts([alert])
 
     async def _raise_orphans(self, models: set[str]) -> None:
         """One ``orphaned_model`` alert per model without an owner (per cooldown)."""
@@ -543,8 +569,9 @@ class Pipeline:
     async def _reader(self) -> AIOKafkaConsumer:
         """A consumer outside the group, for end offsets and probes (started once)."""
         if self._offsets_reader is None:
+            s = self.settings
             reader = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers, group_id=None
+                **aiokafka_kwargs(s.bootstrap_servers, s.kafka), group_id=None
             )
             try:
                 await reader.start()

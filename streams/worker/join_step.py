@@ -22,7 +22,7 @@ from streams.settings import Settings
 from streams.worker.batches import RecordBatches
 from streams.worker.output import add_dead_letters, add_join_output, deliver
 from streams.worker.partition_steps import PartitionSteps
-from streams.worker.state import PartitionView
+from streams.worker.state import PartitionView, ReservedDict
 
 __all__ = ["JoinBatch", "WorkerJoin"]
 
@@ -37,6 +37,7 @@ class JoinBatch:
     stats: JoinStats = field(default_factory=JoinStats)
     counts: Counter[str] = field(default_factory=Counter)
     partitions: dict[int, set[str]] = field(default_factory=dict)
+    refused_models: set[str] = field(default_factory=set)  # beyond max_models
 
 
 class WorkerJoin(PartitionSteps[JoinStep]):
@@ -76,6 +77,7 @@ class WorkerJoin(PartitionSteps[JoinStep]):
             ttl_ms=self.settings.join_ttl_ms,
             rules=self.rules,
             task_for=self.task_for,
+            models=ReservedDict(view, "seen:"),  # the cap on models (engine.admission)
         )
         step.restore()
         return step
@@ -115,6 +117,7 @@ class WorkerJoin(PartitionSteps[JoinStep]):
             batch.stats.add(stats)
             batch.counts.update(out.counts)
             batch.partitions[partition] = set(stats.predictions) | set(stats.joined)
+            batch.refused_models |= out.refused_models
         s = self.settings
         n = self.partitions
 

@@ -76,6 +76,7 @@ class PartitionSteps(Generic[S]):
             partition,
             data,
             PartitionView.commit_key(partition),
+            kafka=self.settings.kafka,
         )
         log.info(
             "%s[%d]: %d changelog records restored",

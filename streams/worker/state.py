@@ -29,9 +29,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.connections import aiokafka_kwargs
+from streams.settings import KafkaSecurity
 from streams.worker.batches import RecordBatches
 
-__all__ = ["PartitionView", "Restored", "json_key", "load_changelog", "restored"]
+__all__ = ["PartitionView", "ReservedDict", "Restored", "json_key", "load_changelog", "restored"]
 
 _RESERVED = "\x00"  # prefix of internal keys; the id grammar refuses NUL in any id
 
@@ -54,7 +56,13 @@ class Restored:
 
 
 async def load_changelog(
-    bootstrap: str, topic: str, partition: int, data: MutableMapping[str, Any], commit_key: str
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    data: MutableMapping[str, Any],
+    commit_key: str,
+    *,
+    kafka: KafkaSecurity | None = None,
 ) -> Restored:
     """Read one changelog partition from its start to its end offset into ``data``,
     applying only whole checkpoints.
@@ -73,10 +81,13 @@ async def load_changelog(
     records): a restore that stopped there came back a few records short and a missing
     pending prediction lost its join. The log is therefore read past the reported end
     until a fetch comes back empty and the end, asked again, is behind the position.
+
+    ``kafka`` is the worker's security settings (None: WATCHKEEPER_KAFKA_* from the
+    environment).
     """
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **aiokafka_kwargs(bootstrap, kafka or KafkaSecurity()),
         enable_auto_commit=False,
         group_id=None,
         auto_offset_reset="earliest",
@@ -176,6 +187,19 @@ class PartitionView(MutableMapping[str, Any]):
         self._data[key] = value
         self._dirty.add(key)
 
+    def del_reserved(self, name: str) -> None:
+        """Remove a reserved value (a tombstone at the next :meth:`stage`)."""
+        key = self._reserved_key(name)
+        if self._data.pop(key, None) is not None:
+            self._dirty.add(key)
+
+    def reserved_items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """(name without ``prefix``, value) of the reserved values under ``prefix``.
+        O(every key of the partition): for a restore, never per batch."""
+        full = self._reserved_key(prefix)
+        for key in [k for k in self._data if k.startswith(full)]:
+            yield key[len(full) :], restored(self._data, key)
+
     def __getitem__(self, key: str) -> Any:
         value = restored(self._data, key)
         if value is None:
@@ -233,3 +257,30 @@ class PartitionView(MutableMapping[str, Any]):
 
     def __bool__(self) -> bool:
         return True  # truthiness must not fall back to the O(n) __len__
+
+
+class ReservedDict(MutableMapping[str, Any]):
+    """The reserved values of a view under one prefix, as a mapping: read once into a
+    dict (at restore), written through to the view (changelogged at its next stage)."""
+
+    def __init__(self, view: PartitionView, prefix: str) -> None:
+        self._view = view
+        self._prefix = prefix
+        self._items = dict(view.reserved_items(prefix))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._items[key] = value
+        self._view.put_reserved(self._prefix + key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key]
+        self._view.del_reserved(self._prefix + key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)

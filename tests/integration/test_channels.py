@@ -1,22 +1,36 @@
 """ChannelSender against real receivers on loopback (tests/receivers.py): an aiohttp server
 that records what it gets and answers as scripted, an aiosmtpd SMTP server, and a TCP server
-that hangs up. Nothing is mocked; every delivery crosses a TCP socket.
+that hangs up. Nothing is mocked; every delivery crosses a TCP socket. The receivers are on
+loopback, which the outbound policy refuses unless allowed: ``settings()`` allows
+127.0.0.1, and the policy tests below leave it out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from receivers import HangUpServer, HttpReceiver, Reply, Request, SmtpReceiver, free_port
+from receivers import (
+    GarbageServer,
+    HangUpServer,
+    HttpReceiver,
+    Reply,
+    Request,
+    SmtpReceiver,
+    free_port,
+)
 
 from detectors.base import Change
 from streams.contract.alerts import build_alert, build_orphan_alert
@@ -90,6 +104,7 @@ def settings(**overrides: Any) -> NotifySettings:
         "webhook_secret": SECRET,
         "source": "wk-test",
         "smtp_from": "watchkeeper@example.com",
+        "allow_private_targets": ["127.0.0.1"],
     }
     values.update(overrides)
     return NotifySettings(**values)
@@ -329,10 +344,9 @@ async def test_http_status_classification(
     async with ChannelSender(cfg) as sender:
         err = await deliver_error(sender, channel, NOTES["single"])
     assert err.retryable is retryable
-    assert err.reason.startswith(f"http {status}")
+    assert err.reason == f"http {status} {HTTPStatus(status).phrase}"
     assert len(http.requests) == 1
-    if not retryable:
-        assert f"receiver says {status}: invalid_payload" in err.reason
+    assert "receiver says" not in err.reason, "the body is the receiver's text: never copied"
     if status == 429:
         assert err.retry_after == 7.0
 
@@ -421,3 +435,158 @@ async def test_peer_hanging_up_is_retryable(hangup_port: int, kind: str) -> None
         err = await deliver_error(sender, Channel(kind, target), NOTES["single"])  # type: ignore[arg-type]
     expected = "smtp: server disconnected" if kind == "email" else "connection reset"
     assert err.reason == expected and err.retryable
+
+
+# --------------------------------------------------------------------------- outbound policy
+
+
+async def test_a_probe_endpoint_cannot_get_its_words_into_the_reason(http: HttpReceiver) -> None:
+    """A 4xx body (and reason phrase) is the receiver's text: it never reaches the reason."""
+    fake = "aws_secret_access_key=AKIAFAKECREDENTIAL1234"
+    http.answer("/probe", Reply(403, {"X-Note": fake}, f"forbidden {fake}"))
+    async with ChannelSender(settings()) as sender:
+        err = await deliver_error(sender, Channel("webhook", f"{http.url}/probe"), NOTES["single"])
+    assert err.reason == "http 403 Forbidden" and not err.retryable
+    assert "AKIAFAKE" not in repr(err)
+
+
+@pytest.mark.parametrize("kind", ["webhook", "slack"])
+async def test_loopback_receivers_are_refused_without_the_allowlist(
+    http: HttpReceiver, kind: str
+) -> None:
+    channel = Channel(kind, f"{http.url}/services/T0/B0/SECRETTOKEN123")  # type: ignore[arg-type]
+    async with ChannelSender(settings(allow_private_targets=[])) as sender:
+        err = await deliver_error(sender, channel, NOTES["single"])
+    assert not err.retryable and err.reason.startswith("refused by the outbound policy")
+    assert ("hooks.slack.com" if kind == "slack" else "127.0.0.1 is loopback") in err.reason
+    assert "SECRETTOKEN123" not in err.reason
+    assert http.requests == [], "nothing may reach a refused target"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://10.0.0.7:8080/hook",
+    ],  # fmt: skip
+)
+async def test_metadata_and_private_literals_are_refused_before_any_connection(url: str) -> None:
+    """Refused before a socket is opened (the address is never contacted)."""
+    async with ChannelSender(settings(allow_private_targets=[], request_timeout_s=0.5)) as sender:
+        err = await deliver_error(sender, Channel("webhook", url), NOTES["single"])
+    assert not err.retryable and "refused by the outbound policy" in err.reason
+
+
+async def test_the_pagerduty_url_is_checked_too(http: HttpReceiver) -> None:
+    cfg = settings(allow_private_targets=[], pagerduty_url=f"{http.url}/v2/enqueue")
+    async with ChannelSender(cfg) as sender:
+        err = await deliver_error(sender, Channel("pagerduty", ROUTING_KEY), NOTES["single"])
+    assert "refused by the outbound policy" in err.reason and http.requests == []
+
+
+class Rebinding(AbstractResolver):
+    """A DNS server that answers 127.0.0.1 for every name (the rebinding attack: public
+    at registration, loopback at send time)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            ResolveResult(
+                hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_name_that_resolves_to_loopback_at_send_time_is_refused(
+    http: HttpReceiver,
+) -> None:
+    port = http.url.rsplit(":", 1)[1]
+    url = f"http://hooks.rebind.example:{port}/hook"  # passes registration: a public name
+    dns = Rebinding()
+    cfg = settings(allow_private_targets=[])
+    async with ChannelSender(cfg, resolver=dns) as sender:
+        err = await deliver_error(sender, Channel("webhook", url), NOTES["single"])
+    assert dns.asked == ["hooks.rebind.example"]
+    assert not err.retryable
+    assert err.reason == (
+        "refused by the outbound policy: hooks.rebind.example resolves to a refused address: "
+        "127.0.0.1 is loopback"
+    )
+    assert http.requests == []
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(http: HttpReceiver) -> None:
+    """Allowed, the page goes to the resolved (checked) address, under the original name."""
+    port = http.url.rsplit(":", 1)[1]
+    dns = Rebinding()
+    async with ChannelSender(settings(allow_private_targets=["127.0.0.0/8"]), resolver=dns) as s:
+        await s.deliver(Channel("webhook", f"http://pinned.example:{port}/hook"), NOTES["single"])
+    (req,) = http.requests
+    assert req.headers["Host"] == f"pinned.example:{port}" and dns.asked == ["pinned.example"]
+
+
+async def test_a_signed_page_verifies_at_a_receiver_holding_the_secret() -> None:
+    receiver = await HttpReceiver(secret=SECRET).start()
+    try:
+        async with ChannelSender(settings()) as sender:
+            await sender.deliver(Channel("webhook", f"{receiver.url}/h"), NOTES["single"])
+        (req,) = receiver.requests
+        assert req.verified is True
+        assert req.headers["X-Watchkeeper-Signature"].startswith("t=")
+    finally:
+        await receiver.stop()
+
+
+async def test_unsigned_webhooks_are_warned_about_once(
+    http: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="streams.notify.channels"):
+        async with ChannelSender(settings(webhook_secret=None)) as sender:
+            for _ in range(3):
+                await sender.deliver(Channel("webhook", f"{http.url}/h"), NOTES["single"])
+    warnings = [r for r in caplog.records if "unsigned" in r.getMessage()]
+    assert len(warnings) == 1 and "WATCHKEEPER_NOTIFY_WEBHOOK_SECRET" in warnings[0].getMessage()
+    assert len(http.requests) == 3
+
+
+@pytest.fixture
+async def garbage_port() -> AsyncIterator[int]:
+    server = await GarbageServer().start()
+    yield server.port
+    await server.stop()
+
+
+@pytest.mark.parametrize(
+    "path", ["/services/T000/B000/SECRETTOKEN123", "/hook?token=SECRETTOKEN123&team=a"]
+)
+async def test_a_malformed_answer_is_reported_without_its_words_or_the_url(
+    garbage_port: int, path: str
+) -> None:
+    """aiohttp's error for a malformed answer quotes the request URL and the receiver's
+    bytes; the reason keeps only where it failed."""
+    url = f"http://127.0.0.1:{garbage_port}{path}"
+    async with ChannelSender(settings()) as sender:
+        err = await deliver_error(sender, Channel("webhook", url), NOTES["single"])
+    assert err.reason == f"http client: malformed response from 127.0.0.1:{garbage_port}"
+    assert err.retryable and "SECRETTOKEN123" not in repr(err)
+
+
+async def test_an_error_that_quotes_the_url_reaches_the_reason_redacted(
+    garbage_port: int,
+) -> None:
+    """A legacy numeric host (allowed here) makes aiohttp refuse the URL, quoting it."""
+    url = f"http://127.1:{garbage_port}/services/T000/B000/SECRETTOKEN123?token=SECRETQUERY99"
+    async with ChannelSender(settings(allow_private_targets=["127.0.0.0/8"])) as sender:
+        err = await deliver_error(sender, Channel("webhook", url), NOTES["single"])
+    assert err.reason.startswith("invalid url") and f"127.1:{garbage_port}" in err.reason
+    assert "SECRETTOKEN123" not in err.reason and "SECRETQUERY99" not in err.reason
+    assert not err.retryable

@@ -58,3 +58,36 @@ async def test_many_models_are_counted_exactly_over_several_writes(store: Health
     assert await store.totals() == {k: v for k, v in totals.items() if v}
     seen = {m for m, c in expected.items() if c["predictions"]}
     assert set(await store.models()) == seen
+
+
+async def test_per_model_keys_expire_after_the_retention_and_shared_ones_never(redis_url: str):
+    """Producers choose model ids: the keys of a model seen once must go away, while the
+    fleet's totals stay. (Expiry itself is Redis's; this checks every per-model key gets a
+    TTL of the retention, refreshed by each write, and the zset forgets old models.)"""
+    client = Redis.from_url(redis_url)
+    prefix = f"t{uuid4().hex[:8]}:"
+    store = HealthStore(client, prefix, retention_s=3600)
+    try:
+        stats = JoinStats()
+        stats.predictions.update({"m1": 3, "m2": 1})
+        await store.add_join_stats(stats)
+        await store.put_health({"m1": {"outcomes": 1}}, {"m2": Counter(outcomes=1)})
+        await store.put_absolute({"model:m3": {"joined@j0": 2}, "stats": {"joined@j0": 2}})
+        for key in ("model:m1", "model:m2", "health:m1", "model:m3"):
+            ttl = await client.pttl(prefix + key)
+            assert 3_500_000 < ttl <= 3_600_000, (key, ttl)
+        for key in ("stats", "models"):
+            assert await client.pttl(prefix + key) == -1, key  # no expiry
+        # a model last seen two retention periods ago leaves the zset at the next write
+        await client.zadd(prefix + "models", {"ancient": 1})
+        await store.add_join_stats(stats)
+        assert set(await store.models()) == {"m1", "m2", "m3"}
+    finally:
+        await client.aclose()
+
+
+async def test_without_a_retention_nothing_expires(store: HealthStore):
+    stats = JoinStats()
+    stats.predictions.update({"m1": 1})
+    await store.add_join_stats(stats)
+    assert await store.redis.pttl(store.prefix + "model:m1") == -1

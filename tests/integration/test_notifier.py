@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from receivers import HttpReceiver, SmtpReceiver, free_port
+from receivers import GarbageServer, HttpReceiver, SmtpReceiver, free_port
 from redis.asyncio import Redis
 
 from detectors.base import Change
@@ -22,6 +23,7 @@ from streams.cli.main import main as cli
 from streams.contract.alerts import build_alert
 from streams.contract.notification import parse_channel
 from streams.dev.embedded import EmbeddedRedis
+from streams.errors import ConfigError
 from streams.notify.channels import ChannelSender, verify_signature
 from streams.notify.loop import Notifier
 from streams.settings import NotifySettings, Settings
@@ -181,6 +183,7 @@ async def make_harness(
             "smtp_host": "127.0.0.1",
             "smtp_port": smtp.port,
             "fallback_channels": [f"webhook:{http.url}/fallback"],
+            "allow_private_targets": ["127.0.0.1"],  # the receivers, on loopback
         }
         options.update(notify)
         settings = Settings(
@@ -652,7 +655,11 @@ async def test_a_redis_outage_keeps_alerts_until_redis_is_back(
     port = first.port
     settings = Settings(
         redis_url=first.url,
-        notify=NotifySettings(group_wait_s=0, fallback_channels=[f"webhook:{http.url}/fallback"]),
+        notify=NotifySettings(
+            group_wait_s=0,
+            fallback_channels=[f"webhook:{http.url}/fallback"],
+            allow_private_targets=["127.0.0.1"],
+        ),
     )
     redis = Redis.from_url(first.url)
     harness = await Harness(settings, redis, make_topic("dlq", 1), kafka_bootstrap).start()
@@ -678,3 +685,76 @@ async def test_a_redis_outage_keeps_alerts_until_redis_is_back(
         for server in (first, second):
             if server is not None:
                 server.stop()
+
+
+# --- secrets and the outbound policy ---------------------------------------------------------
+
+
+async def test_dead_letters_logs_and_redis_never_carry_a_channel_secret(
+    make_harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery error that quotes the URL (aiohttp does, for a receiver answering
+    garbage) reaches the dead letter, the delivery record and the log redacted."""
+    garbage = await GarbageServer().start()
+    try:
+        h = await make_harness(max_attempts=2)
+        base = f"http://127.0.0.1:{garbage.port}"
+        slack = f"slack:{base}/services/T000/B000/SECRETTOKEN123"
+        hook = f"webhook:http://ops:hunter2hunter2@127.0.0.1:{garbage.port}/h?token=SECRETQUERY99"
+        await h.own("leaky", slack, hook)
+        with caplog.at_level(logging.INFO, logger="streams.notify"):
+            await h.run(alert("leaky", 1))
+        letters = await h.dead_letters(2)
+    finally:
+        await garbage.stop()
+    assert len(letters) == 2 and all(x["reason"] == "delivery_failed" for x in letters)
+    states = [
+        await h.store.delivery_state(letters[0]["alert"]["alert_id"], parse_channel(c).key)
+        for c in (slack, hook)
+    ]
+    everything = orjson.dumps(letters).decode() + caplog.text + " ".join(map(str, states))
+    for secret in ("SECRETTOKEN123", "hunter2hunter2", "SECRETQUERY99"):
+        assert secret not in everything
+    assert all("malformed response from 127.0.0.1" in x["detail"] for x in letters)
+
+
+async def test_a_registered_target_refused_at_send_time_is_dead_lettered_at_once(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    """A record that predates the policy (or bypassed the CLI) is refused when sent:
+    permanent, one attempt, no connection."""
+    h = await make_harness(max_attempts=5)
+    await h.own("meta", "webhook:http://169.254.169.254/latest/meta-data/")
+    await h.run(alert("meta", 1))
+    (letter,) = await h.dead_letters(1)
+    assert letter["attempts"] == 1
+    assert letter["detail"].startswith("refused by the outbound policy")
+    assert "link-local" in letter["detail"]
+
+
+async def test_a_fallback_refused_by_the_policy_stops_the_notifier_at_startup(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    h = await make_harness()
+    settings = Settings(
+        redis_url=h.settings.redis_url,
+        notify=NotifySettings(fallback_channels=[f"webhook:{http.url}/fallback"]),
+    )
+    with pytest.raises(ConfigError, match="127.0.0.1 is loopback.*ALLOW_PRIVATE_TARGETS"):
+        Notifier(settings, redis=h.redis, sender=h.sender, dead_letter=h.to_dlq)  # type: ignore[arg-type]
+
+
+async def test_startup_warns_when_webhooks_would_go_out_unsigned(
+    make_harness: Any, http: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    signed = await make_harness()
+    unsigned = await make_harness(webhook_secret=None)
+    for h in (signed, unsigned):
+        await h.own("m", f"webhook:{http.url}/hook", "email:o@example.com")
+    assert signed.notifier is not None and unsigned.notifier is not None
+    with caplog.at_level(logging.WARNING, logger="streams.notify.loop"):
+        assert await signed.notifier.warn_unsigned() == 0
+        assert caplog.records == []
+        assert await unsigned.notifier.warn_unsigned() == 2  # the fallback and m's hook
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "unsigned" in record.getMessage()

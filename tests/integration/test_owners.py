@@ -416,9 +416,72 @@ def test_a_password_in_the_redis_url_is_not_echoed():
     url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
     with pytest.raises(WatchkeeperError) as caught:
         run_owners(parser().parse_args(["owners", "list", "--redis", url]))
-    assert "hunter2" not in str(caught.value) and "user:***@" in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "***@127.0.0.1" in str(caught.value)
 
 
 def test_a_malformed_redis_url_is_a_config_error():
     with pytest.raises(ConfigError, match="invalid Redis URL"):
         run_owners(parser().parse_args(["owners", "list", "--redis", "http://127.0.0.1:1"]))
+
+
+# --- the outbound policy at registration ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("channel", "rule"),
+    [
+        ("webhook:http://169.254.169.254/latest/meta-data/iam", "169.254.169.254 is link-local"),
+        ("webhook:http://127.0.0.1:6379/", "127.0.0.1 is loopback"),
+        ("webhook:http://192.168.1.20/hook", "192.168.1.20 is private"),
+        ("webhook:http://[::ffff:10.0.0.1]/hook", "embeds 10.0.0.1, which is private"),
+        ("slack:http://hooks.slack.com/services/T0/B0/SECRETTOKEN123", "https URL on hooks.slack"),
+    ],
+)
+def test_cli_set_refuses_a_target_the_outbound_policy_refuses(
+    cli, sync_redis: SyncRedis, prefix: str, channel: str, rule: str
+):
+    with pytest.raises(InvalidOwner) as caught:
+        cli("set", "m", "--owner", "team", "--channel", channel, "--runbook", RUNBOOK)
+    message = str(caught.value)
+    assert rule in message and "channels[0]" in message
+    assert "WATCHKEEPER_NOTIFY_ALLOW_PRIVATE_TARGETS" in message
+    assert "SECRETTOKEN123" not in message
+    assert sync_redis.hgetall(f"{prefix}owners") == {}
+
+
+def test_cli_set_refuses_a_slack_port_out_of_range_without_echoing_the_token(cli):
+    spec = "slack:https://hooks.slack.com:99999/services/T000/B000/SECRETTOKEN123"
+    with pytest.raises(InvalidOwner, match="port must be 1-65535") as caught:
+        cli("set", "m", "--owner", "team", "--channel", spec, "--runbook", RUNBOOK)
+    assert "SECRETTOKEN123" not in str(caught.value)
+
+
+def test_the_allowlist_in_the_environment_lifts_the_rule_for_the_cli(
+    cli, sync_redis: SyncRedis, prefix: str, monkeypatch: pytest.MonkeyPatch
+):
+    hook = "webhook:http://10.20.0.5:8080/hook"
+    monkeypatch.setenv("WATCHKEEPER_NOTIFY_ALLOW_PRIVATE_TARGETS", '["10.20.0.0/16"]')
+    assert cli("set", "m", "--owner", "team", "--channel", hook, "--runbook", RUNBOOK) == 0
+    assert list(sync_redis.hgetall(f"{prefix}owners")) == [b"m"]
+    monkeypatch.setenv("WATCHKEEPER_NOTIFY_ALLOW_PRIVATE_TARGETS", '["10.30.0.0/16"]')
+    with pytest.raises(InvalidOwner, match="10.20.0.5 is private"):
+        cli("set", "n", "--owner", "team", "--channel", hook, "--runbook", RUNBOOK)
+
+
+def test_cli_import_refuses_every_private_target_at_once_and_writes_nothing(
+    cli, sync_redis: SyncRedis, prefix: str, tmp_path: Path
+):
+    path = write_file(
+        tmp_path,
+        {
+            "fine": entry("a"),
+            "meta": entry("b", channel="webhook:http://169.254.169.254/"),
+            "lan": entry("c", channel="webhook:http://10.1.2.3/h"),
+        },
+    )
+    with pytest.raises(InvalidOwner) as caught:
+        cli("import", str(path))
+    message = str(caught.value)
+    assert "import refused (2 problems)" in message
+    assert "model 'meta': channels[0]" in message and "model 'lan': channels[0]" in message
+    assert sync_redis.hgetall(f"{prefix}owners") == {}

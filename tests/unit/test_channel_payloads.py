@@ -2,12 +2,15 @@
 
 Slack: Block Kit limits (header 150, section text 3000, 10 fields, button url).
 PagerDuty: Events API v2 (required routing_key/event_action/payload.summary/source/severity,
-severity enum, resolve without payload). Webhook: HMAC-SHA256 over the exact body bytes.
+severity enum, resolve without payload). Webhook: HMAC-SHA256 over the signing time and
+the exact body bytes, refused outside the tolerance (replays).
 """
 
 from __future__ import annotations
 
 import email.policy
+import hashlib
+import hmac
 import importlib.metadata
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -23,6 +26,7 @@ from streams.contract.notification import Notification
 from streams.notify.channels import (
     email_message,
     pagerduty_event,
+    sign,
     slack_payload,
     verify_signature,
     webhook_body,
@@ -119,22 +123,68 @@ def test_webhook_body_of_an_orphan_has_no_statistics_and_no_owner() -> None:
     assert body["before"] is None and body["after"] is None
 
 
-def test_webhook_headers_identify_the_alert_and_sign_the_exact_body() -> None:
+NOW = 1_800_000_000
+
+
+def test_webhook_headers_identify_the_alert_and_sign_time_and_exact_body() -> None:
     note = grouped()
     body = webhook_body(note)
-    headers = webhook_headers(body, note, SecretStr("s3cret"))
+    headers = webhook_headers(body, note, SecretStr("s3cret"), now=NOW + 0.7)
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == f"watchkeeper/{importlib.metadata.version('watchkeeper')}"
     assert headers["X-Watchkeeper-Alert-Id"] == note.alerts[0]["alert_id"]
     assert headers["X-Watchkeeper-Delivery"] == note.delivery_id
     signature = headers["X-Watchkeeper-Signature"]
-    assert signature.startswith("sha256=") and len(signature) == len("sha256=") + 64
-    assert verify_signature(body, signature, "s3cret")
-    assert verify_signature(body, signature, SecretStr("s3cret"))
-    assert not verify_signature(body, signature, "other")
-    assert not verify_signature(body + b" ", signature, "s3cret")
-    assert not verify_signature(body, None, "s3cret")
-    assert not verify_signature(body, signature, None)
+    expected = hmac.new(b"s3cret", f"{NOW}.".encode() + body, hashlib.sha256).hexdigest()
+    assert signature == f"t={NOW},v1={expected}" == sign(body, "s3cret", NOW)
+    assert verify_signature(body, signature, "s3cret", now=NOW)
+    assert verify_signature(body, signature, SecretStr("s3cret"), now=NOW + 299)
+    assert not verify_signature(body, signature, "other", now=NOW)
+    assert not verify_signature(body + b" ", signature, "s3cret", now=NOW)
+    assert not verify_signature(body, None, "s3cret", now=NOW)
+    assert not verify_signature(body, signature, None, now=NOW)
+
+
+@pytest.mark.parametrize("skew", [301, -301, 3600, -86_400])
+def test_a_signature_outside_the_tolerance_is_a_replay_and_refused(skew: int) -> None:
+    body = webhook_body(single())
+    signature = sign(body, "s3cret", NOW)
+    assert not verify_signature(body, signature, "s3cret", now=NOW + skew)
+    assert verify_signature(body, signature, "s3cret", tolerance_s=abs(skew), now=NOW + skew)
+
+
+def test_a_replayed_body_under_a_new_timestamp_does_not_verify() -> None:
+    body = webhook_body(single())
+    old = sign(body, "s3cret", NOW)
+    forged = old.replace(f"t={NOW}", f"t={NOW + 3600}")  # the attacker moves the time
+    assert not verify_signature(body, forged, "s3cret", now=NOW + 3600)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "sha256=" + hmac.new(b"s3cret", b"{}", hashlib.sha256).hexdigest(),  # the old scheme
+        f"t={NOW}",
+        "v1=00",
+        f"t=abc,v1={'0' * 64}",
+        f"t={NOW},t={NOW},v1={'0' * 64}",
+        f"t=١٢,v1={'0' * 64}",  # Arabic-Indic digits: int() reads them, we do not
+        f"t={NOW},v1=éé",
+        "",
+    ],
+)
+def test_malformed_signature_headers_are_refused(header: str) -> None:
+    assert not verify_signature(b"{}", header, "s3cret", now=NOW)
+
+
+def test_several_v1_values_verify_while_a_secret_is_rotated() -> None:
+    body = b'{"a":1}'
+    new = sign(body, "new-secret", NOW)
+    old_v1 = sign(body, "old-secret", NOW).split(",")[1]
+    both = f"{new},{old_v1}"
+    assert verify_signature(body, both, "new-secret", now=NOW)
+    assert verify_signature(body, both, "old-secret", now=NOW)
+    assert not verify_signature(body, both, "third", now=NOW)
 
 
 @pytest.mark.parametrize("secret", [None, "", SecretStr("")])
@@ -171,16 +221,17 @@ def test_slack_payload_has_fallback_text_header_fields_button_and_context() -> N
     assert header["type"] == "plain_text" and header["text"] == note.title
 
     section = payload["blocks"][1]
-    assert section["text"]["type"] == "mrkdwn"
+    assert section["text"]["type"] == "mrkdwn" and section["text"]["verbatim"] is True
     assert "performance_degradation" in section["text"]["text"]
     fields = {f["text"].split("\n", 1)[0]: f["text"].split("\n", 1)[1] for f in section["fields"]}
-    assert all(f["type"] == "mrkdwn" for f in section["fields"])
-    assert fields["*Model*"] == "fraud"
-    assert fields["*Version*"] == "3.2.0"
-    assert fields["*Severity*"] == "critical"
-    assert fields["*Detector*"] == "adwin"
-    assert fields["*Error rate before → after*"] == "0.05 (n=800) → 0.31 (n=150)"
-    assert fields["*Event time*"] == note.primary["event_time"]
+    assert all(f["type"] == "plain_text" for f in section["fields"])  # ids copy verbatim
+    assert fields["Model"] == "fraud"
+    assert fields["Version"] == "3.2.0"
+    assert fields["Severity"] == "critical"
+    assert fields["Detector"] == "adwin"
+    assert fields["Error rate before → after"] == "0.05 (n=800) → 0.31 (n=150)"
+    assert fields["Event time"] == note.primary["event_time"]
+    assert payload["unfurl_links"] is False and payload["unfurl_media"] is False
 
     (button,) = payload["blocks"][2]["elements"]
     assert button["type"] == "button"
@@ -212,7 +263,7 @@ def test_slack_payload_of_an_orphan_says_there_is_no_owner_and_has_no_button() -
     assert any("No registered owner" in t and "orphaned_model" in t for t in texts)
     fields = [f["text"] for f in payload["blocks"][1]["fields"]]
     assert not any("Error rate" in f for f in fields), "orphans have no before/after"
-    assert any(f.startswith("*Detector*") and "registry" in f for f in fields)
+    assert any(f.startswith("Detector\n") and "registry" in f for f in fields)
     assert "none registered" in payload["blocks"][-1]["elements"][1]["text"]
 
 
