@@ -290,6 +290,13 @@ class PagerInbox:
         what = "RESOLVED " if page.get("notification_action") == "resolve" else ""
         if reason == "orphaned_model":
             what += "NO OWNER, to the fallback channel: "
+        orphans = (page.get("notification_details") or {}).get("orphans")
+        if orphans:  # the fallback's summary of models without an owner
+            self.console.print(
+                f"[bold magenta]PAGE[/] → {who:<22} NO OWNER: {orphans['total']} model(s) "
+                f"serving without an owner: {', '.join(orphans['models'])}"
+            )
+            return web.Response(status=200)
         self.console.print(
             f"[bold magenta]PAGE[/] → {who:<22} {what}{page['severity'].upper()} "
             f"{page['model_id']} {page['kind']}{more}  runbook {page.get('runbook') or '-'}"
