@@ -271,6 +271,9 @@ class ReservedDict(MutableMapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         return self._items[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._items.get(key, default)  # per prediction: not Mapping.get's try/except
+
     def __setitem__(self, key: str, value: Any) -> None:
         self._items[key] = value
         self._view.put_reserved(self._prefix + key, value)
