@@ -368,30 +368,16 @@ def run(quick: bool = False) -> Suite:
             static["takeover_s"] < 10,
         ),
     ]
-    one = rates[1]["pairs_per_s"]
-    for n, r in rates.items():
-        suite.rows.append(
-            Row(
-                f"{n} worker{'s' if n > 1 else ''}: pairs/s",
-                r["pairs_per_s"],
-                "pairs/s",
-                "1 worker, same run",
-                one,
-                r["pairs_per_s"] / one,
-            )
-        )
-    per_cpu = rates[1]["pairs_per_cpu_s"]
-    for n, r in rates.items():
-        suite.rows.append(
-            Row(
-                f"{n} worker{'s' if n > 1 else ''}: pairs per worker CPU second",
-                r["pairs_per_cpu_s"],
-                "pairs/CPU s",
-                "1 worker, same run",
-                per_cpu,
-                r["pairs_per_cpu_s"] / per_cpu,
-            )
-        )
+    for key, what, unit in (
+        ("pairs_per_s", "pairs/s", "pairs/s"),
+        ("pairs_per_cpu_s", "pairs per worker CPU second", "pairs/CPU s"),
+    ):
+        one = rates[1][key]
+        suite.rows += [
+            Row(f"{n} worker{'s' if n > 1 else ''}: {what}", r[key], unit,
+                "1 worker, same run", one, r[key] / one)
+            for n, r in rates.items()
+        ]  # fmt: skip
     suite.details = {
         "failover": times,
         "failover_static": static,

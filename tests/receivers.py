@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
@@ -162,52 +162,45 @@ class SmtpReceiver:
         self._controller.stop()
 
 
-class HangUpServer:
+class _RawServer:
+    """A TCP server on loopback whose connections :meth:`handle` serves."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self._server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+class HangUpServer(_RawServer):
     """Accepts TCP connections and closes them at once: the peer hangs up mid-request
     (before an HTTP answer, before an SMTP greeting)."""
 
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> HangUpServer:
-        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.close()
-
-        self._server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
 
 
-class GarbageServer:
+class GarbageServer(_RawServer):
     """Reads a request and answers bytes that are not HTTP: the client's parser fails, and
     aiohttp's error quotes the request URL (with whatever secret the URL holds)."""
 
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> GarbageServer:
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n")
-                await writer.drain()
-            writer.close()
-
-        self._server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n")
+            await writer.drain()
+        writer.close()
 
 
 def free_port() -> int:

@@ -786,6 +786,32 @@ def _listing(names: Sequence[str], total: int) -> str:
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
+def _window_note(
+    alert_id: str,
+    kind: str,
+    severity: str,
+    text: str,
+    start_ms: int,
+    end_ms: int,
+    **details: Any,
+) -> Notification:
+    """A summary page for one window, built the same on every replica (its id names the
+    window, so replicas that both send it are deduplicated)."""
+    summary = {
+        "alert_id": alert_id,
+        "model_id": SUMMARY_MODEL,
+        "kind": kind,
+        "severity": severity,
+        "message": text,
+        "window_start": rfc3339_ms(start_ms),
+        "window_end": rfc3339_ms(end_ms),
+        "event_time_ms": end_ms,
+    }
+    return Notification(
+        SUMMARY_MODEL, (summary,), None, None, details={"summary": text, **details}
+    )  # fmt: skip
+
+
 def _orphan_summary_note(start_ms: int, window_s: float, found: WindowCounts) -> Notification:
     """The fallback's page for one window of orphaned_model alerts, the same everywhere."""
     end_ms = start_ms + int(window_s * 1000)
@@ -797,25 +823,15 @@ def _orphan_summary_note(start_ms: int, window_s: float, found: WindowCounts) ->
         "(watchkeeper owners set / import) or retire the models; "
         "`watchkeeper owners orphans` lists them all."
     )
-    summary = {
-        "alert_id": f"orphans-{start_ms}",
-        "model_id": SUMMARY_MODEL,
-        "kind": ORPHAN_SUMMARY_KIND,
-        "severity": "warning",
-        "message": text,
-        "window_start": rfc3339_ms(start_ms),
-        "window_end": rfc3339_ms(end_ms),
-        "event_time_ms": end_ms,
+    orphans = {
+        "total": total,
+        "models": list(found.sample),
+        "more": max(0, total - len(found.sample)),
     }
-    details = {
-        "summary": text,
-        "orphans": {
-            "total": total,
-            "models": list(found.sample),
-            "more": max(0, total - len(found.sample)),
-        },
-    }
-    return Notification(SUMMARY_MODEL, (summary,), None, None, details=details)
+    return _window_note(
+        f"orphans-{start_ms}", ORPHAN_SUMMARY_KIND, "warning", text, start_ms, end_ms,
+        orphans=orphans,
+    )  # fmt: skip
 
 
 def _held_summary_note(
@@ -836,26 +852,17 @@ def _held_summary_note(
         + ". Their alerts are on the alerts topic; a flood this size usually means one "
         "producer or detector misbehaving."
     )
-    summary = {
-        "alert_id": f"held-{channel_key}-{start_ms}",
-        "model_id": SUMMARY_MODEL,
-        "kind": HELD_SUMMARY_KIND,
-        "severity": worst if worst in SEVERITIES else "warning",
-        "message": text,
-        "window_start": rfc3339_ms(start_ms),
-        "window_end": rfc3339_ms(end_ms),
-        "event_time_ms": end_ms,
+    held_back = {
+        "pages": pages,
+        "alerts": alerts,
+        "severities": severities,
+        "models": list(found.sample),
     }
-    details = {
-        "summary": text,
-        "held_back": {
-            "pages": pages,
-            "alerts": alerts,
-            "severities": severities,
-            "models": list(found.sample),
-        },
-    }
-    return Notification(SUMMARY_MODEL, (summary,), None, None, details=details)
+    severity = worst if worst in SEVERITIES else "warning"
+    return _window_note(
+        f"held-{channel_key}-{start_ms}", HELD_SUMMARY_KIND, severity, text, start_ms, end_ms,
+        held_back=held_back,
+    )  # fmt: skip
 
 
 def _summary_note(start_ms: int, window_s: float, counts: dict[str, int]) -> Notification:
@@ -880,22 +887,11 @@ def _summary_note(start_ms: int, window_s: float, counts: dict[str, int]) -> Not
         f"Reasons: {listing(reasons)}. Channels: {listing(channels)}. "
         f"Models: {listing(models)}. The alerts are on the dead-letter topic."
     )
-    summary = {
-        "alert_id": f"dead-letters-{start_ms}",
-        "model_id": SUMMARY_MODEL,
-        "kind": SUMMARY_KIND,
-        "severity": "critical",
-        "message": text,
-        "window_start": rfc3339_ms(start_ms),
-        "window_end": rfc3339_ms(end_ms),
-        "event_time_ms": end_ms,
-    }
-    details = {
-        "summary": text,
-        "dead_letters": {"total": total, "reasons": reasons, "channels": channels},
-        "models": models,
-    }
-    return Notification(SUMMARY_MODEL, (summary,), None, None, details=details)
+    return _window_note(
+        f"dead-letters-{start_ms}", SUMMARY_KIND, "critical", text, start_ms, end_ms,
+        dead_letters={"total": total, "reasons": reasons, "channels": channels},
+        models=models,
+    )  # fmt: skip
 
 
 # --- the Kafka loop -------------------------------------------------------------------------
