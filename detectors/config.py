@@ -64,9 +64,14 @@ __all__ = [
     "AdwinConfig",
     "DetectorSettings",
     "ErrorClipConfig",
+    "EstimatedConfig",
+    "InputQualityConfig",
+    "LabelsConfig",
     "MonitorConfig",
     "PageHinkleyConfig",
     "PageHinkleyMode",
+    "PredictionDriftConfig",
+    "SilenceConfig",
     "Task",
     "apply_overrides",
     "load_detector_settings",
@@ -258,6 +263,202 @@ class ErrorClipConfig:
 
 
 @dataclass(frozen=True)
+class PredictionDriftConfig:
+    """``prediction_drift``: a change in what the model predicts, before any label.
+
+    ADWIN (river) runs on the prediction stream itself: for classification on the rate of
+    ``positive_class`` and on the score; for regression on the prediction in units of the
+    first ``warmup`` predictions' spread (its mean) and on the change between successive
+    predictions (its spread). ADWIN, not a windowed PSI or KS test, because it needs no
+    window size, keeps O(log n) memory, and meets both targets of ``bench/quality.py``:
+    every shift of 10 points in the positive rate detected, and no false alarm per million
+    stationary predictions in the runs reported there; PSI over windows of 1,000 at its
+    usual 0.1 threshold misses a 30 % to 40 % shift (PSI 0.04).
+
+    ADWIN cuts its window soon after a change, when the part it keeps still holds values
+    from before it; so the new level is measured over the ``confirm`` predictions after
+    the detection, and the alert goes out then. Severity follows the size of the shift:
+    below ``warning_shift`` (rate or score points; ``warning_std`` for regression, in
+    reference standard deviations) it is ``info`` and pages nobody, from
+    ``critical_shift`` (``critical_std``) it is ``critical``.
+    """
+
+    enabled: bool = True
+    delta: float = 0.002
+    warmup: int = 200
+    confirm: int = 300
+    positive_class: str = "1"
+    warning_shift: float = 0.05
+    critical_shift: float = 0.20
+    warning_std: float = 0.5
+    critical_std: float = 2.0
+
+    def __post_init__(self) -> None:
+        inf = math.inf
+        _bool("prediction_drift.enabled", self.enabled)
+        delta = _float("prediction_drift.delta", self.delta, 0.0, 1.0, "(0, 1)")
+        object.__setattr__(self, "delta", delta)
+        _int("prediction_drift.warmup", self.warmup, 32)
+        _int("prediction_drift.confirm", self.confirm, 1)
+        if not isinstance(self.positive_class, str) or not self.positive_class:
+            raise DetectorSettingsError(
+                "prediction_drift.positive_class",
+                f"must be a non-empty string, {_describe(self.positive_class)}",
+            )
+        for name, high in (("shift", 1.0), ("std", inf)):
+            warning = _float(
+                f"prediction_drift.warning_{name}",
+                getattr(self, f"warning_{name}"),
+                0.0,
+                high,
+                "(0, 1]" if high == 1.0 else "(0, inf)",
+            )
+            critical = _float(
+                f"prediction_drift.critical_{name}",
+                getattr(self, f"critical_{name}"),
+                0.0,
+                high,
+                "(0, 1]" if high == 1.0 else "(0, inf)",
+            )
+            if critical < warning:
+                raise DetectorSettingsError(
+                    f"prediction_drift.critical_{name}",
+                    f"must be >= warning_{name} ({warning}), got {critical}",
+                )
+            object.__setattr__(self, f"warning_{name}", warning)
+            object.__setattr__(self, f"critical_{name}", critical)
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """``labels_missing``: predictions stop getting their labels, or get them much later.
+
+    Predictions are counted in event-time windows of ``window_s``. Once the watermark is
+    ``expected delay`` past a window's end, its coverage (the share of its predictions
+    labelled within the expected delay) is final. The expected delay is
+    ``expected_delay_s`` when set, else ``delay_factor`` x the 95th percentile of the delays
+    observed (at least ``min_delay_s`` and one window), learned from ``warmup_labels``
+    labels on. Windows are pooled until they hold ``min_predictions``.
+
+    It fires when coverage falls below ``coverage_ratio`` x the model's usual coverage
+    (or below ``min_coverage`` when set) by ``z`` binomial standard errors, or when the
+    mean label delay grew ``delay_growth``-fold; it resolves when coverage is back to
+    ``resolve_ratio`` x usual and the delay within ``delay_growth / 2`` of usual.
+    """
+
+    enabled: bool = True
+    window_s: float = 3600.0
+    expected_delay_s: float | None = None
+    delay_factor: float = 2.0
+    min_delay_s: float = 60.0
+    warmup_labels: int = 200
+    min_predictions: int = 100
+    coverage_ratio: float = 0.5
+    resolve_ratio: float = 0.8
+    min_coverage: float | None = None
+    z: float = 5.0
+    delay_growth: float = 3.0
+
+    def __post_init__(self) -> None:
+        inf = math.inf
+        _bool("labels.enabled", self.enabled)
+        for name, low, interval in (
+            ("window_s", 0.0, "(0, inf)"),
+            ("delay_factor", 1.0, "[1, inf)"),
+            ("min_delay_s", 0.0, "[0, inf)"),
+            ("z", 0.0, "(0, inf)"),
+            ("delay_growth", 1.0, "(1, inf)"),
+        ):
+            value = _float(f"labels.{name}", getattr(self, name), low, inf, interval)
+            object.__setattr__(self, name, value)
+        for name in ("coverage_ratio", "resolve_ratio"):
+            value = _float(f"labels.{name}", getattr(self, name), 0.0, 1.0, "(0, 1]")
+            object.__setattr__(self, name, value)
+        if self.resolve_ratio < self.coverage_ratio:
+            raise DetectorSettingsError(
+                "labels.resolve_ratio",
+                f"must be >= coverage_ratio ({self.coverage_ratio}), got {self.resolve_ratio}",
+            )
+        _int("labels.warmup_labels", self.warmup_labels, 10)
+        _int("labels.min_predictions", self.min_predictions, 10)
+        for name, high, interval in (
+            ("expected_delay_s", inf, "(0, inf)"),
+            ("min_coverage", 1.0, "(0, 1]"),
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _float(f"labels.{name}", value, 0.0, high, interval))
+
+
+@dataclass(frozen=True)
+class SilenceConfig:
+    """``model_silent``: a model that was serving stops, while other models go on.
+
+    A model's usual gap is the 99th percentile of its recent gaps between predictions
+    (a decaying histogram, so it follows daily seasonality). It is silent when no
+    prediction came for ``factor`` x that gap, and at least ``min_gap_s``, in event time,
+    judged from ``warmup`` gaps on. The 99th percentile, not the mean: for Poisson traffic
+    a gap of 10x the mean comes once in 22,000 predictions, far above the target of one
+    false alarm per million.
+    """
+
+    enabled: bool = True
+    factor: float = 5.0
+    min_gap_s: float = 60.0
+    warmup: int = 100
+
+    def __post_init__(self) -> None:
+        _bool("silence.enabled", self.enabled)
+        factor = _float("silence.factor", self.factor, 1.0, math.inf, "[1, inf)")
+        object.__setattr__(self, "factor", factor)
+        gap = _float("silence.min_gap_s", self.min_gap_s, 0.0, math.inf, "(0, inf)")
+        object.__setattr__(self, "min_gap_s", gap)
+        _int("silence.warmup", self.warmup, 10)
+
+
+@dataclass(frozen=True)
+class InputQualityConfig:
+    """``input_quality``: the share of a model's prediction events that are dead-lettered
+    (invalid) rises. ADWIN on 1 per invalid and 0 per valid event; a rise to a rate below
+    ``min_rate`` is not reported."""
+
+    enabled: bool = True
+    delta: float = 0.002
+    min_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        _bool("input_quality.enabled", self.enabled)
+        delta = _float("input_quality.delta", self.delta, 0.0, 1.0, "(0, 1)")
+        object.__setattr__(self, "delta", delta)
+        rate = _float("input_quality.min_rate", self.min_rate, 0.0, 1.0, "[0, 1]")
+        object.__setattr__(self, "min_rate", rate)
+
+
+@dataclass(frozen=True)
+class EstimatedConfig:
+    """``estimated_degradation``: for classifiers with calibrated scores, the expected
+    error of each prediction (``1 - score`` when it predicts the positive class, else
+    ``score``, as in NannyML's CBPE) is watched by ADWIN, so a loss of confidence alerts
+    before any label. A rise smaller than ``min_rise`` is not reported. When the labels of
+    ``reconcile_after`` predictions made after the alert are in, an info alert compares
+    the estimate with the error they show (and resolves the alert when they do not
+    confirm it)."""
+
+    enabled: bool = True
+    delta: float = 0.002
+    min_rise: float = 0.02
+    reconcile_after: int = 200
+
+    def __post_init__(self) -> None:
+        _bool("estimated.enabled", self.enabled)
+        delta = _float("estimated.delta", self.delta, 0.0, 1.0, "(0, 1)")
+        object.__setattr__(self, "delta", delta)
+        rise = _float("estimated.min_rise", self.min_rise, 0.0, 1.0, "[0, 1]")
+        object.__setattr__(self, "min_rise", rise)
+        _int("estimated.reconcile_after", self.reconcile_after, 10)
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     """Everything one model's monitor is built from; ``task=None`` means infer it."""
 
@@ -267,18 +468,20 @@ class MonitorConfig:
     # a plain default (the config is immutable): a config pickled before this field
     # existed reads back with it
     error_clip: ErrorClipConfig = ErrorClipConfig()
+    prediction_drift: PredictionDriftConfig = PredictionDriftConfig()
+    labels: LabelsConfig = LabelsConfig()
+    silence: SilenceConfig = SilenceConfig()
+    input_quality: InputQualityConfig = InputQualityConfig()
+    estimated: EstimatedConfig = EstimatedConfig()
 
     def __post_init__(self) -> None:
         if self.task is not None:
             _choice("task", self.task, TASKS)
-        if not isinstance(self.adwin, AdwinConfig):
-            raise DetectorSettingsError("adwin", f"must be an AdwinConfig, {_describe(self.adwin)}")
-        if not isinstance(self.page_hinkley, PageHinkleyConfig):
-            problem = f"must be a PageHinkleyConfig, {_describe(self.page_hinkley)}"
-            raise DetectorSettingsError("page_hinkley", problem)
-        if not isinstance(self.error_clip, ErrorClipConfig):
-            problem = f"must be an ErrorClipConfig, {_describe(self.error_clip)}"
-            raise DetectorSettingsError("error_clip", problem)
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                article = "an" if cls.__name__[0] in "AEIOU" else "a"
+                problem = f"must be {article} {cls.__name__}, {_describe(getattr(self, name))}"
+                raise DetectorSettingsError(name, problem)
 
     def fingerprint(self) -> str:
         """Short hash of every field, stable across processes and Python versions.
@@ -318,10 +521,15 @@ class DetectorSettings:
         return self.models.get(model_id, self.defaults)
 
 
-_SECTIONS: dict[str, type[AdwinConfig] | type[PageHinkleyConfig] | type[ErrorClipConfig]] = {
+_SECTIONS: dict[str, type[Any]] = {
     "adwin": AdwinConfig,
     "page_hinkley": PageHinkleyConfig,
     "error_clip": ErrorClipConfig,
+    "prediction_drift": PredictionDriftConfig,
+    "labels": LabelsConfig,
+    "silence": SilenceConfig,
+    "input_quality": InputQualityConfig,
+    "estimated": EstimatedConfig,
 }
 _MONITOR_KEYS = ("task", *_SECTIONS)
 _TOP_LEVEL_KEYS = ("defaults", "models")

@@ -33,8 +33,9 @@ from detectors.exceptions import InvalidOutcome
 
 __all__ = ["Pending", "Sequencer"]
 
-Pending = tuple[int, str, float, str | None]
-"""(completion_ms, prediction_id, error, model_version)."""
+Pending = tuple[int, str, float, Any]
+"""(completion_ms, prediction_id, error, payload): the payload is the caller's, carried
+along unread (the model version and event time of an outcome, say)."""
 
 _completion = itemgetter(0)
 
@@ -82,7 +83,7 @@ class Sequencer:
         return seen
 
     def push(
-        self, completion_ms: int, prediction_id: str, error: float, model_version: str | None
+        self, completion_ms: int, prediction_id: str, error: float, model_version: Any
     ) -> None:
         """Hold one outcome (or count it late); :meth:`ready` releases it in order.
 

@@ -1,8 +1,9 @@
-"""One model's whole detection state: its sequencer and its detector bank.
+"""One model's whole detection state: its sequencers, its detector bank and its signals.
 
 This is the per-key step the live stream and replay share: ``offer`` outcomes in any
-order, get back the changes their canonical order produces. It pickles as one value, so
-the live worker checkpoints it per model in a changelog.
+order, get back the changes their canonical order produces; ``see`` predictions, get back
+the label-free signals (:mod:`detectors.signals`). It pickles as one value, so the live
+worker checkpoints it per model in a changelog.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from detectors.bank import ModelMonitor
 from detectors.base import Change
 from detectors.config import MonitorConfig
 from detectors.sequencer import Pending, Sequencer
+from detectors.signal import Signal
+from detectors.signals import SeenPayload, SignalWatch
 
 __all__ = ["Detection", "ModelTrack"]
 
@@ -32,9 +35,10 @@ class Detection:
 class ModelTrack:
     """Sequencer + detector bank of one model."""
 
-    push: Callable[[int, str, float, str | None], None]
-    """``push(completion_ms, prediction_id, error, model_version)``: hold one outcome;
-    :meth:`release` runs what the watermark lets through.
+    push: Callable[[int, str, float, Any], None]
+    """``push(completion_ms, prediction_id, error, (model_version, event_ms))``: hold one
+    outcome; :meth:`release` runs what the watermark lets through. (A bare
+    ``model_version`` is accepted too: the event time is then the completion time.)
 
     It is the sequencer's own :meth:`~detectors.sequencer.Sequencer.push`, bound per
     instance, so the per-outcome call is one call, not two. A non-finite error raises
@@ -48,6 +52,7 @@ class ModelTrack:
         self.sequencer = Sequencer(lag_ms)
         self.model_version: str | None = None
         self.push = self.sequencer.push
+        self.watch = SignalWatch(model_id, config, lag_ms=lag_ms)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -57,6 +62,24 @@ class ModelTrack:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.push = self.sequencer.push
+        if "watch" not in state:  # pickled before the label-free signals existed
+            self.watch = SignalWatch(
+                self.model_id, self.monitor.config, lag_ms=self.sequencer.lag_ms
+            )
+
+    def see(self, event_ms: int, key: str, payload: SeenPayload) -> None:
+        """Hold one served prediction (or a dead-lettered prediction event: ``None``)."""
+        self.watch.push(event_ms, key, payload)
+
+    def signals(self, pbound: int | None) -> list[Signal]:
+        """Run the prediction stream up to the prediction watermark ``pbound``. Call it
+        before :meth:`release` and :meth:`finish`: an estimate must exist before the
+        labels that reconcile it."""
+        return self.watch.release(pbound) if pbound is not None else []
+
+    def finish(self, bound: int | None) -> list[Signal]:
+        """Signals decided after the outcomes up to ``bound`` ran (see :meth:`signals`)."""
+        return self.watch.finish(bound)
 
     @property
     def config(self) -> MonitorConfig:
@@ -74,25 +97,51 @@ class ModelTrack:
         return len(self.sequencer)
 
     def release(self, upto: int | None = None) -> list[Detection]:
-        """Run whatever the watermark (or ``upto``) has released (after a batch of offers)."""
-        return self._run(self.sequencer.ready(upto))
+        """Run whatever the watermark (or ``upto``) has released (after a batch of offers).
+
+        The release stops at each label window's end on the way, so the expected label
+        delay of that window is fixed from exactly the outcomes completed before it."""
+        found: list[Detection] = []
+        if upto is not None:
+            labels = self.watch.labels
+            while (end := labels.next_end()) is not None and end <= upto:
+                found += self._run(self.sequencer.ready(end))
+                labels.fix(end)
+        return found + self._run(self.sequencer.ready(upto))
 
     def flush(self) -> list[Detection]:
         """Run everything held (idle stream, end of replay)."""
         return self._run(self.sequencer.drain())
 
+    def flush_signals(self) -> list[Signal]:
+        """Run every prediction held (before :meth:`flush`; see :meth:`signals`)."""
+        return self.watch.flush()
+
+    def due(self) -> tuple[int | None, int | None]:
+        """(outcome watermark, prediction watermark) at which this model next has
+        something to decide even without new input: a label window, a silence."""
+        return self.watch.labels.next_due(), self.watch.silence_due()
+
     def _run(self, items: list[Pending]) -> list[Detection]:
         """Feed released outcomes to the bank as one batch: per outcome, only river runs."""
         if not items:
             return []
-        self.model_version = items[-1][3]
+        watch = self.watch
+        for completed, _, error, payload in items:
+            te = payload[1] if type(payload) is tuple else completed
+            watch.outcome(te, completed, error)
+        self.model_version = _version(items[-1][3])
         first = self.monitor.n + 1
         changes = self.monitor.feed(list(map(_error, items)), lambda i: items[i][0])
         found: list[Detection] = []
         for change in changes:
-            _, prediction_id, _, version = items[change.index - first]
-            found.append(Detection(change, version, prediction_id))
+            _, prediction_id, _, payload = items[change.index - first]
+            found.append(Detection(change, _version(payload), prediction_id))
         return found
 
 
 _error = itemgetter(2)
+
+
+def _version(payload: object) -> str | None:
+    return payload[0] if type(payload) is tuple else payload  # type: ignore[return-value]

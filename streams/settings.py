@@ -9,11 +9,11 @@ smallest session timeout a stock Apache Kafka broker accepts (group.min.session.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from detectors.config import DetectorSettings, load_detector_settings
 from streams.contract.events import MIN_EVENT_TIME_MS
@@ -100,6 +100,12 @@ class NotifySettings(BaseSettings):
         "refused otherwise); for receivers you run yourself",
     )
     dedup_ttl_s: float = Field(7 * 86_400.0, gt=0, description="how long delivery records live")
+    info_kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="alert kinds treated as info whatever their severity: never paged, counted "
+        "as suppressed_info and kept for lookup (resolves still close incidents); a "
+        "comma-separated list in the environment, e.g. prediction_drift,input_quality",
+    )
     webhook_secret: SecretStr | None = None
     pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
     smtp_host: str = "127.0.0.1"
@@ -117,6 +123,34 @@ class NotifySettings(BaseSettings):
 
         parse_allowlist(value)  # ValueError names the bad entry
         return value
+
+    @field_validator("info_kinds", mode="before")
+    @classmethod
+    def _info_kinds_known(cls, value: object) -> object:
+        """Comma-separated text (the environment) or a list; every name a known kind."""
+        known = (
+            "performance_degradation", "performance_improvement", "prediction_drift",
+            "labels_missing", "model_silent", "input_quality", "estimated_degradation",
+            "orphaned_model", "model_limit",
+        )  # fmt: skip
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            import json  # a JSON list, as the other list settings take
+
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list: {exc}") from exc
+        elif isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value  # pydantic reports the type
+        unknown = sorted({str(v) for v in value} - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown alert kind(s) {', '.join(map(repr, unknown))}; known kinds: "
+                f"{', '.join(known)}"
+            )
+        return sorted({str(v) for v in value})
 
     @model_validator(mode="after")
     def _lease_outlasts_an_attempt(self) -> NotifySettings:
@@ -312,6 +346,17 @@ class Settings(BaseSettings):
     )
     idle_flush_s: float = Field(
         5.0, gt=0, description="release held outcomes of a partition quiet this long (wall)"
+    )
+    stream_silent_s: float = Field(
+        900.0,
+        ge=0,
+        description="fleet model_silent alert when no prediction reaches the topic for this "
+        "long (wall clock, live only; 0: off)",
+    )
+    label_free: bool = Field(
+        True,
+        description="send served predictions to the label-free signals (prediction_drift, "
+        "labels_missing, model_silent, input_quality, estimated_degradation)",
     )
     batch_max: int = Field(
         4096, ge=1, description="Kafka messages per batch at most (a message may hold many events)"

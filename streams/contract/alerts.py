@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from detectors.base import Change
+from detectors.signal import Signal
 
 __all__ = [
     "ALERT_SCHEMA_VERSION",
     "AlertKind",
     "alert_id",
     "build_alert",
+    "build_signal_alert",
     "build_model_limit_alert",
     "build_orphan_alert",
     "owner_hint",
@@ -33,6 +35,8 @@ AlertKind = Literal[
     "prediction_drift",
     "labels_missing",
     "model_silent",
+    "input_quality",
+    "estimated_degradation",
     "orphaned_model",
     "model_limit",
 ]
@@ -91,8 +95,47 @@ def build_alert(
         "before": {"error_rate": round(change.mean_before, 6), "count": change.n_before},
         "after": {"error_rate": round(change.mean_after, 6), "count": change.n_after},
         "config_fingerprint": config_fingerprint,
+        "status": "firing",
         "owner": None,
         "runbook": None,
+    }
+
+
+def build_signal_alert(
+    signal: Signal,
+    *,
+    model_id: str,
+    model_version: str | None,
+    detected_at: datetime,
+    config_fingerprint: str,
+) -> dict[str, Any]:
+    """The alert event of a label-free or liveness signal (same schema as
+    :func:`build_alert`; ``status`` "resolved" closes the incident its kind opened)."""
+    detector = f"{signal.detector}:{signal.signal}"
+    key = detector if signal.status == "firing" else f"{detector}:resolved"
+    return {
+        "schema_version": ALERT_SCHEMA_VERSION,
+        "alert_id": alert_id(model_id, signal.kind, key, signal.index),
+        "kind": signal.kind,
+        "model_id": model_id,
+        "model_version": model_version,
+        "detector": signal.detector,
+        "signal": signal.signal,
+        "direction": signal.direction,
+        "severity": signal.severity,
+        "event_time": rfc3339_ms(signal.event_time_ms),
+        "event_time_ms": signal.event_time_ms,
+        "detected_at": detected_at.astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "outcome_index": None,
+        "before": signal.before,
+        "after": signal.after,
+        "config_fingerprint": config_fingerprint,
+        "status": signal.status,
+        "owner": None,
+        "runbook": None,
+        "message": signal.message,
     }
 
 
@@ -106,6 +149,7 @@ def _wall_clock_alert(
     detected_at: datetime,
     window_s: float,
     message: str,
+    status: str = "firing",
 ) -> dict[str, Any]:
     """An alert raised on the wall clock, not by the detectors. Its id hashes the model,
     the kind and the window it was raised in, so workers that raise it in the same window
@@ -115,7 +159,9 @@ def _wall_clock_alert(
     stamp = rfc3339_ms(at_ms)
     return {
         "schema_version": ALERT_SCHEMA_VERSION,
-        "alert_id": alert_id(model_id, kind, detector, window),
+        "alert_id": alert_id(
+            model_id, kind, detector if status == "firing" else f"{detector}:resolved", window
+        ),
         "kind": kind,
         "model_id": model_id,
         "model_version": None,
@@ -130,6 +176,7 @@ def _wall_clock_alert(
         "before": None,
         "after": None,
         "config_fingerprint": None,
+        "status": status,
         "owner": None,
         "runbook": None,
         "message": message,
@@ -189,4 +236,29 @@ def build_model_limit_alert(
             f"dead-lettered as model_limit, e.g. {shown}; a producer may be sending made-up "
             "model ids, or the fleet outgrew the cap (raise WATCHKEEPER_MAX_MODELS)"
         ),
+    )
+
+
+def build_stream_silent_alert(
+    *, detected_at: datetime, quiet_s: float, window_s: float, resolved: bool = False
+) -> dict[str, Any]:
+    """``model_silent`` for the whole fleet: no prediction reached the predictions topic
+    for ``quiet_s`` of wall-clock time. Live only: a replay has no wall clock to miss."""
+    if resolved:
+        message = f"predictions are arriving again after {quiet_s:.0f} s without any"
+    else:
+        message = (
+            f"no prediction reached the predictions topic for {quiet_s:.0f} s: every serving "
+            "system stopped publishing, or they cannot reach the broker"
+        )
+    return _wall_clock_alert(
+        FLEET,
+        "model_silent",
+        detector="wall_clock",
+        signal="stream",
+        severity="info" if resolved else "critical",
+        detected_at=detected_at,
+        window_s=window_s,
+        message=message,
+        status="resolved" if resolved else "firing",
     )

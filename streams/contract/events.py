@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
-from streams.contract.ids import MAX_ID_LENGTH, id_problem
+from streams.contract.ids import MAX_ID_LENGTH, id_problem, is_valid_id
 
 __all__ = [
     "DAY_MS",
@@ -136,6 +136,7 @@ class Rejected:
     index: int | None
     original: bytes
     original_size: int | None = None
+    model_id: str | None = None  # when the element names a usable one (input_quality)
 
 
 class InvalidEvent(ValueError):
@@ -601,12 +602,23 @@ def _parse(
                 append(build(element, record_ms, earliest, latest))
             except InvalidEvent as exc:
                 original = _element_bytes(element, raw)
-                rejected.append(Rejected(exc.reason, exc.detail, index, original))
+                model = _model_of(element)
+                rejected.append(Rejected(exc.reason, exc.detail, index, original, None, model))
         return records, rejected
     try:
         return [build(doc, record_ms, earliest, latest)], []
     except InvalidEvent as exc:
-        return [], [Rejected(exc.reason, exc.detail, None, bytes(raw))]
+        return [], [Rejected(exc.reason, exc.detail, None, bytes(raw), None, _model_of(doc))]
+
+
+def _model_of(element: object) -> str | None:
+    """The element's model_id, when it is a usable id (the event is invalid otherwise)."""
+    if type(element) is not dict:
+        return None
+    model_id = element.get("model_id")
+    if type(model_id) is not str or not is_valid_id(model_id):
+        return None
+    return model_id
 
 
 def _element_bytes(element: object, raw: bytes) -> bytes:

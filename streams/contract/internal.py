@@ -6,10 +6,13 @@ reader knows how far every upstream partition has read:
 - re-key topics: ``{"from": q, "mark": M | null, "events": [...]}``: events the join
   partition ``q`` read but that belong to another partition, and, on the last message of
   a batch, the newest event time ``q`` had read of that input (``mark``);
-- ``outcomes``: ``{"join": h, "offsets": {...}, "outcomes": [...]}``, outcomes of one
-  model joined by partition ``h`` in the batch that ended at those input offsets, and
-  ``{"join": h, "seq": s, "watermark_ms": W | null, "offsets": {...}}``, sent by ``h`` to
-  every outcomes partition at the end of its batch ``s``.
+- ``outcomes``: ``{"join": h, "offsets": {...}, "outcomes": [...], "seen": [...]}``,
+  outcomes of one model joined by partition ``h`` in the batch that ended at those input
+  offsets, and the predictions of that model it served (``seen``: what the label-free
+  signals watch; either list may be absent), and
+  ``{"join": h, "seq": s, "watermark_ms": W | null, "pred_watermark_ms": P | null,
+  "offsets": {...}}``, sent by ``h`` to every outcomes partition at the end of its batch
+  ``s`` (``P``: the same watermark over predictions alone).
 
 Markers are told apart from data by their fields, never by the message key, so no id a
 producer chooses can pass for one. Every message is cut to fit :data:`MAX_INTERNAL_BYTES`.
@@ -37,6 +40,7 @@ from streams.contract.events import (
 __all__ = [
     "MAX_INTERNAL_BYTES",
     "Forwarded",
+    "Seen",
     "JoinMark",
     "JoinedOutcomes",
     "Kind",
@@ -65,14 +69,36 @@ class Forwarded:
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """A prediction event of a model, as its label-free signals need it: a served
+    prediction (``valid``), or one that was dead-lettered (its ``key`` then names the
+    record, ``!partition:offset:index``, since its prediction_id may be unusable)."""
+
+    key: str
+    model_id: str
+    event_time_ms: int
+    prediction: Any = None
+    score: float | None = None
+    model_version: str | None = None
+    valid: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class JoinedOutcomes:
     """Outcomes of one model, joined by join partition ``join`` in the batch that ended at
     input ``offsets`` (what the detect step needs to drop them when a crash re-emits them,
-    even when the batch's :class:`JoinMark` never made it out)."""
+    even when the batch's :class:`JoinMark` never made it out), and the prediction events
+    of that model the batch saw (``seen``)."""
 
     join: int
     outcomes: Sequence[Outcome]
     offsets: dict[str, int] = field(default_factory=dict)
+    seen: Sequence[Seen] = ()
+
+    @property
+    def model_id(self) -> str:
+        """The model of these outcomes and predictions (never both empty)."""
+        return (self.outcomes[0] if self.outcomes else self.seen[0]).model_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +109,7 @@ class JoinMark:
     seq: int
     watermark_ms: int | None
     offsets: dict[str, int]  # last offset processed of each input topic of the join
+    pred_watermark_ms: int | None = None  # the watermark over predictions only
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -142,15 +169,46 @@ def encode_forwarded(f: Forwarded) -> list[bytes]:
     return list(_chunked({"from": f.source}, "events", items, {"mark": f.mark}))
 
 
+def _seen(s: Seen) -> dict[str, Any]:
+    if not s.valid:
+        return {"id": s.key, "m": s.model_id, "te": s.event_time_ms, "bad": 1}
+    score = s.score
+    if score is not None and not math.isfinite(score):
+        score = None
+    return {
+        "id": s.key,
+        "m": s.model_id,
+        "te": s.event_time_ms,
+        "p": s.prediction,
+        "s": score,
+        "v": s.model_version,
+    }
+
+
 def encode_joined_outcomes(j: JoinedOutcomes) -> list[bytes]:
-    """The ``outcomes`` messages for ``j`` (usually one)."""
+    """The ``outcomes`` messages for ``j`` (usually one: both lists in it)."""
     head = {"join": j.join, "offsets": j.offsets}
-    return list(_chunked(head, "outcomes", [_outcome(o) for o in j.outcomes], {}))
+    outcomes = [_outcome(o) for o in j.outcomes]
+    seen = [_seen(s) for s in j.seen]
+    if outcomes and seen:
+        body = orjson.dumps({**head, "outcomes": outcomes, "seen": seen})
+        if len(body) <= MAX_INTERNAL_BYTES:
+            return [body]
+    out = list(_chunked(head, "outcomes", outcomes, {})) if outcomes or not seen else []
+    if seen:
+        out += _chunked(head, "seen", seen, {})
+    return out
 
 
 def encode_join_mark(m: JoinMark) -> bytes:
     return orjson.dumps(
-        {"join": m.join, "seq": m.seq, "watermark_ms": m.watermark_ms, "offsets": m.offsets}
+        {
+            "join": m.join,
+            "seq": m.seq,
+            "watermark_ms": m.watermark_ms,
+            "pred_watermark_ms": m.pred_watermark_ms,
+            "offsets": m.offsets,
+        }
     )
 
 
@@ -248,8 +306,42 @@ def decode_outcomes_message(raw: bytes | None) -> JoinedOutcomes | JoinMark:
         raise ValueError("outcomes message: 'offsets' must map topics to integers")
     if "seq" in doc:
         seq = _int(doc, "seq", "outcomes")
-        return JoinMark(join, seq, _int(doc, "watermark_ms", "outcomes", nullable=True), offsets)
-    items = doc.get("outcomes")
+        watermark = _int(doc, "watermark_ms", "outcomes", nullable=True)
+        pred = (
+            _int(doc, "pred_watermark_ms", "outcomes", nullable=True)
+            if "pred_watermark_ms" in doc
+            else None
+        )
+        return JoinMark(join, seq, watermark, offsets, pred)
+    items = doc.get("outcomes", [] if "seen" in doc else None)
     if type(items) is not list:
         raise ValueError("outcomes message: 'outcomes' must be an array")
-    return JoinedOutcomes(join, [_decode_outcome(o, i) for i, o in enumerate(items)], offsets)
+    seen = doc.get("seen", [])
+    if type(seen) is not list:
+        raise ValueError("outcomes message: 'seen' must be an array")
+    return JoinedOutcomes(
+        join,
+        [_decode_outcome(o, i) for i, o in enumerate(items)],
+        offsets,
+        tuple(_decode_seen(s, i) for i, s in enumerate(seen)),
+    )
+
+
+def _decode_seen(obj: object, index: int) -> Seen:
+    if type(obj) is not dict:
+        raise ValueError(f"seen {index} must be a JSON object, got {_json_type(obj)}")
+    key, model_id, te = obj.get("id"), obj.get("m"), obj.get("te")
+    if type(key) is not str or type(model_id) is not str or type(te) is not int:
+        raise ValueError(f"seen {index}: 'id' and 'm' must be strings and 'te' an integer")
+    if obj.get("bad"):
+        return Seen(key, _intern(model_id), te, valid=False)
+    prediction, score, version = obj.get("p"), obj.get("s"), obj.get("v")
+    if type(prediction) not in _SCALAR_TYPES:
+        raise ValueError(f"seen {index}: 'p' must be a string, number or boolean")
+    if score is not None and type(score) is not float and type(score) is not int:
+        raise ValueError(f"seen {index}: 's' must be a number or null")
+    if version is not None and type(version) is not str:
+        raise ValueError(f"seen {index}: 'v' must be a string or null")
+    return Seen(
+        key, _intern(model_id), te, prediction, None if score is None else float(score), version
+    )

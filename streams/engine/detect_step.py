@@ -20,6 +20,7 @@ Pure: no Kafka, asyncio, Redis or clock.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +28,12 @@ from datetime import datetime
 from typing import Any
 
 from detectors.config import DetectorSettings
+from detectors.signal import Signal
 from detectors.track import Detection, ModelTrack
-from streams.contract.alerts import build_alert
+from streams.contract.alerts import build_alert, build_signal_alert
 from streams.contract.internal import JoinedOutcomes, JoinMark
 
-__all__ = ["DetectOutput", "DetectStep", "Found", "OutcomesRecord"]
+__all__ = ["DetectOutput", "DetectStep", "Found", "FoundSignal", "OutcomesRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +54,29 @@ class Found:
     config_fingerprint: str
 
 
+@dataclass(frozen=True, slots=True)
+class FoundSignal:
+    """A label-free or liveness signal of one model (:mod:`detectors.signals`)."""
+
+    model_id: str
+    signal: Signal
+    model_version: str | None
+    config_fingerprint: str
+
+
 @dataclass
 class DetectOutput:
     """What one batch (or a flush) of a detect step produced."""
 
     found: list[Found] = field(default_factory=list)
+    signals: list[FoundSignal] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)  # models whose state changed
     per_model: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     counts: Counter[str] = field(default_factory=Counter)
 
     def alerts(self, detected_at: datetime) -> list[dict[str, Any]]:
-        """The alert events, in detection order (``detected_at``: the caller's clock)."""
+        """The alert events, in detection order (``detected_at``: the caller's clock):
+        the error detectors' first, then the signals'."""
         return [
             build_alert(
                 f.detection.change,
@@ -72,11 +86,21 @@ class DetectOutput:
                 config_fingerprint=f.config_fingerprint,
             )
             for f in self.found
+        ] + [
+            build_signal_alert(
+                f.signal,
+                model_id=f.model_id,
+                model_version=f.model_version,
+                detected_at=detected_at,
+                config_fingerprint=f.config_fingerprint,
+            )
+            for f in self.signals
         ]
 
 
 class _Unconfirmed:
-    """Prediction ids a join partition published in batches not yet known durable."""
+    """Prediction ids (outcomes, or seen predictions: two instances) a join partition
+    published in batches not yet known durable."""
 
     __slots__ = ("batches", "last_offsets", "last_seq")
 
@@ -125,17 +149,33 @@ class DetectStep:
         self.meta = meta
         self.detectors = detectors
         self.lag_ms = lag_ms
-        self.held: set[str] = set()  # models with outcomes waiting for the watermark
+        self.held: set[str] = set()  # models with outcomes or predictions waiting
         self._unconfirmed: dict[int, _Unconfirmed] = meta.setdefault("unconfirmed", {})
+        self._unconfirmed_seen: dict[int, _Unconfirmed] = meta.setdefault("unconfirmed_seen", {})
+        # (watermark, model): when a model has something to decide without new input
+        self._due: list[tuple[int, str]] = []  # by the outcome watermark: label windows
+        self._due_p: list[tuple[int, str]] = []  # by the prediction watermark: silences
 
     def restore(self) -> None:
-        """Find the models whose restored tracks still hold outcomes."""
-        self.held = {m for m, t in self.tracks.items() if t.pending}
+        """Find the models whose restored tracks still hold outcomes or predictions, or
+        have something due."""
+        self.held = {m for m, t in self.tracks.items() if t.pending or t.watch.pending}
+        self._due, self._due_p = [], []
+        for model_id, track in self.tracks.items():
+            self._schedule(model_id, track)
 
     def bound(self) -> int | None:
         """Outcomes completed before this are final: the oldest join watermark, minus the
         lag. None until every join partition has reported one."""
         marks = [self.meta.get(f"wm:{j}") for j in range(self.join_partitions)]
+        if any(m is None for m in marks):
+            return None
+        return min(marks) - self.lag_ms  # type: ignore[type-var, operator]
+
+    def pbound(self) -> int | None:
+        """The same bound over predictions alone: the label-free signals must go on when
+        labels stop. Never behind :meth:`bound`."""
+        marks = [self.meta.get(f"pwm:{j}") for j in range(self.join_partitions)]
         if any(m is None for m in marks):
             return None
         return min(marks) - self.lag_ms  # type: ignore[type-var, operator]
@@ -160,34 +200,86 @@ class DetectStep:
             body = rec.body
             if isinstance(body, JoinMark):
                 self._unconfirmed_of(body.join).mark(body)
-                if body.watermark_ms is not None:
-                    name = f"wm:{body.join}"
-                    if body.watermark_ms > meta.get(name, -(2**63)):
-                        meta[name] = body.watermark_ms
+                self._unconfirmed_of(body.join, self._unconfirmed_seen).mark(body)
+                for name, mark in (
+                    (f"wm:{body.join}", body.watermark_ms),
+                    (f"pwm:{body.join}", body.pred_watermark_ms),
+                ):
+                    if mark is not None and mark > meta.get(name, -(2**63)):
+                        meta[name] = mark
                 continue
             self._push(body, out)
-        bound = self.bound()
-        if bound is not None:
-            for model_id in list(self.held):
-                track = self.tracks[model_id]
-                before = track.pending
-                self._run(model_id, before, track.release(bound), out)
+            if body.seen:
+                self._see(body, out)
+        bound, pbound = self.bound(), self.pbound()
+        if bound is None and pbound is None:
+            return out
+        visit = set(self.held)
+        for due, bar in ((self._due, bound), (self._due_p, pbound)):
+            while due and bar is not None and due[0][0] <= bar:
+                visit.add(heapq.heappop(due)[1])
+        for model_id in sorted(visit):
+            track = self.tracks.get(model_id)
+            if track is None:
+                continue
+            before = track.pending
+            signals = track.signals(pbound)
+            found = track.release(bound) if bound is not None else []
+            signals += track.finish(bound)
+            out.touched.add(model_id)  # its predictions, windows or silence moved on
+            self._run(model_id, before, found, out, signals)
+            self._schedule(model_id, track)
         return out
 
     def flush(self) -> DetectOutput:
         """Release everything held (the end of a replay, or a stream gone idle)."""
         out = DetectOutput()
-        for model_id in list(self.held):
+        for model_id in sorted(self.held):
             track = self.tracks[model_id]
             before = track.pending
-            self._run(model_id, before, track.flush(), out)
+            signals = track.flush_signals()
+            found = track.flush()
+            signals += track.finish(None)
+            self._run(model_id, before, found, out, signals)
         return out
 
-    def _unconfirmed_of(self, join: int) -> _Unconfirmed:
-        u = self._unconfirmed.get(join)
+    def _schedule(self, model_id: str, track: ModelTrack) -> None:
+        """Remember when ``model_id`` next has something due (stale entries are harmless:
+        a visit re-checks)."""
+        due, due_p = track.due()
+        if due is not None:
+            heapq.heappush(self._due, (due, model_id))
+        if due_p is not None:
+            heapq.heappush(self._due_p, (due_p, model_id))
+
+    def _unconfirmed_of(
+        self, join: int, table: dict[int, _Unconfirmed] | None = None
+    ) -> _Unconfirmed:
+        table = self._unconfirmed if table is None else table
+        u = table.get(join)
         if u is None:
-            u = self._unconfirmed[join] = _Unconfirmed()
+            u = table[join] = _Unconfirmed()
         return u
+
+    def _see(self, body: JoinedOutcomes, out: DetectOutput) -> None:
+        """Hold the prediction events of ``body`` for the label-free signals, dropping
+        those a re-processed join batch published before (as for outcomes)."""
+        unconfirmed = self._unconfirmed_of(body.join, self._unconfirmed_seen)
+        mine = unconfirmed.ids(body.offsets)
+        others = [ids for _, ids in unconfirmed.batches if ids is not mine and ids]
+        track: ModelTrack | None = None
+        for s in body.seen:
+            key = s.key
+            if key in mine or (others and any(key in ids for ids in others)):
+                out.counts["duplicate_seen"] += 1
+                continue
+            mine.add(key)
+            if track is None or track.model_id != s.model_id:
+                track = self.track(s.model_id)
+                self.held.add(s.model_id)
+                out.touched.add(s.model_id)
+            payload = (s.prediction, s.score, s.model_version) if s.valid else None
+            track.see(s.event_time_ms, key, payload)
 
     def _push(self, body: JoinedOutcomes, out: DetectOutput) -> None:
         unconfirmed = self._unconfirmed_of(body.join)
@@ -206,7 +298,7 @@ class DetectStep:
                     self._count(track, pushed, late, out)
                 track = self.track(o.model_id)
                 pushed, late = 0, track.sequencer.late
-            track.push(o.completed_ms, pid, o.error, o.model_version)
+            track.push(o.completed_ms, pid, o.error, (o.model_version, o.event_time_ms))
             pushed += 1
         if track is not None:
             self._count(track, pushed, late, out)
@@ -222,12 +314,26 @@ class DetectStep:
         out.touched.add(model_id)
         self.held.add(model_id)
 
-    def _run(self, model_id: str, before: int, found: list[Detection], out: DetectOutput) -> None:
+    def _run(
+        self,
+        model_id: str,
+        before: int,
+        found: list[Detection],
+        out: DetectOutput,
+        signals: list[Signal],
+    ) -> None:
         track = self.tracks[model_id]
-        if track.pending != before:
+        if track.pending != before or signals:
             out.touched.add(model_id)  # released outcomes: its state changed
-        if not track.pending:
+        if not track.pending and not track.watch.pending:
             self.held.discard(model_id)
-        fingerprint = track.config.fingerprint() if found else ""
+        fingerprint = track.config.fingerprint() if found or signals else ""
         for d in found:
             out.found.append(Found(model_id, d, fingerprint))
+        version = track.model_version or track.watch.version
+        for signal in signals:
+            out.signals.append(FoundSignal(model_id, signal, version, fingerprint))
+        if signals:
+            counters = out.per_model[model_id]
+            for signal in signals:
+                counters[signal.kind] += 1

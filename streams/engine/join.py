@@ -162,6 +162,7 @@ class Joiner:
         self.watermark_ms: int | None = None
         self.stats = JoinStats()
         self.unscorable: list[Unscorable] = []
+        self.accepted: list[Prediction] | None = None  # new predictions, when collected
         self._grain = max(1, ttl_ms // _BUCKETS_PER_TTL)  # event-time width of a bucket
         self._buckets: dict[int, list[str]] = {}  # ts_ms // grain -> keys (store's own str)
         self._bucket_ids: list[int] = []  # heap of the keys of _buckets
@@ -205,8 +206,12 @@ class Joiner:
             store[pid] = [p.model_id, p.model_version, ts, p.prediction]
             self._index(pid, ts)
             self.stats.predictions[p.model_id] += 1
+            if self.accepted is not None:
+                self.accepted.append(p)
         elif type(entry) is tuple:  # its label is waiting
             self.stats.predictions[p.model_id] += 1
+            if self.accepted is not None:
+                self.accepted.append(p)
             label_ms, label = entry
             outcome = self._complete(
                 pid, p.model_id, p.model_version, ts, p.prediction, label, label_ms, label_ms

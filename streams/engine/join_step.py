@@ -33,7 +33,7 @@ from streams.contract.events import (
     parse_ground_truth,
     parse_predictions,
 )
-from streams.contract.internal import Forwarded, JoinedOutcomes, JoinMark, Kind
+from streams.contract.internal import Forwarded, JoinedOutcomes, JoinMark, Kind, Seen
 from streams.engine.admission import ModelAdmission
 from streams.engine.dead_letters import DeadLetter, Source
 from streams.engine.join import Joiner, JoinStats, TaskLookup
@@ -107,6 +107,8 @@ class JoinStep:
         self._parse_kwargs = rules.parse_kwargs
         self.joiner = Joiner(store, ttl_ms=ttl_ms, task_for=task_for)
         self.observe_predictions = observe_predictions
+        self._bad: list[Seen] = []  # dead-lettered prediction events, for the signals
+        self._newest_p: int | None = None  # newest prediction time read, in offset order
         self.admission = ModelAdmission(
             {} if models is None else models,
             meta,
@@ -121,13 +123,15 @@ class JoinStep:
     def drain_stats(self) -> JoinStats:
         return self.joiner.drain_stats()
 
-    def watermark(self) -> int | None:
-        """The oldest of the read marks and the forwarded marks (None until all known)."""
+    def watermark(self, kinds: tuple[Kind, ...] = ("p", "g")) -> int | None:
+        """The oldest of the read marks and the forwarded marks (None until all known);
+        over predictions alone with ``kinds=("p",)`` (what the label-free signals wait
+        for: they must not stall when labels stop)."""
         meta = self.meta
-        marks = [meta.get("mark:p"), meta.get("mark:g")]
+        marks = [meta.get(_ReadMark[k]) for k in kinds]
         for q in range(self.partitions):
             if q != self.partition:
-                marks += [meta.get(f"via:p:{q}"), meta.get(f"via:g:{q}")]
+                marks += [meta.get(f"via:{k}:{q}") for k in kinds]
         if any(m is None for m in marks):
             return None
         return min(marks)  # type: ignore[type-var]
@@ -141,6 +145,7 @@ class JoinStep:
         steps: list[tuple[InputRecord | ForwardedRecord, list[Any]]] = []
         ids: list[str] = []
         offsets: dict[str, int] = meta.setdefault("offsets", {})
+        self._newest_p = meta.get("mark:p")
         for rec in records:
             if rec.offset <= offsets.get(rec.topic, -1):
                 out.counts["redelivered"] += 1
@@ -167,6 +172,8 @@ class JoinStep:
         forwards: dict[tuple[Kind, int], list[Any]] = {}
         joined: dict[str, list[Any]] = {}
         joiner = self.joiner
+        if self.rules.label_free:
+            joiner.accepted = []
         for rec, events in steps:
             if isinstance(rec, ForwardedRecord):
                 self._apply_forwarded(rec, joined, out)
@@ -193,16 +200,35 @@ class JoinStep:
         self._forward(read, forwards, out)
         n = self.partitions
         at = dict(offsets)
-        for model_id, outs in joined.items():
+        seen = self._seen(joiner)
+        for model_id in joined.keys() | seen.keys():
             out.outcomes.setdefault(partition_for(model_id, n), []).append(
-                JoinedOutcomes(here, outs, at)
+                JoinedOutcomes(here, joined.get(model_id, []), at, seen.get(model_id, ()))
             )
         for u in joiner.drain_unscorable():
             out.dead_letters.append(DeadLetter.unscorable(u))
         seq = meta.get("seq", 0) + 1
         meta["seq"] = seq
-        out.mark = JoinMark(here, seq, self.watermark(), at)
+        out.mark = JoinMark(here, seq, self.watermark(), at, self.watermark(("p",)))
         return out
+
+    def _seen(self, joiner: Joiner) -> dict[str, list[Seen]]:
+        """The prediction events of this batch for the label-free signals, by model: the
+        predictions joined here for the first time, and the dead-lettered prediction
+        events that name an admitted model."""
+        accepted, joiner.accepted = joiner.accepted, None
+        if accepted is None:
+            return {}
+        by_model: dict[str, list[Seen]] = {}
+        for p in accepted:
+            by_model.setdefault(p.model_id, []).append(
+                Seen(p.prediction_id, p.model_id, p.timestamp_ms, p.prediction, p.score,
+                     p.model_version)
+            )  # fmt: skip
+        for bad in self._bad:
+            by_model.setdefault(bad.model_id, []).append(bad)
+        self._bad = []
+        return by_model
 
     def _parse(self, rec: InputRecord, out: JoinOutput) -> list[Any]:
         parse: Callable[..., tuple[list[Any], list[Any]]] = (
@@ -217,7 +243,25 @@ class JoinStep:
             source = _source(rec)
             for r in rejected:
                 out.dead_letters.append(DeadLetter.rejected(r, source))
+            if rec.kind == "p" and self.rules.label_free:
+                self._note_bad(rec, rejected)
+        if events and rec.kind == "p":
+            newest = max(e.timestamp_ms for e in events)
+            if self._newest_p is None or newest > self._newest_p:
+                self._newest_p = newest
         return events
+
+    def _note_bad(self, rec: InputRecord, rejected: list[Any]) -> None:
+        """Dead-lettered prediction events of admitted models, for ``input_quality``. Their
+        own time may be unusable, so they take the newest prediction time read before
+        them on this partition: in offset order, so the same wherever it is processed."""
+        at_ms = self._newest_p
+        known = self.admission.seen
+        for r in rejected:
+            if r.model_id is None or at_ms is None or r.model_id not in known:
+                continue
+            key = f"!{rec.partition}:{rec.offset}:{r.index or 0}"
+            self._bad.append(Seen(key, r.model_id, at_ms, valid=False))
 
     def _admitted(self, rec: InputRecord, events: list[Any], out: JoinOutput) -> list[Any]:
         """The predictions of models within the cap; the others dead-lettered. Decided

@@ -25,7 +25,7 @@ from typing import Any
 
 from detectors.config import DetectorSettings, Task
 from streams.contract.events import Outcome, Prediction
-from streams.engine.detect_step import DetectOutput, DetectStep, Found, OutcomesRecord
+from streams.engine.detect_step import DetectOutput, DetectStep, Found, FoundSignal, OutcomesRecord
 from streams.engine.join import JoinStats
 from streams.engine.join_step import ForwardedRecord, InputRecord, JoinOutput, JoinStep
 from streams.engine.rules import InputRules
@@ -102,6 +102,7 @@ class LocalTopology:
             for config in detectors
         ]
         self.found: list[list[Found]] = [[] for _ in detectors]  # per configuration
+        self.signals: list[list[FoundSignal]] = [[] for _ in detectors]
         self.per_model: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.join_counts: Counter[str] = Counter()  # skipped and suspicious input
         self.detect_counts: Counter[str] = Counter()  # duplicate and late outcomes
@@ -148,9 +149,10 @@ class LocalTopology:
         to_detect = bool(self.detects)
         for target, groups in out.outcomes.items():
             for joined in groups:
-                if self.on_outcomes is not None:
+                if self.on_outcomes is not None and joined.outcomes:
                     self.on_outcomes(joined.outcomes)
-                if to_detect and (keep is None or joined.outcomes[0].model_id in keep):
+                model_id = joined.model_id
+                if to_detect and (keep is None or model_id in keep):
                     self._send_outcomes(target, joined)
         if to_detect and out.mark is not None:
             for target in range(self.partitions):
@@ -211,6 +213,8 @@ class LocalTopology:
     def _collect(self, configuration: int, out: DetectOutput) -> None:
         if out.found:
             self.found[configuration] += out.found
+        if out.signals:
+            self.signals[configuration] += out.signals
         if configuration == 0:  # every configuration gets the same outcomes: count once
             for model_id, counters in out.per_model.items():
                 self.per_model[model_id].update(counters)
@@ -256,9 +260,20 @@ class LocalTopology:
             key=lambda f: (f.model_id, f.detection.change.index, f.detection.change.detector),
         )
 
+    def found_signals(self, configuration: int = 0) -> list[FoundSignal]:
+        """The label-free and liveness signals found so far, by model, then event time."""
+        return sorted(
+            self.signals[configuration],
+            key=lambda f: (f.model_id, f.signal.event_time_ms, f.signal.kind, f.signal.index),
+        )
+
     def alerts(self, configuration: int, detected_at: datetime) -> list[dict[str, Any]]:
-        """The alert events of :meth:`detections` (``detected_at``: the caller's clock)."""
-        return DetectOutput(found=self.detections(configuration)).alerts(detected_at)
+        """The alert events of :meth:`detections` and :meth:`found_signals`
+        (``detected_at``: the caller's clock)."""
+        out = DetectOutput(
+            found=self.detections(configuration), signals=self.found_signals(configuration)
+        )
+        return out.alerts(detected_at)
 
     @property
     def late_outcomes(self) -> int:

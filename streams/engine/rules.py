@@ -18,6 +18,7 @@ class InputRules:
     min_timestamp_ms: int = 946_684_800_000  # 2000-01-01T00:00:00Z
     max_models: int = 10_000  # per join partition (streams.engine.admission)
     model_retention_ms: int = 30 * 86_400_000  # a model unseen this long gives its place up
+    label_free: bool = True  # send served predictions to the label-free signals
 
     @property
     def parse_kwargs(self) -> dict[str, Any]:
@@ -39,4 +40,5 @@ class InputRules:
             min_timestamp_ms=settings.min_event_time_ms,
             max_models=settings.max_models,
             model_retention_ms=settings.model_retention_ms,
+            label_free=getattr(settings, "label_free", True),
         )

@@ -1,11 +1,11 @@
 """The notifier: alerts in, pages out, to the model's owner (or the fallback), once.
 
 Per model, alerts are grouped for ``group_wait_s`` (like Alertmanager's group_wait) and
-sent as one notification. Each alert is decided once (deliver, silenced, acknowledged,
-cooldown) and each (alert, channel) delivery is claimed in Redis before it is sent, so a
-restart, a duplicate on the topic or a second replica never pages twice. Failures retry
-with capped exponential backoff and full jitter; after the budget, the alert goes to the
-dead-letter topic with the reason, and the fallback channels get one summary per window
+sent as one notification per kind. Each alert is decided once (deliver, silenced,
+acknowledged, cooldown) and each (alert, channel) delivery is claimed in Redis before it is
+sent, so a restart, a duplicate on the topic or a second replica never pages twice.
+Failures retry with capped exponential backoff and full jitter; after the budget, the alert
+goes to the dead-letter topic with the reason, and the fallback channels get one summary per window
 of what was dead-lettered, so someone always hears of a lost page. The same windows keep
 floods bounded: ``orphaned_model`` alerts (models nobody owns) go to the fallback as one
 summary page per ``orphan_summary_s``, listing counts and the first model ids, and a
@@ -16,6 +16,16 @@ crash is *in doubt*: missing a page is worse than a duplicate, so another replic
 it as it was (PagerDuty and webhook receivers deduplicate it; Slack and email get it
 marked as a possible duplicate), up to ``redeliver_max`` times. Kafka offsets are
 committed only up to the first alert not yet handled.
+
+Incidents are per model and kind: a page that goes out opens the incident of its model
+and kind (its dedup key). A resolving alert (``performance_improvement`` for
+``performance_degradation``, or any kind with ``"status": "resolved"``) closes that
+incident with a resolve page carrying the same dedup key, whatever the cooldown; with
+nothing open it is suppressed as ``info``. Within a group, resolves go after the
+triggers (an improvement closes the incident the degradation in its group opened), unless
+a firing alert of its kind in the group is newer: then it closes the incident before, and
+the newer alert opens a new one. Alerts of severity ``info``, or of a kind in
+``info_kinds``, never page: they are counted as ``suppressed_info`` and kept for lookup.
 
 Time comes from ``clock`` and waits go through ``sleep``: tests move time instead of
 sleeping through group windows, cooldowns and escalations.
@@ -76,6 +86,9 @@ log.addFilter(RedactingFilter())
 DeadLetter = Callable[[bytes, bytes], Awaitable[None]]
 Release = Callable[[], None]
 SEVERITIES = ("info", "warning", "critical")
+STATUSES = ("firing", "resolved")  # absent: firing
+DEGRADATION, IMPROVEMENT = "performance_degradation", "performance_improvement"
+RESOLVED = ":resolved"  # decision and delivery keys of a resolved alert: never its firing one's
 RETRY_S = 5.0  # after Redis or the broker failed mid-route
 # Groups routed at once. Each route and each of its channel deliveries holds a Redis
 # connection while it waits, and redis-py's pool (100 by default) raises, not queues, past
@@ -111,7 +124,25 @@ def parse_alert(raw: bytes) -> tuple[dict[str, Any] | None, str]:
             return None, f"field {name!r} must be a non-empty string"
     if alert.get("severity") not in SEVERITIES:
         return None, f"field 'severity' must be one of {', '.join(SEVERITIES)}"
+    if alert.get("status", "firing") not in STATUSES:
+        return None, f"field 'status' must be one of {', '.join(STATUSES)} (or absent)"
     return alert, ""
+
+
+def _resolving(alert: dict[str, Any]) -> bool:
+    """Does the alert close an incident rather than open one?"""
+    return alert["kind"] == IMPROVEMENT or alert.get("status") == "resolved"
+
+
+def _incident_kind(alert: dict[str, Any]) -> str:
+    """The kind of the incident an alert opens or closes."""
+    return DEGRADATION if alert["kind"] == IMPROVEMENT else str(alert["kind"])
+
+
+def _suffix(alert: dict[str, Any]) -> str:
+    """Added to the alert id in decision and delivery keys: a resolved alert that reuses
+    the id of the firing alert it resolves is still decided and delivered on its own."""
+    return RESOLVED if alert.get("status") == "resolved" else ""
 
 
 class _Hold:
@@ -185,6 +216,7 @@ class Notifier:
         self._groups: dict[str, _Group] = {}
         self._deferred: list[_Deferred] = []
         self._duplicates = 0
+        self.info_kinds = frozenset(self.cfg.info_kinds)
 
     # --- intake -------------------------------------------------------------------------
 
@@ -194,9 +226,10 @@ class Notifier:
         group = self._groups.get(model)
         if group is None:
             group = self._groups[model] = _Group(self.clock() + self.cfg.group_wait_s)
-        if alert["alert_id"] in group.alerts:
+        key = alert["alert_id"] + _suffix(alert)
+        if key in group.alerts:
             self._duplicates += 1  # counted at the next tick
-        group.alerts.setdefault(alert["alert_id"], alert)
+        group.alerts.setdefault(key, alert)
         if release is not None:
             group.releases.append(release)
 
@@ -271,7 +304,7 @@ class Notifier:
                 group.alerts.values(),
                 key=lambda a: (-severity_rank(a["severity"]), a.get("event_time_ms") or 0),
             )
-            triggers, resolves, suppressed = await self._decide(alerts, owner)
+            triggers, resolving, suppressed = await self._decide(alerts, owner)
             if suppressed:
                 await self.store.count(**{f"suppressed_{k}": v for k, v in suppressed.items()})
             channels: tuple[Channel, ...]
@@ -285,33 +318,39 @@ class Notifier:
                 orphans = [a for a in triggers if a["kind"] == "orphaned_model"]
                 triggers = [a for a in triggers if a["kind"] != "orphaned_model"]
                 await self._summarise_later(orphans)
-            if triggers:
+            # a resolve older than a firing alert of its kind in this group closes the
+            # incident before that alert opens a new one; the others close it after
+            newest: dict[str, int] = {}
+            for a in triggers:
+                kind, at = _incident_kind(a), _event_ms(a)
+                newest[kind] = max(newest.get(kind, at), at)
+            early: list[dict[str, Any]] = []
+            late: list[dict[str, Any]] = []
+            for a in resolving:
+                older = _event_ms(a) < newest.get(_incident_kind(a), -1)
+                (early if older else late).append(a)
+            await self._resolve(model_id, early, channels, reason, enrich, hold)
+            for kind_alerts in _by_kind(triggers):
                 note = Notification(
                     model_id,
-                    tuple({**a, **enrich} for a in triggers),
+                    tuple({**a, **enrich} for a in kind_alerts),
                     name,
                     runbook,
                     reason=reason,
                 )
                 for a in note.alerts:
                     await self.store.remember(a)
-                if any(a["kind"] == "performance_degradation" for a in triggers):
-                    await self.store.open_incident(model_id, note.dedup_key)
+                await self.store.open_incident(
+                    model_id,
+                    note.dedup_key,
+                    kind=_incident_kind(note.primary),
+                    alert_ids=[a["alert_id"] for a in note.alerts],
+                )
                 await self._send_to(note, channels, hold)
                 if owner and owner.escalate_after_s and note.severity == "critical":
                     due = self.clock() + owner.escalate_after_s
                     await self.store.schedule_escalation(note.primary["alert_id"], due)
-            for alert, dedup_key in resolves:
-                note = Notification(
-                    model_id,
-                    ({**alert, **enrich},),
-                    name,
-                    runbook,
-                    reason=reason,
-                    action="resolve",
-                    dedup_key=dedup_key,
-                )
-                await self._send_to(note, channels, hold)
+            await self._resolve(model_id, late, channels, reason, enrich, hold)
         except (RedisError, OSError, KafkaError) as exc:
             # Redis or the broker is away: keep the alerts (and their offsets) and try
             # again; decisions and claims make the second attempt safe.
@@ -325,18 +364,20 @@ class Notifier:
 
     async def _decide(
         self, alerts: list[dict[str, Any]], owner: Owner | None
-    ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]], Counter[str]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter[str]]:
+        """The firing alerts to page, the resolving alerts (decided by :meth:`_resolve`
+        once the triggers have opened their incidents) and the suppressed counts."""
         triggers: list[dict[str, Any]] = []
-        resolves: list[tuple[dict[str, Any], str]] = []
+        resolving: list[dict[str, Any]] = []
         suppressed: Counter[str] = Counter()
         group = secrets.token_hex(8)
         for a in alerts:
-            if a["kind"] == "performance_improvement":
-                dedup_key = await self.store.decide_resolve(a)
-                if dedup_key:
-                    resolves.append((a, dedup_key))
-                else:
-                    suppressed["info"] += 1  # an improvement with no open incident
+            if _resolving(a):
+                resolving.append(a)
+                continue
+            if a["severity"] == "info" or a["kind"] in self.info_kinds:
+                await self.store.remember(a)  # never a page, but `ack` and lookups know it
+                suppressed["info"] += 1
                 continue
             if a["kind"] == "orphaned_model" and owner is not None:
                 suppressed["owned_now"] += 1  # someone registered it since
@@ -350,7 +391,40 @@ class Notifier:
                 triggers.append(a)
             else:
                 suppressed[decision] += 1
-        return triggers, resolves, suppressed
+        return triggers, resolving, suppressed
+
+    async def _resolve(
+        self,
+        model_id: str,
+        alerts: list[dict[str, Any]],
+        channels: Sequence[Channel],
+        reason: NotificationReason,
+        enrich: dict[str, Any],
+        hold: _Hold,
+    ) -> None:
+        """Close the open incident each resolving alert resolves and send its resolve page
+        (same dedup key as the trigger); one with nothing open is suppressed as info.
+        Never held back by a cooldown, an ack or a silence: it only ends an incident."""
+        unresolved = 0
+        for alert in alerts:
+            dedup_key = await self.store.decide_resolve(
+                alert, kind=_incident_kind(alert), suffix=_suffix(alert)
+            )
+            if dedup_key is None:
+                unresolved += 1
+                continue
+            note = Notification(
+                model_id,
+                ({**alert, **enrich},),
+                enrich["owner"],
+                enrich["runbook"],
+                reason=reason,
+                action="resolve",
+                dedup_key=dedup_key,
+            )
+            await self._send_to(note, channels, hold, _suffix(alert))
+        if unresolved:
+            await self.store.count(suppressed_info=unresolved)
 
     async def _summarise_later(self, orphans: list[dict[str, Any]]) -> None:
         """Count orphaned_model alerts in the current orphan window instead of paging each
@@ -371,12 +445,14 @@ class Notifier:
         if orphans:
             await self.store.count(suppressed_orphan_summary=counted, duplicate=duplicates)
 
-    async def _send_to(self, note: Notification, channels: Sequence[Channel], hold: _Hold) -> None:
+    async def _send_to(
+        self, note: Notification, channels: Sequence[Channel], hold: _Hold, suffix: str = ""
+    ) -> None:
         if not channels:
             for alert in note.alerts:
                 # claimed like a delivery, so a re-emitted alert is dead-lettered once
                 claim = await self.store.claim(
-                    alert["alert_id"], "no-channel", lease_s=self.cfg.delivery_lease_s
+                    alert["alert_id"] + suffix, "no-channel", lease_s=self.cfg.delivery_lease_s
                 )
                 if claim.state != "claimed":
                     continue
@@ -385,7 +461,7 @@ class Notifier:
                 )
                 await self.store.finish(claim, "dlq|no_channel")
             return
-        await asyncio.gather(*(self._deliver(note, ch, hold, "") for ch in channels))
+        await asyncio.gather(*(self._deliver(note, ch, hold, suffix) for ch in channels))
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -629,7 +705,7 @@ class Notifier:
         log.warning("dead-lettered alert %s (%s): %s", alert["alert_id"], reason, detail)
         if channel is not None and self.fallback and alert.get("kind") != SUMMARY_KIND:
             # (a dead-letter summary that fails is not summarised again: no loop)
-            suffix = ":escalation" if note.reason == "escalation" else ""
+            suffix = ":escalation" if note.reason == "escalation" else _suffix(alert)
             await self.store.record_dead_letter(
                 alert["alert_id"] + suffix,
                 channel.key,
@@ -751,6 +827,20 @@ class Notifier:
             if not any(busy):  # else another replica is on it: look again next tick
                 await self.store.escalation_done(alert_id)
                 await self.store.count(escalated=1)
+
+
+def _event_ms(alert: dict[str, Any]) -> int:
+    at = alert.get("event_time_ms")
+    return at if isinstance(at, int) else 0
+
+
+def _by_kind(alerts: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """A group's firing alerts as one page per incident kind (each incident has its own
+    dedup key, so resolving one kind does not close another), in the group's order."""
+    pages: dict[str, list[dict[str, Any]]] = {}
+    for alert in alerts:
+        pages.setdefault(_incident_kind(alert), []).append(alert)
+    return list(pages.values())
 
 
 def _page_record(note: Notification, suffix: str) -> dict[str, Any]:

@@ -7,10 +7,13 @@ up), so that tests can move time instead of sleeping through it. Every decision 
 replicas could race on is one Lua script or one ``SET NX``.
 
 Keys (``prefix`` defaults to ``wk:``), all under ``{prefix}notify:``:
-    decision:{alert_id}            deliver | silenced | acknowledged | cooldown (first call wins)
+    decision:{alert_id}            deliver | silenced | acknowledged | cooldown (first call wins);
+                                   for a resolving alert: info | resolve|{dedup_key}
+                                   (decision:{alert_id}:resolved for a status "resolved" one)
     cooldown:{model}:{kind}        "{until_ms}:{severity rank}:{group}" of the last page
     sent:{delivery}:{channel}      pending|token|deadline_ms|page|redeliveries, sent|ms,
-                                   dlq|reason (delivery = alert_id, or alert_id:escalation);
+                                   dlq|reason (delivery = alert_id, alert_id:escalation, or
+                                   alert_id:resolved for a resolve page of a resolved alert);
                                    page is empty until the page is about to be sent
     page:{page}:{channel}          the page as sent (JSON), while it is pending: what a
                                    replica re-sends, byte for byte, when its sender died
@@ -25,11 +28,17 @@ Keys (``prefix`` defaults to ``wk:``), all under ``{prefix}notify:``:
                                    is start_ms, or channel_key:start_ms for held
     held-channel:{channel}         the channel spec a held-back summary goes to
     rate:{channel}:{minute_ms}     pages sent to a channel in that minute (all replicas)
-    alert:{alert_id}               the alert as delivered (for ack and escalation)
+    alert:{alert_id}               the alert as delivered, or as suppressed as info (for
+                                   ack, escalation and lookups)
     ack:{alert_id}                 who acknowledged, when
     ack-kind:{model}:{kind}        until_ms: an ack stops repeats of its model and kind
     silence:{model}                until_ms; silence-info:{model} holds who and why
-    open:{model}                   dedup key of the open degradation incident (for resolve)
+    open:{model}                   dedup key of the open performance_degradation incident
+                                   (closed by a performance_improvement or a resolved alert)
+    open:{model}:{kind}            dedup key of the open incident of any other kind (closed
+                                   by an alert of that kind with status "resolved")
+    opened:{alert_id}              the alert already opened its incident: a redelivery or a
+                                   replay does not open it again after it was resolved
     escalations                    zset alert_id -> due_ms
     stats                          hash of counters (delivered, suppressed_*, dlq, ...)
 """
@@ -48,6 +57,7 @@ __all__ = ["Claim", "Clock", "PagingStore", "Silence", "Takeover", "Window", "Wi
 
 Clock = Callable[[], float]  # seconds since the epoch
 Decision = Literal["deliver", "silenced", "acknowledged", "cooldown"]
+DEGRADATION = "performance_degradation"  # its incident keeps the key it had before kinds
 ClaimState = Literal["claimed", "done", "busy", "in_doubt"]
 TakeoverState = Literal["taken", "busy", "done"]
 UNKNOWN_PAGE = "?"  # a claim written before pages were recorded: its page is not known
@@ -92,6 +102,19 @@ if o then
 end
 redis.call('SET', KEYS[1], decision, 'PX', ARGV[1])
 return decision
+"""
+
+# Open an incident unless every alert of its page opened it before (a redelivered or
+# replayed trigger must not reopen an incident that was resolved since). KEYS: the
+# incident, then one opened:{alert_id} per alert. ARGV: dedup key, ttl.
+_OPEN = """
+local fresh = #KEYS == 1
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[2]) then fresh = true end
+end
+if fresh then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if fresh then return 1 end
+return 0
 """
 
 # Bind claims to the page about to be sent, or renew their lease: all or nothing, so a
@@ -274,6 +297,7 @@ class PagingStore:
         self._decide = redis.register_script(_DECIDE)
         self._cas = redis.register_script(_CAS)
         self._resolve = redis.register_script(_RESOLVE)
+        self._open = redis.register_script(_OPEN)
         self._rebind = redis.register_script(_REBIND)
         self._takeover = redis.register_script(_TAKEOVER)
         self._finish = redis.register_script(_FINISH)
@@ -307,13 +331,20 @@ class PagingStore:
         )
         return _text(result)  # type: ignore[return-value]
 
-    async def decide_resolve(self, alert: dict[str, Any]) -> str | None:
-        """For an improvement: the dedup key of the open incident it resolves, or None.
-        Closing the incident and recording the decision is one step, so exactly one
-        replica resolves it and a redelivered alert resolves the same incident."""
+    async def decide_resolve(
+        self, alert: dict[str, Any], *, kind: str = DEGRADATION, suffix: str = ""
+    ) -> str | None:
+        """For a resolving alert (an improvement, or an alert with status "resolved"): the
+        dedup key of the open incident of its model and ``kind`` that it resolves, or None.
+        Closing the incident and recording the decision (under the alert's id and
+        ``suffix``) is one step, so exactly one replica resolves it and a redelivered alert
+        resolves the same incident."""
         result = _text(
             await self._resolve(
-                keys=[self.key("decision", alert["alert_id"]), self.key("open", alert["model_id"])],
+                keys=[
+                    self.key("decision", alert["alert_id"] + suffix),
+                    self.incident_key(alert["model_id"], kind),
+                ],
                 args=[self.ttl_ms],
             )
         )
@@ -518,8 +549,35 @@ class PagingStore:
 
     # --- incidents and escalation -------------------------------------------------------
 
-    async def open_incident(self, model_id: str, dedup_key: str) -> None:
-        await self.redis.set(self.key("open", model_id), dedup_key, px=self.ttl_ms)
+    def incident_key(self, model_id: str, kind: str = DEGRADATION) -> str:
+        """Where the open incident of ``model_id`` and ``kind`` is kept (a degradation's
+        key has no kind: incidents opened before kinds had their own stay resolvable)."""
+        if kind == DEGRADATION:
+            return self.key("open", model_id)
+        return self.key("open", model_id, kind)
+
+    async def open_incident(
+        self,
+        model_id: str,
+        dedup_key: str,
+        *,
+        kind: str = DEGRADATION,
+        alert_ids: Sequence[str] = (),
+    ) -> bool:
+        """Open the incident of ``model_id`` and ``kind`` under ``dedup_key``, unless every
+        one of ``alert_ids`` (the page's alerts) opened it before. True when opened."""
+        opened = await self._open(
+            keys=[
+                self.incident_key(model_id, kind),
+                *(self.key("opened", alert_id) for alert_id in alert_ids),
+            ],
+            args=[dedup_key, self.ttl_ms],
+        )
+        return bool(int(opened))
+
+    async def open_incident_key(self, model_id: str, kind: str = DEGRADATION) -> str | None:
+        """The dedup key of the open incident of ``model_id`` and ``kind``, if any."""
+        return _text(await self.redis.get(self.incident_key(model_id, kind))) or None
 
     async def schedule_escalation(self, alert_id: str, due: float) -> None:
         await self.redis.zadd(self.key("escalations"), {alert_id: int(due * 1000)}, nx=True)

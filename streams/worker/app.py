@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 from detectors.config import DetectorSettings
 from detectors.track import ModelTrack
 from streams.connections import aiokafka_kwargs
-from streams.contract.alerts import build_model_limit_alert
+from streams.contract.alerts import build_model_limit_alert, build_stream_silent_alert
 from streams.contract.internal import Kind
 from streams.engine.detect_step import DetectOutput
 from streams.settings import Settings
@@ -56,6 +56,7 @@ from streams.worker.faust_internals import (
 )
 from streams.worker.join_step import WorkerJoin
 from streams.worker.output import deliver
+from streams.worker.stream_silence import StreamSilence
 
 __all__ = ["EXIT_AGENT_FAILED", "Pipeline"]
 
@@ -155,6 +156,7 @@ class Pipeline:
         self.broker_watch = BrokerWatch(
             s.session_timeout_s, s.shutdown_grace_s + 5, time.monotonic()
         )
+        self.stream_silence = StreamSilence(s.stream_silent_s, time.monotonic())
         self._disorder: Counter[str] = Counter()  # logged once per interval
         self._disorder_logged = time.monotonic()
         self._health: HealthStore | None = None
@@ -174,6 +176,9 @@ class Pipeline:
         self.app.timer(max(s.idle_flush_s / 2, 0.1), on_leader=False)(self.flush_idle)
         self.app.timer(s.health_interval_s, on_leader=False)(self._write_counts)
         self.app.timer(BROKER_PROBE_S, on_leader=False)(self._probe_broker)
+        if s.stream_silent_s > 0:
+            every = min(max(s.stream_silent_s / 10, 0.5), 30.0)
+            self.app.timer(every, on_leader=False)(self._check_stream)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_before_shutdown.connect(self._on_shutdown)
@@ -594,6 +599,42 @@ class Pipeline:
             self.broker_watch.failed(time.monotonic(), type(exc).__name__)
         else:
             self.broker_watch.answered(time.monotonic())
+
+    async def _check_stream(self) -> None:
+        """Raise (and resolve) the fleet ``model_silent`` alert from the predictions
+        topic's end offsets (:class:`StreamSilence`)."""
+        if self.fatal is not None:
+            return
+        topic = self.settings.topics.predictions
+        try:
+            reader = await asyncio.wait_for(self._reader(), 5.0)
+            parts = reader.partitions_for_topic(topic) or set()
+            if not parts:
+                await asyncio.wait_for(reader.topics(), 5.0)
+                parts = reader.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            if not tps:
+                return
+            ends = await asyncio.wait_for(reader.end_offsets(tps), 5.0)
+        except (TimeoutError, KafkaError, OSError):
+            return  # a broker that does not answer is BrokerWatch's to report
+        now = time.monotonic()
+        state = self.stream_silence.observe(sum(ends.values()), now)
+        if state is None:
+            return
+        quiet = now - self.stream_silence.changed if state == "firing" else 0.0
+        s = self.settings
+        alert = build_stream_silent_alert(
+            detected_at=datetime.now(UTC),
+            quiet_s=quiet if state == "firing" else s.stream_silent_s,
+            window_s=s.stream_silent_s,
+            resolved=state == "resolved",
+        )
+        if state == "firing":
+            log.error("%s", alert["message"])
+        else:
+            log.warning("%s", alert["message"])
+        await self._publish_alerts([alert])
 
     async def _caught_up(self) -> bool:
         """Has this worker processed every record the broker holds on its partitions?"""

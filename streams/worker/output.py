@@ -51,7 +51,7 @@ def add_join_output(
     add = batches.add
     for partition, groups in out.outcomes.items():
         for joined in groups:
-            key = joined.outcomes[0].model_id.encode()
+            key = joined.model_id.encode()
             for value in encode_joined_outcomes(joined):
                 add(outcomes_topic, partition, key, value)
     for home, forwards in out.forwards.items():

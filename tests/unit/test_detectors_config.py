@@ -130,7 +130,8 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     (
         {"defaults": {"adwinn": {}}},
         "defaults.adwinn",
-        "valid keys: adwin, error_clip, page_hinkley, task",
+        "valid keys: adwin, error_clip, estimated, input_quality, labels, page_hinkley, "
+        "prediction_drift, silence, task",
     ),
     ({"defaults": {"adwin": {"dleta": 0.1}}}, "defaults.adwin.dleta", "clock, delta, enabled"),
     (

@@ -71,6 +71,14 @@ def crash_run(
     return topo, emitted
 
 
+def signals(topo: LocalTopology) -> list[tuple[str, str, str, int, int]]:
+    """The label-free signals found, as their alerts identify them."""
+    return [
+        (f.model_id, f.signal.kind, f.signal.status, f.signal.index, f.signal.event_time_ms)
+        for f in topo.found_signals()
+    ]
+
+
 @pytest.mark.parametrize("lost", list(LOST))
 @settings(max_examples=12, deadline=None)
 @given(
@@ -87,6 +95,7 @@ def test_outcomes_published_again_after_a_crash_are_dropped(
     clean = es.reference(scenario)
     topo, emitted = crash_run(scenario, crashed=crashed % partitions, at=at, lost=lost, rerun=rerun)
     assert es.found(topo) == es.found(clean)
+    assert signals(topo) == signals(clean)
     assert es.outcome_counts(topo) == es.outcome_counts(clean)
     assert topo.detect_counts["duplicate_outcomes"] == emitted
     assert topo.late_outcomes == 0

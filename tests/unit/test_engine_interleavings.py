@@ -59,7 +59,11 @@ def test_the_scenarios_raise_alerts_before_the_end_of_the_stream() -> None:
 @settings(
     max_examples=40,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
 @given(st.data())
 def test_any_interleaving_of_reads_and_hops_gives_the_reference_detections(

@@ -89,7 +89,7 @@ class LiveRun:
     def send(self, out: JoinOutput) -> None:
         for partition, groups in out.outcomes.items():
             for joined in groups:
-                key = joined.outcomes[0].model_id.encode()
+                key = joined.model_id.encode()
                 for value in encode_joined_outcomes(joined):
                     self.topics[(OUTCOMES, partition)].append((key, value))
         for home, forwards in out.forwards.items():
