@@ -286,7 +286,7 @@ class PredictionDriftConfig:
     enabled: bool = True
     delta: float = 0.002
     warmup: int = 200
-    confirm: int = 300
+    confirm: int = 100
     positive_class: str = "1"
     warning_shift: float = 0.05
     critical_shift: float = 0.20

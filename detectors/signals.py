@@ -213,7 +213,7 @@ class SignalWatch:
             out += self._drifts("positive_rate", rate, at, self._shift_severity)
             out += self._drifts("score", scores, score_at, self._shift_severity)
         if self._expected is not None and expected:
-            out += self._estimate(self._expected.update_many(expected), score_at)
+            out += self._estimate(expected, score_at)
         return out
 
     def _regression(self, valid: list[tuple[int, int, Any, float | None]]) -> list[Signal]:
@@ -247,11 +247,34 @@ class SignalWatch:
         at: list[tuple[int, int]],
         severity: Callable[[float], str],
     ) -> list[Signal]:
-        if not values:
-            return []
         adwin = self._drift.get(name)
         if adwin is None:
             adwin = self._drift[name] = Adwin(self._drift_config)
+        return [
+            self._drift_signal(name, confirmed, at_ms, severity)
+            for confirmed, at_ms in self._confirm(
+                name,
+                adwin,
+                values,
+                at,
+                lambda s: severity(abs(s.mean_after - s.mean_before)) != "info",
+            )
+        ]
+
+    def _confirm(
+        self,
+        name: str,
+        adwin: Adwin,
+        values: list[float],
+        at: list[tuple[int, int]],
+        clear: Callable[[Shift], bool],
+    ) -> list[tuple[list[Any], int]]:
+        """Feed ``values`` to ``adwin``; a change it reports goes out at once when ``clear``
+        says its own statistics already show enough; else the new level is measured over
+        the next ``confirm`` values (ADWIN cuts its window soon after a change, so the
+        part it keeps still holds older values, and understates the shift). Returns
+        ([index of the detection, mean before, count before, sum after, count after],
+        event time of the value that decided)."""
         hits = dict(adwin.update_many(values))
         confirming = self._confirming.get(name)
         if confirming is None and not hits:
@@ -263,11 +286,18 @@ class SignalWatch:
                 confirming[3] += x
                 confirming[4] += 1
                 if confirming[4] >= need:
-                    out.append(self._drift_signal(name, confirming, at[position][1], severity))
+                    out.append((confirming, at[position][1]))
                     confirming = None
             elif position in hits:
                 shift = hits[position]
-                confirming = [at[position][0], shift.mean_before, shift.n_before, 0.0, 0]
+                index, te = at[position]
+                if clear(shift):
+                    total = shift.mean_after * shift.n_after
+                    out.append(
+                        ([index, shift.mean_before, shift.n_before, total, shift.n_after], te)
+                    )
+                else:
+                    confirming = [index, shift.mean_before, shift.n_before, 0.0, 0]
         self._confirming[name] = confirming
         return out
 
@@ -349,18 +379,28 @@ class SignalWatch:
 
     # --- estimated error ----------------------------------------------------------------
 
-    def _estimate(self, found: list[tuple[int, Shift]], at: list[tuple[int, int]]) -> list[Signal]:
+    def _estimate(self, values: list[float], at: list[tuple[int, int]]) -> list[Signal]:
+        assert self._expected is not None
         out = []
-        for position, shift in found:
-            index, te = at[position]
-            before = {"error_rate": round(shift.mean_before, 6), "count": shift.n_before}
-            after = {"error_rate": round(shift.mean_after, 6), "count": shift.n_after}
-            rise = shift.mean_after - shift.mean_before
+        min_rise = self.config.estimated.min_rise
+
+        def clear(shift: Shift) -> bool:
+            opened = self.estimate_open
+            if opened is None:
+                return shift.mean_after - shift.mean_before >= min_rise
+            return shift.mean_after < (opened[2] + opened[3]) / 2
+
+        for confirmed, te in self._confirm("expected_error", self._expected, values, at, clear):
+            index, mean_before, n_before, total, n = confirmed
+            mean_after = total / n
+            before = {"error_rate": round(mean_before, 6), "count": n_before}
+            after = {"error_rate": round(mean_after, 6), "count": n}
+            rise = mean_after - mean_before
             opened = self.estimate_open
             if opened is None and rise >= self.config.estimated.min_rise:
-                self.estimate_open = (index, te, shift.mean_before, shift.mean_after)
+                self.estimate_open = (index, te, mean_before, mean_after)
                 self._reconcile = [0, 0.0]
-                doubled = shift.mean_before > 0 and shift.mean_after >= 2 * shift.mean_before
+                doubled = mean_before > 0 and mean_after >= 2 * mean_before
                 severity = "critical" if rise >= 0.10 or doubled else "warning"
                 out.append(
                     Signal(
@@ -374,11 +414,11 @@ class SignalWatch:
                         severity,
                         before,
                         after,
-                        f"the error expected from the scores rose from {shift.mean_before:.1%}"
-                        f" to {shift.mean_after:.1%}, before any label",
+                        f"the error expected from the scores rose from {mean_before:.1%}"
+                        f" to {mean_after:.1%}, before any label",
                     )  # fmt: skip
                 )
-            elif opened is not None and rise < 0 and shift.mean_after < (opened[2] + opened[3]) / 2:
+            elif opened is not None and rise < 0 and mean_after < (opened[2] + opened[3]) / 2:
                 self.estimate_open = None
                 out.append(
                     Signal(
@@ -392,7 +432,7 @@ class SignalWatch:
                         "info",
                         before,
                         after,
-                        f"the error expected from the scores is back to {shift.mean_after:.1%}",
+                        f"the error expected from the scores is back to {mean_after:.1%}",
                     )  # fmt: skip
                 )
         return out

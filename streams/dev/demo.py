@@ -174,10 +174,12 @@ def _print_alert(console: Console) -> Callable[[dict[str, Any]], None]:
     def show(a: dict[str, Any]) -> None:
         style = {"critical": "bold red", "warning": "yellow", "info": "green"}[a["severity"]]
         b, f = a["before"], a["after"]
-        if b is None or f is None:  # orphaned_model: no statistics, a message
+        if not a["kind"].startswith("performance_") or b is None or f is None:
+            # orphaned_model and the label-free signals: their message says it
+            status = " (resolved)" if a.get("status") == "resolved" else ""
             console.print(
                 f"[{style}]{a['severity'].upper():8}[/] {a['model_id']:<14} {a['kind']:<24} "
-                f"{a.get('message', '')}"
+                f"{a.get('message', '')}{status}  id {a['alert_id'][:12]}"
             )
             return
         console.print(
@@ -195,7 +197,7 @@ def summarize(
     totals: dict[str, int],
     paging: dict[str, int] | None = None,
     pages: int = 0,
-) -> tuple[Table, Table]:
+) -> tuple[Table, Table, Table]:
     """Totals, and per degraded model: detected or not, and the delay in event time."""
     counts = Table(title="Watchkeeper demo summary")
     counts.add_column("what")
@@ -217,6 +219,10 @@ def summarize(
         ("degradation alerts", len(degradations)),
         ("improvement (info) events", sum(a["kind"] == "performance_improvement" for a in alerts)),
         ("orphaned_model alerts", sum(a["kind"] == "orphaned_model" for a in alerts)),
+        (
+            "label-free alerts (drift, labels, silence, inputs, estimate)",
+            sum(a["kind"] in LABEL_FREE for a in alerts),
+        ),
     ]
     if paging is not None:
         held = {k.removeprefix("suppressed_"): v for k, v in paging.items() if "suppressed_" in k}
@@ -253,7 +259,73 @@ def summarize(
     stable = {m.model_id for m in scenario.models if m.change_at_ms is None}
     false_alarms = sum(a["model_id"] in stable for a in degradations)
     delays.caption = f"degradation alerts on the {len(stable)} stable models: {false_alarms}"
-    return counts, delays
+    return counts, delays, label_free_table(scenario, alerts)
+
+
+LABEL_FREE = (
+    "prediction_drift",
+    "labels_missing",
+    "model_silent",
+    "input_quality",
+    "estimated_degradation",
+)
+
+
+def label_free_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:
+    """Per scenario model with a label-free cause: the first firing alert of each kind
+    that should catch it, in event time from the cause."""
+    table = Table(title="Before the labels: label-free signals")
+    for col in ("model", "what happened", "at", "alert", "first fired", "after"):
+        table.add_column(col)
+
+    def first(model_id: str, kind: str, since: int) -> dict[str, Any] | None:
+        mine = [
+            a
+            for a in alerts
+            if a["model_id"] == model_id
+            and a["kind"] == kind
+            and a.get("status", "firing") == "firing"
+            and a["severity"] != "info"
+            and a["event_time_ms"] >= since
+        ]
+        return min(mine, key=lambda a: a["event_time_ms"]) if mine else None
+
+    cases: list[tuple[str, str, int, str]] = []
+    for m in scenario.labels_stopped:
+        assert m.labels_stop_ms is not None
+        cases.append((m.model_id, "labels stop", m.labels_stop_ms, "labels_missing"))
+        cases.append(
+            (m.model_id, "positive rate 30 % → 50 %", m.labels_stop_ms, "prediction_drift")
+        )
+    for m in scenario.silenced:
+        assert m.silent_from_ms is not None
+        cases.append((m.model_id, "stops serving", m.silent_from_ms, "model_silent"))
+    for m in scenario.degraded:
+        assert m.change_at_ms is not None
+        cases.append(
+            (m.model_id, "error rises (scores show it)", m.change_at_ms, "estimated_degradation")
+        )
+    for model_id, what, at, kind in cases:
+        found = first(model_id, kind, at)
+        table.add_row(
+            model_id,
+            what,
+            _hours(at - scenario.start_ms),
+            kind,
+            _hours(found["event_time_ms"] - scenario.start_ms) if found else "not detected",
+            _hours(found["event_time_ms"] - at) if found else "-",
+        )
+    stable = {
+        m.model_id
+        for m in scenario.models
+        if m.change_at_ms is None and m.labels_stop_ms is None and m.silent_from_ms is None
+    }
+    noise = sum(
+        a["model_id"] in stable and a["kind"] in LABEL_FREE and a["severity"] != "info"
+        for a in alerts
+    )
+    table.caption = f"paging label-free alerts on the {len(stable)} unchanged models: {noise}"
+    return table
 
 
 class PagerInbox:
@@ -419,7 +491,13 @@ def run_demo(
 ) -> int:
     """Run the demo; returns the process exit code."""
     console = Console()
-    scenario = build_scenario(models=models, predictions_per_model=predictions_per_model, seed=seed)
+    scenario = build_scenario(
+        models=models,
+        predictions_per_model=predictions_per_model,
+        seed=seed,
+        labels_stop=1 if models >= 6 else 0,
+        silent=1 if models >= 6 else 0,
+    )
     with embedded_stack() as (broker, redis), tempfile.TemporaryDirectory() as tmp:
         console.print(f"embedded broker {broker.url}  redis {redis.url}")
         settings = Settings(

@@ -7,13 +7,21 @@ degrade, when, and how many predictions can ever be joined.
 Label arrival, per prediction: ``early`` (the label is published before its prediction),
 ``late`` (log-normal delay, median ~2 h, tail to days), ``never``, or ``duplicate``
 (late, then published again later).
+
+Scores are calibrated: each prediction is wrong with its own probability ``w`` (uniform
+on ``[0, 2 x error rate]``) and its score says so (``1 - w`` for a positive prediction,
+``w`` for a negative one), so a degradation shows in the scores before any label.
+
+Label-free scenarios, on request: ``labels_stop`` models whose labels stop at the change
+while the share of positive predictions moves from 30 % to 50 %, and ``silent`` models
+that stop serving at the change.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = ["ModelSpec", "Scenario", "build_scenario"]
@@ -31,6 +39,9 @@ class ModelSpec:
     base_error: float
     degraded_error: float | None = None
     change_at_ms: int | None = None
+    labels_stop_ms: int | None = None  # no label arrives from then on
+    shifted_rate_ms: int | None = None  # the positive rate moves from 0.3 to 0.5 then
+    silent_from_ms: int | None = None  # no prediction from then on
 
 
 @dataclass
@@ -49,6 +60,14 @@ class Scenario:
     @property
     def degraded(self) -> list[ModelSpec]:
         return [m for m in self.models if m.change_at_ms is not None]
+
+    @property
+    def labels_stopped(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.labels_stop_ms is not None]
+
+    @property
+    def silenced(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.silent_from_ms is not None]
 
 
 DEGRADATIONS = (
@@ -72,10 +91,15 @@ def build_scenario(
     early: float = 0.08,
     never: float = 0.12,
     duplicate: float = 0.05,
+    labels_stop: int = 0,
+    silent: int = 0,
 ) -> Scenario:
-    """Build a deterministic scenario; ``degraded`` models change at ``change_fraction``."""
+    """Build a deterministic scenario; ``degraded`` models change at ``change_fraction``,
+    and so do the ``labels_stop`` and ``silent`` ones (taken from the stable models)."""
     if not 0 <= degraded <= min(models, len(DEGRADATIONS)):
         raise ValueError(f"degraded must be between 0 and {min(models, len(DEGRADATIONS))}")
+    if labels_stop < 0 or silent < 0 or degraded + labels_stop + silent > models:
+        raise ValueError("labels_stop and silent models must fit among the stable ones")
     rng = random.Random(seed)  # noqa: S311 - seeded simulation, not security
     span_ms = int(span_hours * HOUR_MS)
     change_at = start_ms + int(span_ms * change_fraction)
@@ -91,6 +115,13 @@ def build_scenario(
             ModelSpec(f"model-{i:05d}", "1.0.0", round(rng.uniform(0.03, 0.10), 3))
             for i in range(models - len(specs))
         )
+    first = len(DEGRADATIONS[:degraded])
+    for k in range(labels_stop):
+        at = first + k
+        specs[at] = replace(specs[at], labels_stop_ms=change_at, shifted_rate_ms=change_at)
+    for k in range(silent):
+        at = first + labels_stop + k
+        specs[at] = replace(specs[at], silent_from_ms=change_at)
 
     timed: list[tuple[int, int, Kind, dict[str, Any]]] = []
     sc = Scenario(specs, start_ms, start_ms + span_ms)
@@ -99,10 +130,12 @@ def build_scenario(
         for i in range(predictions_per_model):
             ts = start_ms + int(rng.random() * span_ms)
             pid = f"{spec.model_id}-{i:07d}"
-            prediction = rng.random() < 0.3
+            shifted = spec.shifted_rate_ms is not None and ts >= spec.shifted_rate_ms
+            prediction = rng.random() < (0.5 if shifted else 0.3)
             degraded_now = spec.change_at_ms is not None and ts >= spec.change_at_ms
             rate = spec.degraded_error if degraded_now and spec.degraded_error else spec.base_error
-            wrong = rng.random() < rate
+            draw, w = rng.random(), min(2 * rate * rng.random(), 1.0)
+            wrong = draw < w  # calibrated: wrong with probability w, which the score shows
             label = (not prediction) if wrong else prediction
             event = {
                 "prediction_id": pid,
@@ -110,13 +143,15 @@ def build_scenario(
                 "model_version": spec.version,
                 "timestamp": ts,
                 "prediction": int(prediction),
-                "score": round(rng.random(), 4),
+                "score": round(1.0 - w if prediction else w, 4),
                 "segment": spec.model_id.rsplit("-", 1)[-1],
             }
+            fate = rng.random()
+            if spec.silent_from_ms is not None and ts >= spec.silent_from_ms:
+                continue
             timed.append((ts, seq, "p", event))
             seq += 1
             sc.predictions += 1
-            fate = rng.random()
             if fate < never:
                 continue
             sc.labelled_predictions += 1
@@ -128,6 +163,12 @@ def build_scenario(
             if fate > 1 - duplicate:
                 arrivals.append(arrival + int(rng.uniform(60_000, 6 * HOUR_MS)))
                 sc.duplicate_labels += 1
+            if spec.labels_stop_ms is not None:
+                arrivals = [at for at in arrivals if at < spec.labels_stop_ms]
+                if not arrivals:
+                    sc.labelled_predictions -= 1
+                    continue
+                sc.duplicate_labels -= len(arrivals) == 1 and fate > 1 - duplicate
             for at in arrivals:
                 timed.append(
                     (at, seq, "g", {"prediction_id": pid, "label": int(label), "timestamp": at})

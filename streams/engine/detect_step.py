@@ -241,6 +241,7 @@ class DetectStep:
             found = track.flush()
             signals += track.finish(None)
             self._run(model_id, before, found, out, signals)
+            self._schedule(model_id, track)  # a live stream may go on after an idle flush
         return out
 
     def _schedule(self, model_id: str, track: ModelTrack) -> None:

@@ -40,7 +40,22 @@ __all__ = [
 DEGRADATION = "performance_degradation"
 IMPROVEMENT = "performance_improvement"
 CHANGE_KINDS = (DEGRADATION, IMPROVEMENT)
+SIGNAL_KINDS = (
+    "prediction_drift",
+    "labels_missing",
+    "model_silent",
+    "input_quality",
+    "estimated_degradation",
+)
+SCORED_KINDS = (DEGRADATION, *SIGNAL_KINDS)
 EXPECTED_COLUMNS = ("model_id", "change_at")
+KIND_COLORS = {
+    "prediction_drift": "tab:orange",
+    "labels_missing": "tab:brown",
+    "model_silent": "tab:olive",
+    "input_quality": "tab:pink",
+    "estimated_degradation": "tab:cyan",
+}
 ALERT_COLUMNS = (
     "combination",
     "model_id",
@@ -54,6 +69,8 @@ ALERT_COLUMNS = (
     "error_after",
     "n_before",
     "n_after",
+    "signal",
+    "status",
 )
 MODEL_COLUMNS = (
     "model_id",
@@ -73,14 +90,17 @@ DETECTOR_COLORS = {"adwin": "tab:red", "page_hinkley": "tab:purple"}
 
 @dataclass(frozen=True)
 class ExpectedChange:
-    """A change an analyst knows happened: model ``model_id`` changed at event time ``at_ms``."""
+    """A change an analyst knows happened: model ``model_id`` changed at event time
+    ``at_ms``, which alerts of ``kind`` should catch."""
 
     model_id: str
     at_ms: int
+    kind: str = DEGRADATION
 
 
 def load_expected(path: Path) -> list[ExpectedChange]:
-    """Read ``model_id,change_at`` rows (RFC 3339 or epoch ms) from a CSV file.
+    """Read ``model_id,change_at[,kind]`` rows (RFC 3339 or epoch ms) from a CSV file;
+    ``kind`` defaults to performance_degradation and may be any label-free kind.
 
     Errors name the file, line and column, so a typo in a long file is found at once
     instead of silently scoring against a wrong change point."""
@@ -92,25 +112,37 @@ def load_expected(path: Path) -> list[ExpectedChange]:
         raise ValueError(f"{path}: cannot read expected change points: {exc}") from None
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
-    if header is None or tuple(h.strip() for h in header) != EXPECTED_COLUMNS:
+    columns = tuple(h.strip() for h in header) if header else ()
+    if columns not in (EXPECTED_COLUMNS, (*EXPECTED_COLUMNS, "kind")):
         got = ",".join(header) if header else "an empty file"
-        raise ValueError(f"{path}: line 1: expected header 'model_id,change_at', got {got!r}")
+        raise ValueError(
+            f"{path}: line 1: expected header 'model_id,change_at' or "
+            f"'model_id,change_at,kind', got {got!r}"
+        )
     changes: list[ExpectedChange] = []
     seen: dict[ExpectedChange, int] = {}
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) != len(EXPECTED_COLUMNS):
-            raise ValueError(f"{path}: line {line}: expected 2 columns, got {len(row)}")
-        model_id, raw = (cell.strip() for cell in row)
+        if len(row) != len(columns):
+            raise ValueError(
+                f"{path}: line {line}: expected {len(columns)} columns, got {len(row)}"
+            )
+        model_id, raw, *rest = (cell.strip() for cell in row)
+        kind = rest[0] if rest and rest[0] else DEGRADATION
         if not model_id:
             raise ValueError(f"{path}: line {line}: column model_id: empty")
+        if kind not in SCORED_KINDS:
+            raise ValueError(
+                f"{path}: line {line}: column kind: {kind!r} is not one of "
+                f"{', '.join(SCORED_KINDS)}"
+            )
         try:
             at_ms = parse_timestamp_ms(int(raw) if raw.isascii() and raw.isdigit() else raw)
         except ValueError as exc:
             raise ValueError(f"{path}: line {line}: column change_at: {exc}") from None
-        change = ExpectedChange(model_id, at_ms)
+        change = ExpectedChange(model_id, at_ms, kind)
         if change in seen:
             raise ValueError(f"{path}: line {line}: duplicate of line {seen[change]}")
         seen[change] = line
@@ -123,13 +155,14 @@ def load_expected(path: Path) -> list[ExpectedChange]:
 
 @dataclass(frozen=True)
 class ChangeMatch:
-    """One expected change and the first degradation alert at or after it (None: missed)."""
+    """One expected change and the first alert of its kind at or after it (None: missed)."""
 
     model_id: str
     at_ms: int
     alert_id: str | None = None
     detector: str | None = None
     alert_ms: int | None = None
+    kind: str = DEGRADATION
 
     @property
     def delay_ms(self) -> int | None:
@@ -143,6 +176,7 @@ class ChangeMatch:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
+            "kind": self.kind,
             "change_at": rfc3339_ms(self.at_ms),
             "change_at_ms": self.at_ms,
             "detected": self.alert_id is not None,
@@ -196,36 +230,51 @@ class ComboScore:
         return out
 
 
+def _firing(alerts: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The alerts of ``kind`` that report a change (not resolves, not reconciliations)."""
+    return sorted(
+        (
+            a
+            for a in alerts
+            if a["kind"] == kind
+            and a.get("status", "firing") == "firing"
+            and a.get("detector") != "reconcile"
+        ),
+        key=lambda a: (a["event_time_ms"], a.get("outcome_index") or 0),
+    )
+
+
 def evaluate(result: BacktestResult, expected: list[ExpectedChange]) -> list[ComboScore]:
     """Score every combination of the sweep against the known change points.
 
-    A change is detected by the model's first degradation alert at or after it (and
-    before the model's next expected change, if several are given); degradation alerts on
-    models expected to stay stable, or before a model's first expected change, are false
-    alarms. Later alerts on an already detected change are neither: both detectors
-    confirming one change is not a false alarm."""
-    changes: dict[str, list[int]] = defaultdict(list)
-    for change in expected:
-        changes[change.model_id].append(change.at_ms)
-    for times in changes.values():
-        times.sort()
+    Each kind is scored on its own: a change is detected by the model's first alert of
+    the change's kind at or after it (and before the model's next expected change of that
+    kind, if several are given); alerts of a kind on models not expected to change in that
+    way, or before their first expected change of it, are false alarms. Later alerts on an
+    already detected change are neither: both detectors confirming one change is not a
+    false alarm. Without expectations, degradations are counted."""
+    kinds = sorted({c.kind for c in expected}, key=SCORED_KINDS.index) or [DEGRADATION]
     scores = []
     for combo in result.combinations:
-        degradations = sorted(
-            (a for a in result.alerts.get(combo.name, []) if a["kind"] == DEGRADATION),
-            key=lambda a: (a["event_time_ms"], a["outcome_index"] or 0),
-        )
-        score = ComboScore(combo.name, dict(combo.overrides), len(degradations))
-        if expected:
+        alerts = result.alerts.get(combo.name, [])
+        firing = {kind: _firing(alerts, kind) for kind in kinds}
+        score = ComboScore(combo.name, dict(combo.overrides), sum(map(len, firing.values())))
+        for kind in kinds if expected else []:
+            changes: dict[str, list[int]] = defaultdict(list)
+            for change in expected:
+                if change.kind == kind:
+                    changes[change.model_id].append(change.at_ms)
+            for times in changes.values():
+                times.sort()
             grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for a in degradations:
+            for a in firing[kind]:
                 grouped[a["model_id"]].append(a)
-            for model_id, alerts in grouped.items():
+            for model_id, mine in grouped.items():
                 starts = changes.get(model_id)
                 if starts is None:
-                    score.false_alarms += len(alerts)
+                    score.false_alarms += len(mine)
                 else:
-                    score.false_alarms += sum(a["event_time_ms"] < starts[0] for a in alerts)
+                    score.false_alarms += sum(a["event_time_ms"] < starts[0] for a in mine)
             for model_id, times in sorted(changes.items()):
                 bounds = [*times[1:], math.inf]
                 for at_ms, until in zip(times, bounds, strict=True):
@@ -238,7 +287,7 @@ def evaluate(result: BacktestResult, expected: list[ExpectedChange]) -> list[Com
                         None,
                     )
                     if hit is None:
-                        score.matches.append(ChangeMatch(model_id, at_ms))
+                        score.matches.append(ChangeMatch(model_id, at_ms, kind=kind))
                     else:
                         score.matches.append(
                             ChangeMatch(
@@ -247,6 +296,7 @@ def evaluate(result: BacktestResult, expected: list[ExpectedChange]) -> list[Com
                                 hit["alert_id"],
                                 hit["detector"],
                                 hit["event_time_ms"],
+                                kind,
                             )
                         )
         scores.append(score)
@@ -270,6 +320,9 @@ def _rate(value: Any) -> str:
 
 def _change_line(alert: dict[str, Any]) -> str:
     stamp = datetime.fromtimestamp(alert["event_time_ms"] / 1000, tz=UTC)
+    if alert["kind"] not in CHANGE_KINDS:
+        status = " resolved" if alert.get("status") == "resolved" else ""
+        return f"{stamp:%Y-%m-%d %H:%M}Z {alert['kind']} ({alert.get('signal')}){status}"
     before = (alert.get("before") or {}).get("error_rate")
     after = (alert.get("after") or {}).get("error_rate")
     return (
@@ -288,7 +341,7 @@ def _alerts_of(result: BacktestResult, combination_name: str) -> list[dict[str, 
 def _change_points(alerts: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in alerts:
-        if a.get("kind") in CHANGE_KINDS:
+        if a.get("kind") in CHANGE_KINDS or a.get("kind") in SIGNAL_KINDS:
             grouped[a["model_id"]].append(a)
     for found in grouped.values():
         found.sort(key=lambda a: (a["event_time_ms"], a["outcome_index"] or 0))
@@ -306,8 +359,8 @@ def model_table(result: BacktestResult, combination_name: str) -> Table:
     table.add_column("predictions", justify="right")
     table.add_column("joined", justify="right")
     table.add_column("label coverage", justify="right")
-    table.add_column("change points", justify="right")
-    table.add_column("event time, detector, error rate before \N{RIGHTWARDS ARROW} after")
+    table.add_column("changes and signals", justify="right")
+    table.add_column("event time, detector, error rate before \N{RIGHTWARDS ARROW} after; signals")
     for model_id in sorted(set(result.models) | set(found)):
         summary = result.models.get(model_id) or ModelSummary(model_id)
         changes = found.get(model_id, [])
@@ -414,6 +467,8 @@ def write_outputs(result: BacktestResult, scores: list[ComboScore], out_dir: Pat
                         after.get("error_rate"),
                         before.get("count"),
                         after.get("count"),
+                        a.get("signal"),
+                        a.get("status", "firing"),
                     ]
                 )
     with written[2].open("w", newline="", encoding="utf-8") as f:
@@ -502,15 +557,23 @@ def _plot_model(
     labelled: set[str] = set()
     for a in changes:
         detector = a["detector"]
-        label = f"{detector} change" if detector not in labelled else None
-        labelled.add(detector)
+        if a["kind"] in CHANGE_KINDS:
+            name = f"{detector} {'increase' if a['kind'] == DEGRADATION else 'decrease'}"
+            color = DETECTOR_COLORS.get(detector, "tab:gray")
+            style = "-" if a["kind"] == DEGRADATION else ":"
+        else:  # a label-free signal: one legend entry per kind and status
+            resolved = a.get("status") == "resolved"
+            name = f"{a['kind']}{' resolved' if resolved else ''}"
+            color = KIND_COLORS.get(a["kind"], "tab:gray")
+            style = ":" if resolved else "-."
         top.axvline(
             _dt(a["event_time_ms"]),
-            color=DETECTOR_COLORS.get(detector, "tab:gray"),
-            linestyle="-" if a["kind"] == DEGRADATION else ":",
+            color=color,
+            linestyle=style,
             linewidth=1.2,
-            label=label,
+            label=name if name not in labelled else None,
         )
+        labelled.add(name)
     for i, at_ms in enumerate(expected):
         top.axvline(
             _dt(at_ms),

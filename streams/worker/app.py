@@ -674,6 +674,12 @@ def _snapshot(track: ModelTrack, alerts: list[dict[str, Any]]) -> dict[str, Any]
         "recent_error_rate": round(monitor.recent_error_rate, 6),
         "last_event_time_ms": monitor.last_event_time_ms or 0,
     }
+    watch = track.watch
+    snap["predictions_seen"] = watch.served
+    snap["last_prediction_ms"] = watch.last_ms or 0
+    snap["silent"] = int(watch.silent_since is not None)
+    if watch.labels.usual_coverage is not None:
+        snap["label_coverage"] = round(watch.labels.usual_coverage, 6)
     mine = [a for a in alerts if a["model_id"] == track.model_id]
     if mine:
         snap["last_alert_id"] = mine[-1]["alert_id"]

@@ -14,7 +14,8 @@ from rich.console import Console
 
 from detectors.base import Change
 from detectors.config import DetectorSettings
-from streams.contract.alerts import build_alert
+from detectors.signal import Signal
+from streams.contract.alerts import build_alert, build_signal_alert
 from streams.dev.simulate import build_scenario
 from streams.engine.join_step import InputRecord
 from streams.engine.rules import InputRules
@@ -401,7 +402,9 @@ def test_a_replayed_degradation_is_scored_and_reported(
         first_after = min(
             a["event_time_ms"]
             for a in alerts
-            if a["model_id"] == "fraud-eu" and a["event_time_ms"] >= match.at_ms
+            if a["model_id"] == "fraud-eu"
+            and a["kind"] == "performance_degradation"
+            and a["event_time_ms"] >= match.at_ms
         )
         assert match.delay_ms == first_after - match.at_ms > 0
 
@@ -417,3 +420,72 @@ def test_a_replayed_degradation_is_scored_and_reported(
     text = render(model_table(result, scores[0].name))
     for model_id, s in result.models.items():
         assert model_id in text and str(s.predictions) in text and str(s.joined) in text
+
+
+# --- label-free kinds in --expect ----------------------------------------------------------------
+
+
+def signal_alert(model_id: str, at_ms: int, kind: str, *, status: str = "firing") -> dict[str, Any]:
+    signal = Signal(
+        kind,
+        "window",
+        "label_coverage",
+        status,
+        None,
+        at_ms,
+        at_ms,
+        "warning",
+        {},
+        {},
+        "x",  # type: ignore[arg-type]
+    )
+    return build_signal_alert(
+        signal,
+        model_id=model_id,
+        model_version="1",
+        detected_at=DETECTED_AT,
+        config_fingerprint="f",
+    )
+
+
+def test_load_expected_reads_an_optional_kind_column(tmp_path: Path) -> None:
+    path = tmp_path / "changes.csv"
+    path.write_text(
+        "model_id,change_at,kind\nm1,2026-11-19T12:00:00Z,labels_missing\nm2,2026-11-19T12:00:00Z,\n"
+    )
+    assert load_expected(path) == [
+        ExpectedChange("m1", T, "labels_missing"),
+        ExpectedChange("m2", T, "performance_degradation"),
+    ]
+    path.write_text("model_id,change_at,kind\nm1,2026-11-19T12:00:00Z,labels_gone\n")
+    with pytest.raises(ValueError, match="line 2: column kind: 'labels_gone' is not one of"):
+        load_expected(path)
+
+
+def test_each_kind_is_scored_against_its_own_expected_changes() -> None:
+    """A labels_missing alert detects an expected labels_missing change, not a degradation;
+    resolves never count; the same kind on a model expected to change otherwise is a false
+    alarm."""
+    alerts = [
+        signal_alert("m1", T + HOUR_MS, "labels_missing"),  # detects m1's change, 1 h
+        signal_alert("m1", T + 2 * HOUR_MS, "labels_missing", status="resolved"),  # neither
+        signal_alert("m2", T + HOUR_MS, "labels_missing"),  # m2 expects silence: false alarm
+        signal_alert("m2", T + 30 * MIN_MS, "model_silent"),  # detects m2's, 0.5 h
+        alert("m1", T + HOUR_MS, index=3),  # degradation: m1 expects none of it: false alarm
+    ]
+    expected = [
+        ExpectedChange("m1", T, "labels_missing"),
+        ExpectedChange("m2", T, "model_silent"),
+        ExpectedChange("m3", T, "model_silent"),  # nothing fires: missed
+    ]
+    (score, _) = evaluate(hand_made(alerts, []), expected)
+    assert (score.detected, score.missed) == (2, 1)
+    assert score.false_alarms == 1  # the labels_missing of m2; degradations are not scored
+    by_model = {(m.model_id, m.kind): m.delay_ms for m in score.matches}
+    assert by_model == {
+        ("m1", "labels_missing"): HOUR_MS,
+        ("m2", "model_silent"): 30 * MIN_MS,
+        ("m3", "model_silent"): None,
+    }
+    (score, _) = evaluate(hand_made(alerts, []), [*expected, ExpectedChange("m4", T)])
+    assert score.false_alarms == 2  # degradations are scored now: m1's is a false alarm
