@@ -25,6 +25,7 @@ from .report import markdown
 
 SUITES = (
     "quality",
+    "quality_signals",
     "detector_overhead",
     "memory",
     "throughput",

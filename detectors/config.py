@@ -439,10 +439,11 @@ class EstimatedConfig:
     """``estimated_degradation``: for classifiers with calibrated scores, the expected
     error of each prediction (``1 - score`` when it predicts the positive class, else
     ``score``, as in NannyML's CBPE) is watched by ADWIN, so a loss of confidence alerts
-    before any label. A rise smaller than ``min_rise`` is not reported. When the labels of
-    ``reconcile_after`` predictions made after the alert are in, an info alert compares
-    the estimate with the error they show (and resolves the alert when they do not
-    confirm it)."""
+    before any label. A rise smaller than ``min_rise`` is not reported; the alert resolves
+    when the expected error falls back. When the labels of ``reconcile_after``
+    predictions made after the alert are in, an info alert compares the estimate with the
+    error they show (``after.confirmed``); a label-based ``performance_degradation``
+    follows when they confirm it."""
 
     enabled: bool = True
     delta: float = 0.002

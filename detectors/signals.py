@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from detectors.adwin import Adwin
-from detectors.base import Shift
 from detectors.config import AdwinConfig, MonitorConfig
 from detectors.histogram import LogHistogram
 from detectors.labels import LabelWindows
@@ -87,7 +87,8 @@ class SignalWatch:
         e = config.estimated
         self._expected = Adwin(AdwinConfig(delta=e.delta)) if e.enabled else None
         self.estimate_open: tuple[int, int, float, float] | None = None  # index, ms, before, after
-        self._reconcile: list[float] = [0, 0.0]  # outcomes since the estimate, errors
+        # the estimate being reconciled: [index, from ms, before, after, outcomes, errors]
+        self._reconciling: list[Any] | None = None
         self._pending: list[Signal] = []
 
     # --- input --------------------------------------------------------------------------
@@ -114,12 +115,11 @@ class SignalWatch:
     def outcome(self, event_ms: int, completed_ms: int, error: float) -> None:
         """One outcome of this model, released in canonical order."""
         self.labels.labelled(event_ms, completed_ms)
-        opened = self.estimate_open
-        if opened is not None and event_ms >= opened[1]:
-            r = self._reconcile
-            r[0] += 1
-            r[1] += error
-            if r[0] == self.config.estimated.reconcile_after:
+        r = self._reconciling
+        if r is not None and event_ms >= r[1]:
+            r[4] += 1
+            r[5] += error
+            if r[4] == self.config.estimated.reconcile_after:
                 self._pending.append(self._reconciled(completed_ms))
 
     def finish(self, bound: int | None) -> list[Signal]:
@@ -156,12 +156,12 @@ class SignalWatch:
             quality.append(0.0)
             prediction, score, version = payload
             self.version = version
-            self.served += 1
             self.labels.predicted(te)
-            out += self._gap(te)
+            out += self._gap(te)  # before counting it: the count is of the gap's start
+            self.served += 1
             valid.append((self.seen, te, prediction, score))
         if self._invalid is not None:
-            out += self._quality(self._invalid.update_many(quality), positions)
+            out += self._quality(quality, positions)
         if valid:
             out += self._predictions(valid)
         return out
@@ -250,16 +250,33 @@ class SignalWatch:
         adwin = self._drift.get(name)
         if adwin is None:
             adwin = self._drift[name] = Adwin(self._drift_config)
-        return [
-            self._drift_signal(name, confirmed, at_ms, severity)
-            for confirmed, at_ms in self._confirm(
-                name,
-                adwin,
-                values,
-                at,
-                lambda s: severity(abs(s.mean_after - s.mean_before)) != "info",
-            )
-        ]
+
+        def judge(before: float, after: float) -> str | None:
+            level = severity(abs(after - before))
+            return None if level == "info" else level
+
+        def handle(m: _Measured) -> Signal | None:
+            size = m.after - m.before
+            level = severity(abs(size))
+            if m.reported is not None and _RANK[level] <= _RANK[m.reported]:
+                return None  # measured after an alert that already said as much
+            grew = "" if m.reported is None else f", grown from the {m.reported} first reported"
+            return Signal(
+                    "prediction_drift",
+                    "adwin",
+                    name,
+                    "firing",
+                    "increase" if size > 0 else "decrease",
+                    m.index,
+                    m.at_ms,
+                    level,
+                    {"mean": round(m.before, 6), "count": m.n_before},
+                    {"mean": round(m.after, 6), "count": m.n},
+                    f"the {name.replace('_', ' ')} of the predictions moved from "
+                    f"{m.before:.3g} to {m.after:.3g} ({size:+.3g}){grew}",
+                )  # fmt: skip
+
+        return self._confirm(name, adwin, values, at, judge, handle)
 
     def _confirm(
         self,
@@ -267,58 +284,51 @@ class SignalWatch:
         adwin: Adwin,
         values: list[float],
         at: list[tuple[int, int]],
-        clear: Callable[[Shift], bool],
-    ) -> list[tuple[list[Any], int]]:
-        """Feed ``values`` to ``adwin``; a change it reports goes out at once when ``clear``
-        says its own statistics already show enough; else the new level is measured over
-        the next ``confirm`` values (ADWIN cuts its window soon after a change, so the
-        part it keeps still holds older values, and understates the shift). Returns
-        ([index of the detection, mean before, count before, sum after, count after],
-        event time of the value that decided)."""
+        judge: Callable[[float, float], str | None],
+        handle: Callable[[_Measured], Signal | None],
+    ) -> list[Signal]:
+        """Feed ``values`` to ``adwin`` and measure the changes it reports.
+
+        ADWIN cuts its window soon after a change, so the part it keeps still holds older
+        values and understates the shift. A change goes out at once when ``judge`` (mean
+        before, mean after) finds ADWIN's own figures enough (it returns a severity);
+        either way the new level is then measured over the next ``confirm`` values and
+        reported again (``reported`` says at which severity it went out first, None if it
+        did not), so a caller can raise what was understated. ``handle`` turns each
+        measurement into a signal (or not) at once, in stream order: its state changes
+        are what ``judge`` sees next, whatever the batches."""
         hits = dict(adwin.update_many(values))
-        confirming = self._confirming.get(name)
-        if confirming is None and not hits:
+        state = self._confirming.get(name)
+        if state is None and not hits:
             return []
-        out = []
+        out: list[Signal] = []
         need = self.config.prediction_drift.confirm
         for position, x in enumerate(values):
-            if confirming is not None:
-                confirming[3] += x
-                confirming[4] += 1
-                if confirming[4] >= need:
-                    out.append((confirming, at[position][1]))
-                    confirming = None
+            if state is not None:
+                state[3] += x
+                state[4] += 1
+                if state[4] >= need:
+                    index, before, n_before, total, n, reported = state
+                    if reported is not None:  # a follow-up: its own index, its own alert
+                        index = at[position][0]
+                    m = _Measured(index, at[position][1], before, n_before, total / n, n, reported)
+                    if (signal := handle(m)) is not None:
+                        out.append(signal)
+                    state = None
             elif position in hits:
                 shift = hits[position]
                 index, te = at[position]
-                if clear(shift):
-                    total = shift.mean_after * shift.n_after
-                    out.append(
-                        ([index, shift.mean_before, shift.n_before, total, shift.n_after], te)
-                    )
-                else:
-                    confirming = [index, shift.mean_before, shift.n_before, 0.0, 0]
-        self._confirming[name] = confirming
+                level = judge(shift.mean_before, shift.mean_after)
+                if level is not None:
+                    m = _Measured(
+                        index, te, shift.mean_before, shift.n_before, shift.mean_after,
+                        shift.n_after, None,
+                    )  # fmt: skip
+                    if (signal := handle(m)) is not None:
+                        out.append(signal)
+                state = [index, shift.mean_before, shift.n_before, 0.0, 0, level]
+        self._confirming[name] = state
         return out
-
-    def _drift_signal(
-        self,
-        name: str,
-        confirmed: list[Any],
-        at_ms: int,
-        severity: Callable[[float], str],
-    ) -> Signal:
-        index, before, n_before, total, n = confirmed
-        after = total / n
-        size = after - before
-        return Signal(
-            "prediction_drift", "adwin", name, "firing",
-            "increase" if size > 0 else "decrease", index, at_ms, severity(abs(size)),
-            {"mean": round(before, 6), "count": n_before},
-            {"mean": round(after, 6), "count": n},
-            f"the {name.replace('_', ' ')} of the predictions moved from {before:.3g} to "
-            f"{after:.3g} ({size:+.3g})",
-        )  # fmt: skip
 
     def _shift_severity(self, size: float) -> str:
         c = self.config.prediction_drift
@@ -330,126 +340,168 @@ class SignalWatch:
 
     # --- input quality ------------------------------------------------------------------
 
-    def _quality(self, found: list[tuple[int, Shift]], at: list[tuple[int, int]]) -> list[Signal]:
-        out = []
+    def _quality(self, values: list[float], at: list[tuple[int, int]]) -> list[Signal]:
+        assert self._invalid is not None
         floor = self.config.input_quality.min_rate
-        for position, shift in found:
-            index, te = at[position]
-            before = {"invalid_rate": round(shift.mean_before, 6), "count": shift.n_before}
-            after = {"invalid_rate": round(shift.mean_after, 6), "count": shift.n_after}
+
+        def level(rate: float) -> str:
+            return "critical" if rate >= 0.10 else "warning"
+
+        def threshold() -> float:
             opened = self.quality_open
-            if opened is None and shift.direction == "increase" and shift.mean_after >= floor:
-                self.quality_open = (shift.mean_before, shift.mean_after)
-                severity = "critical" if shift.mean_after >= 0.10 else "warning"
-                out.append(
-                    Signal(
+            return floor if opened is None else max(floor, (opened[0] + opened[1]) / 2)
+
+        def judge(before: float, after: float) -> str | None:
+            if self.quality_open is None:
+                return level(after) if after >= floor and after > before else None
+            return "info" if after < threshold() else None
+
+        def handle(m: _Measured) -> Signal | None:
+            before = {"invalid_rate": round(m.before, 6), "count": m.n_before}
+            after = {"invalid_rate": round(m.after, 6), "count": m.n}
+            opened = self.quality_open
+            if opened is None and m.reported is None and m.after >= floor and m.after > m.before:
+                self.quality_open = (m.before, m.after)
+                return Signal(
                         "input_quality",
                         "adwin",
                         "invalid_rate",
                         "firing",
                         "increase",
-                        index,
-                        te,
-                        severity,
+                        m.index,
+                        m.at_ms,
+                        level(m.after),
                         before,
                         after,
-                        f"{shift.mean_after:.1%} of this model's prediction events are "
-                        f"dead-lettered (was {shift.mean_before:.1%})",
+                        f"{m.after:.1%} of this model's prediction events are dead-lettered "
+                        f"(was {m.before:.1%})",
                     )  # fmt: skip
-                )
-            elif opened is not None and shift.direction == "decrease":
-                if shift.mean_after < max(floor, (opened[0] + opened[1]) / 2):
-                    self.quality_open = None
-                    out.append(
-                        Signal(
+            elif opened is not None and m.reported is None and m.after < threshold():
+                self.quality_open = None
+                return Signal(
+                        "input_quality",
+                        "adwin",
+                        "invalid_rate",
+                        "resolved",
+                        "decrease",
+                        m.index,
+                        m.at_ms,
+                        "info",
+                        before,
+                        after,
+                        f"dead-lettered events are back to {m.after:.1%}",
+                    )  # fmt: skip
+            elif opened is not None and m.reported in _RANK and m.after > opened[1]:
+                self.quality_open = (opened[0], m.after)  # measured after the alert
+                if _RANK[level(m.after)] > _RANK[m.reported]:
+                    return Signal(
                             "input_quality",
                             "adwin",
                             "invalid_rate",
-                            "resolved",
-                            "decrease",
-                            index,
-                            te,
-                            "info",
+                            "firing",
+                            "increase",
+                            m.index,
+                            m.at_ms,
+                            level(m.after),
                             before,
                             after,
-                            f"dead-lettered events are back to {shift.mean_after:.1%}",
+                            f"{m.after:.1%} of this model's prediction events are "
+                            f"dead-lettered (was {m.before:.1%}), more than first reported",
                         )  # fmt: skip
-                    )
-        return out
+            return None
+
+        return self._confirm("invalid_rate", self._invalid, values, at, judge, handle)
 
     # --- estimated error ----------------------------------------------------------------
 
     def _estimate(self, values: list[float], at: list[tuple[int, int]]) -> list[Signal]:
         assert self._expected is not None
-        out = []
         min_rise = self.config.estimated.min_rise
 
-        def clear(shift: Shift) -> bool:
+        def level(before: float, after: float) -> str:
+            doubled = before > 0 and after >= 2 * before
+            return "critical" if after - before >= 0.10 or doubled else "warning"
+
+        def judge(before: float, after: float) -> str | None:
             opened = self.estimate_open
             if opened is None:
-                return shift.mean_after - shift.mean_before >= min_rise
-            return shift.mean_after < (opened[2] + opened[3]) / 2
+                return level(before, after) if after - before >= min_rise else None
+            return "info" if after < (opened[2] + opened[3]) / 2 else None
 
-        for confirmed, te in self._confirm("expected_error", self._expected, values, at, clear):
-            index, mean_before, n_before, total, n = confirmed
-            mean_after = total / n
-            before = {"error_rate": round(mean_before, 6), "count": n_before}
-            after = {"error_rate": round(mean_after, 6), "count": n}
-            rise = mean_after - mean_before
+        def handle(m: _Measured) -> Signal | None:
+            before = {"error_rate": round(m.before, 6), "count": m.n_before}
+            after = {"error_rate": round(m.after, 6), "count": m.n}
+            rise = m.after - m.before
             opened = self.estimate_open
-            if opened is None and rise >= self.config.estimated.min_rise:
-                self.estimate_open = (index, te, mean_before, mean_after)
-                self._reconcile = [0, 0.0]
-                doubled = mean_before > 0 and mean_after >= 2 * mean_before
-                severity = "critical" if rise >= 0.10 or doubled else "warning"
-                out.append(
-                    Signal(
+            if opened is None and m.reported is None and rise >= min_rise:
+                self.estimate_open = (m.index, m.at_ms, m.before, m.after)
+                self._reconciling = [m.index, m.at_ms, m.before, m.after, 0, 0.0]
+                return Signal(
                         "estimated_degradation",
                         "adwin",
                         "expected_error",
                         "firing",
                         "increase",
-                        index,
-                        te,
-                        severity,
+                        m.index,
+                        m.at_ms,
+                        level(m.before, m.after),
                         before,
                         after,
-                        f"the error expected from the scores rose from {mean_before:.1%}"
-                        f" to {mean_after:.1%}, before any label",
+                        f"the error expected from the scores rose from {m.before:.1%} to "
+                        f"{m.after:.1%}, before any label",
                     )  # fmt: skip
-                )
-            elif opened is not None and rise < 0 and mean_after < (opened[2] + opened[3]) / 2:
-                self.estimate_open = None
-                out.append(
-                    Signal(
-                        "estimated_degradation",
-                        "adwin",
-                        "expected_error",
-                        "resolved",
-                        "decrease",
-                        index,
-                        te,
-                        "info",
-                        before,
-                        after,
-                        f"the error expected from the scores is back to {mean_after:.1%}",
-                    )  # fmt: skip
-                )
-        return out
+            elif opened is not None and m.reported is None and rise < 0:
+                if m.after < (opened[2] + opened[3]) / 2:
+                    self.estimate_open = None
+                    return Signal(
+                            "estimated_degradation",
+                            "adwin",
+                            "expected_error",
+                            "resolved",
+                            "decrease",
+                            m.index,
+                            m.at_ms,
+                            "info",
+                            before,
+                            after,
+                            f"the error expected from the scores is back to {m.after:.1%}",
+                        )  # fmt: skip
+            elif opened is not None and m.reported in _RANK and m.after > opened[3]:
+                self.estimate_open = (opened[0], opened[1], opened[2], m.after)
+                if _RANK[level(m.before, m.after)] > _RANK[m.reported]:
+                    return Signal(
+                            "estimated_degradation",
+                            "adwin",
+                            "expected_error",
+                            "firing",
+                            "increase",
+                            m.index,
+                            m.at_ms,
+                            level(m.before, m.after),
+                            before,
+                            after,
+                            f"the error expected from the scores rose from {m.before:.1%} to "
+                            f"{m.after:.1%}, more than first reported",
+                        )  # fmt: skip
+            return None
+
+        return self._confirm("expected_error", self._expected, values, at, judge, handle)
 
     def _reconciled(self, completed_ms: int) -> Signal:
-        assert self.estimate_open is not None
-        index, _, est_before, est_after = self.estimate_open
-        n, errors = self._reconcile
+        """The estimate against the labels of the predictions made after it. Information
+        only: whether the estimate is still open when the labels are in depends on how
+        predictions and labels interleave, so this changes no state (the estimate
+        resolves when the scores recover)."""
+        assert self._reconciling is not None
+        index, _, est_before, est_after, n, errors = self._reconciling
+        self._reconciling = None
         seen = errors / n
         confirmed = seen >= est_before + (est_after - est_before) / 2
-        if not confirmed:
-            self.estimate_open = None
         return Signal(
-            "estimated_degradation", "reconcile", "error", "firing" if confirmed else "resolved",
-            None, index, completed_ms, "info",
+            "estimated_degradation", "reconcile", "error", "firing", None, index, completed_ms,
+            "info",
             {"error_rate": round(est_before, 6), "estimated": round(est_after, 6)},
-            {"error_rate": round(seen, 6), "count": int(n)},
+            {"error_rate": round(seen, 6), "count": int(n), "confirmed": confirmed},
             f"labels of {int(n)} later predictions show an error rate of {seen:.1%} against "
             f"{est_after:.1%} estimated: {'confirmed' if confirmed else 'not confirmed'}",
         )  # fmt: skip
@@ -510,6 +562,22 @@ class SignalWatch:
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """A change ADWIN reported, with the level after it (see ``SignalWatch._confirm``)."""
+
+    index: int
+    at_ms: int
+    before: float
+    n_before: int
+    after: float
+    n: int
+    reported: str | None  # a follow-up of a change reported at this severity; None: first
 
 
 def _level(size: float, warning: float, critical: float) -> str:

@@ -72,10 +72,10 @@ async def produce_scenario(
                     event["prediction_id"],
                     event["model_id"],
                     event["prediction"],
-                    model_version=event["model_version"],
-                    timestamp=event["timestamp"],
-                    score=event["score"],
-                    segment=event["segment"],
+                    model_version=event.get("model_version"),
+                    timestamp=event.get("timestamp"),
+                    score=event.get("score"),
+                    segment=event.get("segment"),
                 )
             else:
                 await producer.label(
