@@ -16,6 +16,8 @@ import argparse
 import asyncio
 import json
 
+from streams.settings import Settings
+
 from .harness import (
     Stack,
     Traffic,
@@ -29,6 +31,24 @@ from .harness import (
 from .report import Row, Suite, markdown
 
 PAIRS, MODELS = 1_000_000, 100
+OFF = {"WATCHKEEPER_LABEL_FREE": "false"}
+
+
+def _label_free_off(settings: Settings) -> Settings:
+    """A second worker on the same input topics, with internal topics, group and Redis
+    keys of its own, and the label-free signals off: what they cost."""
+    t = settings.topics
+    topics = t.model_copy(
+        update={name: f"{getattr(t, name)}-off" for name in ("outcomes", "alerts", "dlq", "rekey")}
+    )
+    return settings.model_copy(
+        update={
+            "app_id": f"{settings.app_id}-off",
+            "redis_prefix": f"{settings.redis_prefix}off:",
+            "data_dir": settings.data_dir.with_name(f"{settings.data_dir.name}-off"),
+            "topics": topics,
+        }
+    )
 
 
 def measure_form(
@@ -40,6 +60,7 @@ def measure_form(
     aiokafka_pairs_s = traffic.pairs / read_s
     replay_pairs_s = asyncio.run(replay_read(settings, traffic.pairs))
     run = run_worker(settings, traffic.pairs, timeout=timeout)
+    off = run_worker(_label_free_off(settings), traffic.pairs, timeout=timeout, env=OFF)
     label = "one event per message" if form == "single" else "batched (producer helper)"
     rows = [
         Row(
@@ -70,12 +91,21 @@ def measure_form(
             replay_pairs_s,
             run.pairs_per_s / replay_pairs_s,
         ),
+        Row(
+            f"worker, {label}",
+            run.pairs_per_s,
+            "pairs/s",
+            "the same worker with the label-free signals off",
+            off.pairs_per_s,
+            run.pairs_per_s / off.pairs_per_s,
+        ),
     ]
     details = {
         "messages": float(messages),
         "pairs": float(traffic.pairs),
         "models": float(traffic.models),
         "worker_pairs_per_s": run.pairs_per_s,
+        "worker_label_free_off_pairs_per_s": off.pairs_per_s,
         "worker_seconds": run.seconds,
         "aiokafka_pairs_per_s": aiokafka_pairs_s,
         "replay_pairs_per_s": replay_pairs_s,

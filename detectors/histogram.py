@@ -31,17 +31,18 @@ class LogHistogram:
         self.weight = 1.0  # weight of the next observation (grows instead of decaying all)
         self.count = 0
 
-    def add(self, ms: float) -> None:
+    def add(self, ms: float, weight: float = 1.0) -> None:
+        """Count ``ms`` (``weight`` times: a gap weighted by its length, say)."""
         b = int(_BINS_PER_OCTAVE * _log2(1.0 + ms)) if ms > 0 else 0
         bins = self.bins
         if b >= len(bins):
             bins.extend([0.0] * (b + 1 - len(bins)))
-        w = self.weight
+        w = self.weight * weight
         bins[b] += w
         self.total += w
         self.count += 1
         if self.decay < 1.0:
-            self.weight = w / self.decay
+            self.weight /= self.decay
             if self.weight > _RESCALE_AT:
                 scale = 1.0 / self.weight
                 self.bins = [x * scale for x in bins]
@@ -56,7 +57,7 @@ class LogHistogram:
         seen = 0.0
         for b, x in enumerate(self.bins):
             seen += x
-            if seen >= goal:
+            if seen >= goal and x > 0:
                 return 2.0 ** ((b + 1) / _BINS_PER_OCTAVE) - 1.0
         return 2.0 ** (len(self.bins) / _BINS_PER_OCTAVE) - 1.0
 

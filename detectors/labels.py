@@ -26,7 +26,8 @@ from detectors.signal import Signal
 __all__ = ["LabelWindows"]
 
 _DELAY_DECAY = 0.999  # label delays forget with a memory of about 1,000 labels
-_BASELINE_ALPHA = 0.2  # weight of a healthy evaluation in the usual coverage and delay
+_BASELINE_ALPHA = 0.2  # weight of a healthy evaluation in the usual coverage
+_DELAY_FORGET = 0.02  # log2 units per healthy evaluation: the usual delay halves in 50
 _WARM_EVALUATIONS = 3  # healthy evaluations before anything is judged
 
 
@@ -57,6 +58,8 @@ class LabelWindows:
     # --- counting -----------------------------------------------------------------------
 
     def predicted(self, te: int) -> None:
+        if not self.config.enabled:
+            return
         w = te // self.width
         if self.done_below is not None and w < self.done_below:
             self.late += 1
@@ -68,6 +71,8 @@ class LabelWindows:
 
     def labelled(self, te: int, completed: int) -> None:
         """One outcome, released in canonical order."""
+        if not self.config.enabled:
+            return
         delay = completed - te
         self.delays.add(delay)
         w = te // self.width
@@ -213,11 +218,11 @@ class LabelWindows:
         self.healthy += 1
         u = self.usual_coverage
         self.usual_coverage = coverage if u is None else (1 - a) * u + a * coverage
-        if log_delay is not None:
-            d = self.usual_log_delay
-            self.usual_log_delay = log_delay if d is None else (1 - a) * d + a * log_delay
+        if log_delay is not None:  # the longest recent delay, slowly forgotten: labels that
+            d = self.usual_log_delay  # come in daily batches cycle every day, and that is usual
+            self.usual_log_delay = log_delay if d is None else max(log_delay, d - _DELAY_FORGET)
 
 
 def _seconds(log_delay: float | None) -> float | None:
     """A mean of log2(1 + s) back to seconds (a geometric mean)."""
-    return None if log_delay is None else round(2.0**log_delay - 1.0, 3)
+    return None if log_delay is None else round(2.0**log_delay - 1.0, 3) + 0.0

@@ -31,6 +31,7 @@ from detectors.histogram import LogHistogram
 from detectors.labels import LabelWindows
 from detectors.sequencer import Pending, Sequencer
 from detectors.signal import Signal
+from detectors.summing import running_sum
 
 __all__ = ["SeenPayload", "SignalWatch"]
 
@@ -71,6 +72,7 @@ class SignalWatch:
         self.gaps = LogHistogram(_GAP_DECAY)
         self.silent_since: int | None = None  # last prediction before an open silence
         self._floor_ms = int(config.silence.min_gap_s * 1000)
+        self._limit: tuple[int, int] | None = None  # (gaps counted, silence limit)
         self._warm: list[tuple[int, int, Any, float | None]] | None = []
         self._ref: tuple[float, float] = (0.0, 1.0)
         self._prev_z: float | None = None
@@ -78,8 +80,10 @@ class SignalWatch:
         self._positive = {"true": "1", "false": "0"}.get(pc, pc)
         drift = AdwinConfig(delta=config.prediction_drift.delta)
         self._drift: dict[str, Adwin] = {}
-        # per signal, after a detection: [index, mean before, count before, sum, count]
+        # per signal, after a detection: [index, mean before, count before, sum, count,
+        # severity reported at once or None, sum of squares]
         self._confirming: dict[str, list[Any] | None] = {}
+        self._since: dict[str, _Level] = {}
         self._drift_config = drift
         q = config.input_quality
         self._invalid = Adwin(AdwinConfig(delta=q.delta)) if q.enabled else None
@@ -224,17 +228,19 @@ class SignalWatch:
         spread: list[float] = []
         at: list[tuple[int, int]] = []
         spread_at: list[tuple[int, int]] = []
-        prev = self._prev_z
+        prev = self._prev_z  # the first of a pair, waiting for its second
         for index, te, prediction, _ in valid:
             if not _number(prediction):
                 continue
             z = min(max((float(prediction) - mean) / scale, -_Z_CLIP), _Z_CLIP)
             level.append(z)
             at.append((index, te))
-            if prev is not None:
+            if prev is None:
+                prev = z
+            else:  # disjoint pairs: overlapping differences are correlated (false alarms)
                 spread.append(min(abs(z - prev), _Z_CLIP))
                 spread_at.append((index, te))
-            prev = z
+                prev = None
         self._prev_z = prev
         return self._drifts("prediction_mean", level, at, self._std_severity) + self._drifts(
             "prediction_spread", spread, spread_at, self._std_severity
@@ -252,14 +258,16 @@ class SignalWatch:
             adwin = self._drift[name] = Adwin(self._drift_config)
 
         def judge(before: float, after: float) -> str | None:
-            level = severity(abs(after - before))
-            return None if level == "info" else level
+            return None  # always measured first: ADWIN's first cut understates the shift
 
         def handle(m: _Measured) -> Signal | None:
             size = m.after - m.before
             level = severity(abs(size))
-            if m.reported is not None and _RANK[level] <= _RANK[m.reported]:
-                return None  # measured after an alert that already said as much
+            if (
+                m.reported is not None
+                and _RANK[severity(abs(size) - 2 * m.error)] <= _RANK[m.reported]
+            ):
+                return None  # measured after an alert that said as much, within the noise
             grew = "" if m.reported is None else f", grown from the {m.reported} first reported"
             return Signal(
                     "prediction_drift",
@@ -270,8 +278,8 @@ class SignalWatch:
                     m.index,
                     m.at_ms,
                     level,
-                    {"mean": round(m.before, 6), "count": m.n_before},
-                    {"mean": round(m.after, 6), "count": m.n},
+                    {"mean": _r(m.before), "count": m.n_before},
+                    {"mean": _r(m.after), "count": m.n},
                     f"the {name.replace('_', ' ')} of the predictions moved from "
                     f"{m.before:.3g} to {m.after:.3g} ({size:+.3g}){grew}",
                 )  # fmt: skip
@@ -290,8 +298,9 @@ class SignalWatch:
         """Feed ``values`` to ``adwin`` and measure the changes it reports.
 
         ADWIN cuts its window soon after a change, so the part it keeps still holds older
-        values and understates the shift. A change goes out at once when ``judge`` (mean
-        before, mean after) finds ADWIN's own figures enough (it returns a severity);
+        values and understates the shift. A change goes out at once, with ADWIN's figures,
+        when ``judge`` (ADWIN's mean before, mean after) finds them enough (it returns a
+        severity);
         either way the new level is then measured over the next ``confirm`` values and
         reported again (``reported`` says at which severity it went out first, None if it
         did not), so a caller can raise what was understated. ``handle`` turns each
@@ -299,34 +308,54 @@ class SignalWatch:
         are what ``judge`` sees next, whatever the batches."""
         hits = dict(adwin.update_many(values))
         state = self._confirming.get(name)
+        since = self._since.get(name)  # the values since the last change
+        if since is None:
+            since = self._since[name] = _Level()
         if state is None and not hits:
+            since.add(values)
             return []
         out: list[Signal] = []
         need = self.config.prediction_drift.confirm
+        start = 0  # values[start:] are not counted in ``since`` yet
         for position, x in enumerate(values):
             if state is not None:
                 state[3] += x
                 state[4] += 1
+                state[6] += x * x
                 if state[4] >= need:
-                    index, before, n_before, total, n, reported = state
+                    index, before, n_before, total, n, reported, squares = state
                     if reported is not None:  # a follow-up: its own index, its own alert
                         index = at[position][0]
-                    m = _Measured(index, at[position][1], before, n_before, total / n, n, reported)
+                    mean = total / n
+                    error = math.sqrt(max(squares / n - mean * mean, 0.0) / n)
+                    m = _Measured(
+                        index, at[position][1], before, n_before, mean, n, reported, error
+                    )
                     if (signal := handle(m)) is not None:
                         out.append(signal)
                     state = None
+                    since.reset(total, n)  # the new level starts the next "before"
+                    start = position + 1
             elif position in hits:
+                since.add(values[start : position + 1])
+                start = position + 1
                 shift = hits[position]
                 index, te = at[position]
-                level = judge(shift.mean_before, shift.mean_after)
+                # "before": the values since the last change but the latest few hundred
+                # (the change is usually among them), not ADWIN's cut, which drops only an
+                # old sliver of its window, picked for being extreme
+                before, n_before = since.mean()
+                level = judge(shift.mean_before, shift.mean_after)  # ADWIN's own view
                 if level is not None:
                     m = _Measured(
                         index, te, shift.mean_before, shift.n_before, shift.mean_after,
-                        shift.n_after, None,
+                        shift.n_after, None, 0.0,
                     )  # fmt: skip
                     if (signal := handle(m)) is not None:
                         out.append(signal)
-                state = [index, shift.mean_before, shift.n_before, 0.0, 0, level]
+                state = [index, before, n_before, 0.0, 0, level, 0.0]
+        if state is None and start < len(values):
+            since.add(values[start:])
         self._confirming[name] = state
         return out
 
@@ -352,15 +381,14 @@ class SignalWatch:
             return floor if opened is None else max(floor, (opened[0] + opened[1]) / 2)
 
         def judge(before: float, after: float) -> str | None:
-            if self.quality_open is None:
-                return level(after) if after >= floor and after > before else None
-            return "info" if after < threshold() else None
+            return None  # always measured first: ADWIN's first cut understates the rate
 
         def handle(m: _Measured) -> Signal | None:
-            before = {"invalid_rate": round(m.before, 6), "count": m.n_before}
-            after = {"invalid_rate": round(m.after, 6), "count": m.n}
+            before = {"invalid_rate": _r(m.before), "count": m.n_before}
+            after = {"invalid_rate": _r(m.after), "count": m.n}
             opened = self.quality_open
-            if opened is None and m.reported is None and m.after >= floor and m.after > m.before:
+            clears = m.after - 2 * m.error >= floor  # by two standard errors: not noise
+            if opened is None and m.reported is None and clears and m.after > m.before:
                 self.quality_open = (m.before, m.after)
                 return Signal(
                         "input_quality",
@@ -429,8 +457,8 @@ class SignalWatch:
             return "info" if after < (opened[2] + opened[3]) / 2 else None
 
         def handle(m: _Measured) -> Signal | None:
-            before = {"error_rate": round(m.before, 6), "count": m.n_before}
-            after = {"error_rate": round(m.after, 6), "count": m.n}
+            before = {"error_rate": _r(m.before), "count": m.n_before}
+            after = {"error_rate": _r(m.after), "count": m.n}
             rise = m.after - m.before
             opened = self.estimate_open
             if opened is None and m.reported is None and rise >= min_rise:
@@ -500,8 +528,8 @@ class SignalWatch:
         return Signal(
             "estimated_degradation", "reconcile", "error", "firing", None, index, completed_ms,
             "info",
-            {"error_rate": round(est_before, 6), "estimated": round(est_after, 6)},
-            {"error_rate": round(seen, 6), "count": int(n), "confirmed": confirmed},
+            {"error_rate": _r(est_before), "estimated": _r(est_after)},
+            {"error_rate": _r(seen), "count": int(n), "confirmed": confirmed},
             f"labels of {int(n)} later predictions show an error rate of {seen:.1%} against "
             f"{est_after:.1%} estimated: {'confirmed' if confirmed else 'not confirmed'}",
         )  # fmt: skip
@@ -510,10 +538,16 @@ class SignalWatch:
 
     def _silence_limit(self) -> int | None:
         c = self.config.silence
-        if not c.enabled or self.gaps.count < c.warmup:
+        gaps = self.gaps
+        if not c.enabled or gaps.count < c.warmup:
             return None
-        usual = self.gaps.quantile(0.99) or 0.0
-        return max(int(c.factor * usual), int(c.min_gap_s * 1000))
+        cached = self._limit
+        if cached is not None and cached[0] == gaps.count:
+            return cached[1]  # asked once per batch and per long gap: the same answer
+        usual = gaps.quantile(0.99) or 0.0
+        limit = max(int(c.factor * usual), int(c.min_gap_s * 1000))
+        self._limit = (gaps.count, limit)
+        return limit
 
     def _gap(self, te: int) -> list[Signal]:
         last = self.last_ms
@@ -527,7 +561,7 @@ class SignalWatch:
                 out.append(self._silent(last, limit))
         if self.silent_since is not None:
             out.append(self._heard(te))
-        self.gaps.add(te - last)
+        self.gaps.add(te - last, te - last)  # by time: bursts must not hide the pauses
         return out
 
     def _silence_at(self, upto: int) -> list[Signal]:
@@ -565,6 +599,58 @@ def _number(value: object) -> bool:
 
 
 _RANK = {"info": 0, "warning": 1, "critical": 2}
+_BLOCK = 32  # values per block of the recent past that "before" leaves out ...
+_RECENT_BLOCKS = 32  # ... this many of them (1,024 values: a slow detection)
+
+
+class _Level:
+    """The mean of a signal since its last change, leaving out the latest
+    ``_BLOCK * _RECENT_BLOCKS`` values, kept as block sums (a few floats per signal)."""
+
+    __slots__ = ("block", "count", "filled", "recent", "total")
+
+    def __init__(self) -> None:
+        self.total = 0.0  # settled: older than the recent blocks
+        self.count = 0
+        self.recent: list[float] = []  # sums of the latest full blocks, oldest first
+        self.block = 0.0  # the block being filled
+        self.filled = 0
+
+    def reset(self, total: float, count: int) -> None:
+        self.total, self.count, self.recent, self.block, self.filled = total, count, [], 0.0, 0
+
+    def add(self, values: list[float]) -> None:
+        i, n = 0, len(values)
+        while i < n:
+            take = min(_BLOCK - self.filled, n - i)
+            self.block = running_sum(values[i : i + take], self.block)
+            self.filled += take
+            i += take
+            if self.filled == _BLOCK:
+                self.recent.append(self.block)
+                self.block, self.filled = 0.0, 0
+                if len(self.recent) > _RECENT_BLOCKS:
+                    self.total += self.recent.pop(0)
+                    self.count += _BLOCK
+
+    def mean(self) -> tuple[float, int]:
+        """(mean, count) of the settled values; of everything while there are none."""
+        if self.count:
+            return self.total / self.count, self.count
+        total = math.fsum(self.recent) + self.block
+        n = len(self.recent) * _BLOCK + self.filled
+        return (total / n if n else 0.0), n
+
+    def __getstate__(self) -> tuple[float, int, list[float], float, int]:
+        return self.total, self.count, self.recent, self.block, self.filled
+
+    def __setstate__(self, state: tuple[float, int, list[float], float, int]) -> None:
+        self.total, self.count, self.recent, self.block, self.filled = state
+
+
+def _r(x: float) -> float:
+    """Rounded for an alert, and never -0.0 (a running mean can land there)."""
+    return round(x, 6) + 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,6 +664,7 @@ class _Measured:
     after: float
     n: int
     reported: str | None  # a follow-up of a change reported at this severity; None: first
+    error: float  # standard error of ``after`` (0 when ADWIN's own figure)
 
 
 def _level(size: float, warning: float, critical: float) -> str:

@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from sys import intern as _intern
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
@@ -68,11 +68,11 @@ class Forwarded:
     mark: int | None  # newest event time ``source`` had read of this input, when last
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
+class Seen(NamedTuple):
     """A prediction event of a model, as its label-free signals need it: a served
     prediction (``valid``), or one that was dead-lettered (its ``key`` then names the
-    record, ``!partition:offset:index``, since its prediction_id may be unusable)."""
+    record, ``!partition:offset:index``, since its prediction_id may be unusable). A named
+    tuple: one is made per prediction, and a frozen dataclass costs five times more."""
 
     key: str
     model_id: str
@@ -169,27 +169,24 @@ def encode_forwarded(f: Forwarded) -> list[bytes]:
     return list(_chunked({"from": f.source}, "events", items, {"mark": f.mark}))
 
 
-def _seen(s: Seen) -> dict[str, Any]:
+def _seen(s: Seen) -> list[Any]:
+    """``[key, te, prediction, score, version]``, or ``[key, te]`` for a dead letter: an
+    array, not an object, as there is one per prediction (the model is the message's)."""
     if not s.valid:
-        return {"id": s.key, "m": s.model_id, "te": s.event_time_ms, "bad": 1}
+        return [s.key, s.event_time_ms]
     score = s.score
     if score is not None and not math.isfinite(score):
         score = None
-    return {
-        "id": s.key,
-        "m": s.model_id,
-        "te": s.event_time_ms,
-        "p": s.prediction,
-        "s": score,
-        "v": s.model_version,
-    }
+    return [s.key, s.event_time_ms, s.prediction, score, s.model_version]
 
 
 def encode_joined_outcomes(j: JoinedOutcomes) -> list[bytes]:
     """The ``outcomes`` messages for ``j`` (usually one: both lists in it)."""
-    head = {"join": j.join, "offsets": j.offsets}
+    head: dict[str, Any] = {"join": j.join, "offsets": j.offsets}
     outcomes = [_outcome(o) for o in j.outcomes]
     seen = [_seen(s) for s in j.seen]
+    if seen:
+        head["m"] = j.model_id
     if outcomes and seen:
         body = orjson.dumps({**head, "outcomes": outcomes, "seen": seen})
         if len(body) <= MAX_INTERNAL_BYTES:
@@ -319,29 +316,31 @@ def decode_outcomes_message(raw: bytes | None) -> JoinedOutcomes | JoinMark:
     seen = doc.get("seen", [])
     if type(seen) is not list:
         raise ValueError("outcomes message: 'seen' must be an array")
+    decoded: tuple[Seen, ...] = ()
+    if seen:
+        model_id = doc.get("m")
+        if type(model_id) is not str:
+            raise ValueError("outcomes message: 'm' must be a string where 'seen' is")
+        model_id = _intern(model_id)
+        decoded = tuple(_decode_seen(s, i, model_id) for i, s in enumerate(seen))
     return JoinedOutcomes(
-        join,
-        [_decode_outcome(o, i) for i, o in enumerate(items)],
-        offsets,
-        tuple(_decode_seen(s, i) for i, s in enumerate(seen)),
+        join, [_decode_outcome(o, i) for i, o in enumerate(items)], offsets, decoded
     )
 
 
-def _decode_seen(obj: object, index: int) -> Seen:
-    if type(obj) is not dict:
-        raise ValueError(f"seen {index} must be a JSON object, got {_json_type(obj)}")
-    key, model_id, te = obj.get("id"), obj.get("m"), obj.get("te")
-    if type(key) is not str or type(model_id) is not str or type(te) is not int:
-        raise ValueError(f"seen {index}: 'id' and 'm' must be strings and 'te' an integer")
-    if obj.get("bad"):
-        return Seen(key, _intern(model_id), te, valid=False)
-    prediction, score, version = obj.get("p"), obj.get("s"), obj.get("v")
+def _decode_seen(obj: object, index: int, model_id: str) -> Seen:
+    if type(obj) is not list or len(obj) not in (2, 5):
+        raise ValueError(f"seen {index} must be an array of 2 or 5 items, got {_json_type(obj)}")
+    key, te = obj[0], obj[1]
+    if type(key) is not str or type(te) is not int:
+        raise ValueError(f"seen {index}: the key must be a string and the time an integer")
+    if len(obj) == 2:
+        return Seen(key, model_id, te, valid=False)
+    _, _, prediction, score, version = obj
     if type(prediction) not in _SCALAR_TYPES:
-        raise ValueError(f"seen {index}: 'p' must be a string, number or boolean")
+        raise ValueError(f"seen {index}: the prediction must be a string, number or boolean")
     if score is not None and type(score) is not float and type(score) is not int:
-        raise ValueError(f"seen {index}: 's' must be a number or null")
+        raise ValueError(f"seen {index}: the score must be a number or null")
     if version is not None and type(version) is not str:
-        raise ValueError(f"seen {index}: 'v' must be a string or null")
-    return Seen(
-        key, _intern(model_id), te, prediction, None if score is None else float(score), version
-    )
+        raise ValueError(f"seen {index}: the version must be a string or null")
+    return Seen(key, model_id, te, prediction, None if score is None else float(score), version)

@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,13 @@ from detectors.config import (
     AdwinConfig,
     DetectorSettings,
     ErrorClipConfig,
+    EstimatedConfig,
+    InputQualityConfig,
+    LabelsConfig,
     MonitorConfig,
     PageHinkleyConfig,
+    PredictionDriftConfig,
+    SilenceConfig,
     apply_overrides,
     load_detector_settings,
     parse_detector_settings,
@@ -442,4 +448,339 @@ def test_a_config_pickled_before_error_clip_existed_reads_back_with_the_default(
     old = object.__new__(MonitorConfig)
     old.__dict__.update(state)  # what unpickling an older MonitorConfig leaves
     assert old.error_clip == ErrorClipConfig()
+    assert old.fingerprint() == config.fingerprint()
+
+
+# --- the label-free and liveness signals' sections ----------------------------------------
+
+SIGNAL_SECTIONS = ("prediction_drift", "labels", "silence", "input_quality", "estimated")
+
+
+def _in(section: str, **values: Any) -> dict[str, Any]:
+    return {"defaults": {section: values}}
+
+
+INVALID_SIGNALS = [
+    (_in("prediction_drift", enabled="yes"), "prediction_drift.enabled", "true or false"),
+    (_in("prediction_drift", delta=0), "prediction_drift.delta", "(0, 1)"),
+    (_in("prediction_drift", delta=1.0), "prediction_drift.delta", "(0, 1)"),
+    (_in("prediction_drift", warmup=31), "prediction_drift.warmup", ">= 32"),
+    (_in("prediction_drift", warmup=64.0), "prediction_drift.warmup", "float"),
+    (_in("prediction_drift", confirm=0), "prediction_drift.confirm", ">= 1"),
+    (_in("prediction_drift", positive_class=""), "prediction_drift.positive_class", "non-empty"),
+    (_in("prediction_drift", positive_class=1), "prediction_drift.positive_class", "int"),
+    (_in("prediction_drift", warning_shift=0), "prediction_drift.warning_shift", "(0, 1]"),
+    (_in("prediction_drift", critical_shift=1.5), "prediction_drift.critical_shift", "(0, 1]"),
+    (
+        _in("prediction_drift", warning_shift=0.1, critical_shift=0.05),
+        "prediction_drift.critical_shift",
+        ">= warning_shift (0.1)",
+    ),
+    (_in("prediction_drift", warning_std=0), "prediction_drift.warning_std", "(0, inf)"),
+    (_in("prediction_drift", critical_std=0.4), "prediction_drift.critical_std", ">= warning_std"),
+    (_in("prediction_drift", critical_std="3"), "prediction_drift.critical_std", "quoted number"),
+    (_in("labels", enabled=0), "labels.enabled", "true or false"),
+    (_in("labels", window_s=0), "labels.window_s", "(0, inf)"),
+    (_in("labels", window_s=float("inf")), "labels.window_s", "(0, inf)"),
+    (_in("labels", expected_delay_s=0), "labels.expected_delay_s", "(0, inf)"),
+    (_in("labels", expected_delay_s="600"), "labels.expected_delay_s", "str"),
+    (_in("labels", delay_factor=0.5), "labels.delay_factor", "[1, inf)"),
+    (_in("labels", min_delay_s=-1), "labels.min_delay_s", "[0, inf)"),
+    (_in("labels", warmup_labels=9), "labels.warmup_labels", ">= 10"),
+    (_in("labels", min_predictions=9), "labels.min_predictions", ">= 10"),
+    (_in("labels", coverage_ratio=0), "labels.coverage_ratio", "(0, 1]"),
+    (_in("labels", resolve_ratio=1.5), "labels.resolve_ratio", "(0, 1]"),
+    (
+        _in("labels", coverage_ratio=0.6, resolve_ratio=0.5),
+        "labels.resolve_ratio",
+        ">= coverage_ratio (0.6)",
+    ),
+    (_in("labels", min_coverage=0), "labels.min_coverage", "(0, 1]"),
+    (_in("labels", min_coverage=1.01), "labels.min_coverage", "(0, 1]"),
+    (_in("labels", z=0), "labels.z", "(0, inf)"),
+    (_in("labels", delay_growth=1), "labels.delay_growth", "(1, inf)"),
+    (_in("labels", window=60), "labels.window", "window_s"),
+    (_in("silence", enabled="no"), "silence.enabled", "true or false"),
+    (_in("silence", factor=0.5), "silence.factor", "[1, inf)"),
+    (_in("silence", factor=True), "silence.factor", "bool"),
+    (_in("silence", min_gap_s=0), "silence.min_gap_s", "(0, inf)"),
+    (_in("silence", warmup=9), "silence.warmup", ">= 10"),
+    (_in("silence", gap=5), "silence.gap", "min_gap_s"),
+    (_in("input_quality", delta=1), "input_quality.delta", "(0, 1)"),
+    (_in("input_quality", min_rate=-0.1), "input_quality.min_rate", "[0, 1]"),
+    (_in("input_quality", min_rate=1.5), "input_quality.min_rate", "[0, 1]"),
+    (_in("estimated", delta=0), "estimated.delta", "(0, 1)"),
+    (_in("estimated", min_rise=2), "estimated.min_rise", "[0, 1]"),
+    (_in("estimated", reconcile_after=9), "estimated.reconcile_after", ">= 10"),
+    (_in("estimated", reconcile_after=None), "estimated.reconcile_after", "NoneType"),
+    ({"defaults": {"silence": 5}}, "defaults.silence", "mapping"),
+    ({"defaults": {"label": {}}}, "defaults.label", "labels"),
+    (
+        {"models": {"fraud": {"labels": {"coverage_ratio": 0.9}}}},
+        "models.fraud.labels.resolve_ratio",
+        ">= coverage_ratio (0.9)",
+    ),
+    ({"models": {"fraud": {"silence": {"factor": 0}}}}, "models.fraud.silence.factor", "[1"),
+]
+
+
+@pytest.mark.parametrize(("data", "key", "hint"), INVALID_SIGNALS)
+def test_invalid_signal_settings_name_the_dotted_key(
+    data: dict[str, Any], key: str, hint: str
+) -> None:
+    with pytest.raises(DetectorSettingsError) as raised:
+        parse_detector_settings(data)
+    message = str(raised.value)
+    assert key in message and hint in message, message
+    assert raised.value.key.endswith(key)
+    assert raised.value.key.startswith(("defaults.", "models.")), "the whole dotted path"
+
+
+@pytest.mark.parametrize(
+    ("build", "key"),
+    [
+        (lambda: PredictionDriftConfig(confirm=0), "prediction_drift.confirm"),
+        (lambda: PredictionDriftConfig(critical_shift=0.01), "prediction_drift.critical_shift"),
+        (lambda: PredictionDriftConfig(positive_class=None), "prediction_drift.positive_class"),  # type: ignore[arg-type]
+        (lambda: LabelsConfig(resolve_ratio=0.4), "labels.resolve_ratio"),
+        (lambda: LabelsConfig(min_coverage=float("nan")), "labels.min_coverage"),
+        (lambda: SilenceConfig(min_gap_s=-5.0), "silence.min_gap_s"),
+        (lambda: InputQualityConfig(min_rate=float("nan")), "input_quality.min_rate"),
+        (lambda: EstimatedConfig(reconcile_after=True), "estimated.reconcile_after"),  # type: ignore[arg-type]
+        (lambda: MonitorConfig(labels=SilenceConfig()), "labels"),  # type: ignore[arg-type]
+        (lambda: MonitorConfig(silence={"factor": 8.0}), "silence"),  # type: ignore[arg-type]
+    ],
+)
+def test_signal_sections_validate_on_construction_too(build: Any, key: str) -> None:
+    with pytest.raises(DetectorSettingsError, match=key.replace(".", r"\.")) as raised:
+        build()
+    assert raised.value.key == key
+
+
+SIGNALS_TOML = """
+[defaults.prediction_drift]
+delta = 0.001
+positive_class = "fraud"
+confirm = 300
+critical_shift = 0.3
+
+[defaults.labels]
+window_s = 1800
+expected_delay_s = 900
+min_coverage = 0.7
+
+[defaults.silence]
+factor = 8
+min_gap_s = 120
+
+[defaults.input_quality]
+min_rate = 0.02
+
+[defaults.estimated]
+enabled = false
+reconcile_after = 500
+
+[models.churn.prediction_drift]
+positive_class = "left"
+
+[models.churn.silence]
+enabled = false
+
+[models.churn.labels]
+coverage_ratio = 0.6
+"""
+
+SIGNALS_YAML = """
+defaults:
+  prediction_drift: {delta: 1.0e-3, positive_class: fraud, confirm: 300, critical_shift: 0.3}
+  labels: {window_s: 1800, expected_delay_s: 900, min_coverage: 0.7}
+  silence: {factor: 8, min_gap_s: 120}
+  input_quality: {min_rate: 0.02}
+  estimated: {enabled: false, reconcile_after: 500}
+models:
+  churn:
+    prediction_drift: {positive_class: left}
+    silence: {enabled: false}
+    labels: {coverage_ratio: 0.6}
+"""
+
+
+def test_signal_sections_read_from_toml_and_yaml(tmp_path: Path) -> None:
+    (tmp_path / "d.toml").write_text(SIGNALS_TOML)
+    (tmp_path / "d.yaml").write_text(SIGNALS_YAML)
+    toml = load_detector_settings(tmp_path / "d.toml")
+    assert load_detector_settings(tmp_path / "d.yaml") == toml
+    d = toml.defaults
+    assert d.prediction_drift == PredictionDriftConfig(
+        delta=0.001, positive_class="fraud", confirm=300, critical_shift=0.3
+    )
+    assert d.labels == LabelsConfig(window_s=1800.0, expected_delay_s=900.0, min_coverage=0.7)
+    assert d.silence == SilenceConfig(factor=8.0, min_gap_s=120.0)
+    assert d.input_quality == InputQualityConfig(min_rate=0.02)
+    assert d.estimated == EstimatedConfig(enabled=False, reconcile_after=500)
+    assert isinstance(d.silence.factor, float) and isinstance(d.labels.window_s, float)
+    churn = toml.for_model("churn")
+    # field by field over the defaults
+    assert churn.prediction_drift == replace(d.prediction_drift, positive_class="left")
+    assert churn.silence == replace(d.silence, enabled=False)
+    assert churn.labels == replace(d.labels, coverage_ratio=0.6)
+    assert (churn.input_quality, churn.estimated) == (d.input_quality, d.estimated)
+    assert toml.for_model("other") == d
+    # the adwin and page_hinkley sections are untouched by the signal ones
+    assert (d.adwin, d.page_hinkley) == (AdwinConfig(), PageHinkleyConfig())
+
+
+def test_an_empty_document_gives_the_default_signal_settings() -> None:
+    defaults = parse_detector_settings({}).defaults
+    for section, cls in zip(
+        SIGNAL_SECTIONS,
+        (PredictionDriftConfig, LabelsConfig, SilenceConfig, InputQualityConfig, EstimatedConfig),
+        strict=True,
+    ):
+        assert getattr(defaults, section) == cls()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "check"),
+    [
+        ("silence.factor", "8", lambda c: c.silence.factor == 8.0),
+        ("silence.min-gap-s", "120", lambda c: c.silence.min_gap_s == 120.0),
+        ("silence.enabled", "off", lambda c: c.silence.enabled is False),
+        ("labels.expected_delay_s", "900", lambda c: c.labels.expected_delay_s == 900.0),
+        ("labels.expected_delay_s", "none", lambda c: c.labels.expected_delay_s is None),
+        ("labels.min_coverage", "0.9", lambda c: c.labels.min_coverage == 0.9),
+        ("labels.window_s", 600, lambda c: c.labels.window_s == 600.0),
+        ("labels.warmup_labels", "50", lambda c: c.labels.warmup_labels == 50),
+        (
+            "prediction_drift.positive_class",
+            "fraud",
+            lambda c: c.prediction_drift.positive_class == "fraud",
+        ),  # noqa: E501
+        ("prediction-drift.confirm", "50", lambda c: c.prediction_drift.confirm == 50),
+        ("prediction_drift.critical_std", "3", lambda c: c.prediction_drift.critical_std == 3.0),
+        ("input_quality.min_rate", "0.05", lambda c: c.input_quality.min_rate == 0.05),
+        ("input-quality.enabled", "false", lambda c: c.input_quality.enabled is False),
+        ("estimated.reconcile_after", "300", lambda c: c.estimated.reconcile_after == 300),
+        ("estimated.min_rise", "0", lambda c: c.estimated.min_rise == 0.0),
+    ],
+)
+def test_signal_overrides_apply_to_the_defaults_and_every_model(
+    key: str, value: object, check: Any
+) -> None:
+    settings = load_signal_settings()
+    overridden = apply_overrides(settings, {key: value})
+    assert check(overridden.defaults)
+    assert set(overridden.models) == {"churn"}
+    assert check(overridden.for_model("churn"))
+    # the rest of a model's own section stays
+    assert overridden.for_model("churn").prediction_drift.delta == 0.001
+    assert overridden.for_model("churn").labels.coverage_ratio == 0.6
+
+
+def load_signal_settings() -> DetectorSettings:
+    return parse_detector_settings(tomllib.loads(SIGNALS_TOML))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("silence.factor", "0.5", "silence.factor"),
+        ("silence.factor", "fast", "silence.factor"),
+        ("silence.warmup", "2.5", "silence.warmup"),
+        ("silence.gap", "5", "valid keys"),
+        ("labels.resolve_ratio", "0.1", "labels.resolve_ratio"),
+        ("labels.min_coverage", "most", "labels.min_coverage"),
+        ("prediction_drift.critical_shift", "0.01", "prediction_drift.critical_shift"),
+        ("input_quality.enabled", "maybe", "input_quality.enabled"),
+        ("estimated.reconcile_after", "5", "estimated.reconcile_after"),
+    ],
+)
+def test_bad_signal_overrides_are_refused(key: str, value: object, fragment: str) -> None:
+    with pytest.raises(DetectorSettingsError, match=fragment.replace(".", r"\.")):
+        apply_overrides(load_signal_settings(), {key: value})
+
+
+SIGNAL_FIELD_CHANGES: dict[str, dict[str, Any]] = {
+    "prediction_drift": {
+        "enabled": False,
+        "delta": 0.125,
+        "warmup": 50,
+        "confirm": 7,
+        "positive_class": "fraud",
+        "warning_shift": 0.07,
+        "critical_shift": 0.3,
+        "warning_std": 0.7,
+        "critical_std": 3.0,
+    },
+    "labels": {
+        "enabled": False,
+        "window_s": 1800.0,
+        "expected_delay_s": 900.0,
+        "delay_factor": 3.0,
+        "min_delay_s": 30.0,
+        "warmup_labels": 300,
+        "min_predictions": 50,
+        "coverage_ratio": 0.6,
+        "resolve_ratio": 0.9,
+        "min_coverage": 0.9,
+        "z": 4.0,
+        "delay_growth": 4.0,
+    },
+    "silence": {"enabled": False, "factor": 8.0, "min_gap_s": 120.0, "warmup": 50},
+    "input_quality": {"enabled": False, "delta": 0.125, "min_rate": 0.05},
+    "estimated": {"enabled": False, "delta": 0.125, "min_rise": 0.05, "reconcile_after": 300},
+}
+
+
+def signal_field_changes() -> list[tuple[str, MonitorConfig]]:
+    base = MonitorConfig()
+    changed = []
+    for section, values in SIGNAL_FIELD_CHANGES.items():
+        config = getattr(base, section)
+        assert set(values) == {f.name for f in fields(config)}, f"a field of {section} is new"
+        for name, value in values.items():
+            assert getattr(config, name) != value
+            changed.append(
+                (f"{section}.{name}", replace(base, **{section: replace(config, **{name: value})}))
+            )
+    return changed
+
+
+def test_every_signal_section_is_a_monitor_field() -> None:
+    assert set(SIGNAL_FIELD_CHANGES) == {f.name for f in fields(MonitorConfig)} - {
+        "task",
+        "adwin",
+        "page_hinkley",
+        "error_clip",
+    }
+
+
+@pytest.mark.parametrize(("key", "config"), signal_field_changes())
+def test_fingerprint_changes_with_any_signal_field(key: str, config: MonitorConfig) -> None:
+    assert config != MonitorConfig(), key
+    assert config.fingerprint() != MonitorConfig().fingerprint(), key
+
+
+def test_fingerprints_tell_sections_apart_and_ignore_int_or_float() -> None:
+    base = MonitorConfig()
+    a = replace(base, input_quality=InputQualityConfig(delta=0.125))
+    b = replace(base, estimated=EstimatedConfig(delta=0.125))
+    assert a.fingerprint() != b.fingerprint()
+    assert (
+        replace(base, silence=SilenceConfig(factor=8)).fingerprint()
+        == replace(base, silence=SilenceConfig(factor=8.0)).fingerprint()
+    )
+    assert LabelsConfig(window_s=600) == LabelsConfig(window_s=600.0)
+    assert pickle.loads(pickle.dumps(load_signal_settings())) == load_signal_settings()
+
+
+def test_a_config_pickled_before_the_signal_sections_existed_reads_back_with_defaults() -> None:
+    config = MonitorConfig(task="classification")
+    state = dict(config.__dict__)
+    for section in SIGNAL_SECTIONS:
+        del state[section]
+    old = object.__new__(MonitorConfig)
+    old.__dict__.update(state)  # what unpickling an older MonitorConfig leaves
+    for section in SIGNAL_SECTIONS:
+        assert getattr(old, section) == getattr(MonitorConfig(), section)
     assert old.fingerprint() == config.fingerprint()

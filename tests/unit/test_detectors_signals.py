@@ -206,26 +206,17 @@ def eventful(seed: int) -> Events:
         confidence = 0.92 if k < doubt_at else 0.7
         c = min(max(confidence + rng.normal(0, 0.03), 0.5), 1.0)
         positive = bool(rng.random() < rate)
-        key = events.predict(t, int(positive), c if positive else 1 - c)
+        key = events.predict(t, int(positive), float(c if positive else 1 - c))
         if not outage_at <= k < outage_at + outage_len:
             delay = 5_000 + int(rng.exponential(20_000))
             events.label(key, t, t + delay, float(rng.random() > c))
     return events
 
 
-EVENTFUL = MonitorConfig(labels=LabelsConfig(window_s=600.0, min_predictions=100))
-
-
-def comparable(signals: list[Signal]) -> list[Signal]:
-    """Signals in canonical order, less the one field known to depend on the cadence:
-    the prediction count of a silence (test_a_silence_reads_the_same_by_deadline_or_gap
-    holds that bug; drop this when it is fixed)."""
-    out = []
-    for s in canonical(signals):
-        if s.kind == "model_silent" and s.status == "firing":
-            s = replace(s, before={k: v for k, v in s.before.items() if k != "count"})
-        out.append(s)
-    return out
+EVENTFUL = MonitorConfig(
+    labels=LabelsConfig(window_s=600.0, min_predictions=100),
+    estimated=EstimatedConfig(reconcile_after=200),
+)
 
 
 @SLOW
@@ -235,9 +226,19 @@ def test_signals_do_not_depend_on_arrival_order_or_batch_cadence(
 ) -> None:
     events = eventful(seed)
     reference = drive(EVENTFUL, events, None).signals
-    kinds = {s.kind for s in reference}
-    assert {"prediction_drift", "model_silent", "labels_missing"} <= kinds, kinds
-    assert of(reference, "labels_missing", status="resolved"), "the outage never resolved"
+    # every kind fires and (but drift) resolves, so every path is compared
+    seen = {(s.kind, s.detector, s.status) for s in reference}
+    assert seen >= {
+        ("prediction_drift", "adwin", "firing"),
+        ("model_silent", "gap", "firing"),
+        ("model_silent", "gap", "resolved"),
+        ("labels_missing", "window", "firing"),
+        ("labels_missing", "window", "resolved"),
+        ("input_quality", "adwin", "firing"),
+        ("input_quality", "adwin", "resolved"),
+        ("estimated_degradation", "adwin", "firing"),
+        ("estimated_degradation", "reconcile", "firing"),
+    }, seen
     cadences = [
         Cadence(cadence_seeds[0], batches=3000),  # about one batch per two events
         Cadence(cadence_seeds[1], batches=40, ticks=200, trail=300_000),
@@ -245,7 +246,7 @@ def test_signals_do_not_depend_on_arrival_order_or_batch_cadence(
     ]
     for cadence in cadences:
         got = drive(EVENTFUL, events, cadence).signals
-        assert comparable(got) == comparable(reference), cadence
+        assert canonical(got) == canonical(reference), cadence
 
 
 @SLOW
@@ -304,11 +305,27 @@ def test_a_ten_point_rise_of_the_positive_rate_is_caught_after_it(seed: int, sta
     assert all(s.index > stable for s in found), "fired before the change"
     changed_ms = events.predictions[stable][0]
     assert all(s.event_time_ms >= changed_ms for s in found)
-    first = found[0]
-    assert (first.direction, first.status, first.detector) == ("increase", "firing", "adwin")
-    assert max(s.severity for s in found) == "warning", "10 points: warning, not critical"
-    last = found[-1]  # the best measured one
-    assert near(last.before, "mean", 0.3) and near(last.after, "mean", 0.4), last
+    assert all(s.detector == "adwin" and s.status == "firing" for s in found)
+    assert {s.direction for s in found} == {"increase"}
+    assert all(s.after["mean"] > s.before["mean"] for s in found)
+    ranks = [RANK[s.severity] for s in found]
+    assert ranks == sorted(set(ranks)), "a second alert only to raise the severity"
+
+
+@settings(SLOW, max_examples=20)
+@given(SEEDS, st.integers(3000, 20_000))
+def test_a_ten_point_rise_of_the_positive_rate_is_reported_as_ten_points(
+    seed: int, stable: int
+) -> None:
+    events = rates(seed, [(stable, 0.3), (4000, 0.4)])
+    found = of(live(MonitorConfig(), events, seed).signals, "prediction_drift")
+    rate = [s for s in found if s.signal == "positive_rate"]
+    assert rate and max(RANK[s.severity] for s in rate) == RANK["warning"], rate
+    last = rate[-1]  # the best measured one
+    assert near(last.after, "mean", 0.4), last
+    # "before" leaves out the latest 1,024 values before the detection, but a slow detection
+    # (ADWIN took over 1,000 predictions in some seeds) leaves part of the new level in it
+    assert 0.3 - 0.03 <= last.before["mean"] <= 0.3 + 0.04, last
 
 
 def test_a_stationary_stream_of_200k_predictions_raises_nothing() -> None:
@@ -516,12 +533,6 @@ def test_a_silence_is_found_the_same_by_deadline_or_by_gap() -> None:
     assert [facts(s) for s in first] == [facts(s) for s in second]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model_silent firing: before['count'] counts the prediction that ends the gap "
-    "on the gap path (SignalWatch._take increments served before _gap), not on the "
-    "deadline path",
-)
 def test_a_silence_reads_the_same_by_deadline_or_gap() -> None:
     events, _ = steady(3, 400, 15_000, 25_000)
     by_deadline, last = fed(MonitorConfig(), events)
@@ -530,7 +541,7 @@ def test_a_silence_reads_the_same_by_deadline_or_gap() -> None:
     first = by_deadline.signals(back)
     by_gap.see(back, "z", (0, None, "v1"))
     second = by_gap.signals(back + 1)[:1]
-    assert first[0].before["count"] == 400
+    assert first[0].before["count"] == 400, "the predictions before the gap"
     assert first == second
 
 
@@ -590,20 +601,29 @@ def test_dead_letters_rising_fire_input_quality_and_resolve(
     resolved = [s for s in found if s.status == "resolved"]
     assert firing, f"dead letters from 0 to {rate:.0%} went unnoticed"
     assert all(stable < s.index <= stable + 4000 for s in firing)
-    assert all(s.direction == "increase" for s in firing)
-    worst = firing[-1]  # a first alert on ADWIN's own figures may be raised once measured
-    assert near(worst.after, "invalid_rate", rate), worst
-    assert worst.before["invalid_rate"] < 0.01
-    severity = "critical" if worst.after["invalid_rate"] >= 0.10 else "warning"
-    assert worst.severity == severity, "critical from 10 % of the events dead-lettered"
-    if rate == 0.3:
-        assert worst.severity == "critical"
+    assert all(s.direction == "increase" and s.detector == "adwin" for s in firing)
+    for s in firing:
+        assert s.before["invalid_rate"] < 0.01 and s.after["invalid_rate"] >= 0.01, s
+        severity = "critical" if s.after["invalid_rate"] >= 0.10 else "warning"
+        assert s.severity == severity, "critical from 10 % of the events dead-lettered"
     ranks = [RANK[s.severity] for s in firing]
     assert ranks == sorted(set(ranks)), "a second alert only to raise the severity"
+    if rate == 0.3:
+        assert firing[-1].severity == "critical"
     assert len(resolved) == 1, found
     assert resolved[0].index > stable + 4000 and resolved[0].severity == "info"
-    assert resolved[0].event_time_ms > worst.event_time_ms
+    assert resolved[0].event_time_ms > firing[-1].event_time_ms
     assert resolved[0].after["invalid_rate"] < rate / 2
+
+
+@settings(SLOW, max_examples=10)
+@given(SEEDS, st.sampled_from([2000, 20_000]), st.sampled_from([0.1, 0.3]))
+def test_dead_letters_rising_are_reported_at_their_rate(
+    seed: int, stable: int, rate: float
+) -> None:
+    events = dead_letters(seed, [(stable, 0.0), (4000, rate), (4000, 0.0)])
+    firing = of(live(MonitorConfig(), events, seed).signals, "input_quality", status="firing")
+    assert firing and near(firing[-1].after, "invalid_rate", rate), firing
 
 
 def test_a_rate_of_dead_letters_below_min_rate_or_steady_is_not_reported() -> None:
@@ -634,7 +654,7 @@ def confidences(
             t += 1000
             c = min(max(confidence + rng.normal(0, 0.03), 0.5), 1.0)
             positive = bool(rng.random() < 0.5)
-            key = events.predict(t, int(positive), c if positive else 1 - c)
+            key = events.predict(t, int(positive), float(c if positive else 1 - c))
             done = t + 1 + int(rng.exponential(delay_ms))
             events.label(key, t, done, float(rng.random() < error))
     return events
@@ -646,7 +666,8 @@ def test_less_confident_calibrated_scores_alert_before_the_labels_and_are_confir
     seed: int, drop: tuple[float, float]
 ) -> None:
     confidence, error = drop
-    events = confidences(seed, [(5000, 0.9, 0.1), (4000, confidence, error)])
+    # labels ten minutes after their prediction: 600 predictions later
+    events = confidences(seed, [(5000, 0.9, 0.1), (4000, confidence, error)], 600_000)
     changed_ms = events.predictions[5000][0]
     run = live(MonitorConfig(), events, seed)
     found = of(run.signals, "estimated_degradation")
@@ -656,29 +677,50 @@ def test_less_confident_calibrated_scores_alert_before_the_labels_and_are_confir
     assert first.index > 5000 and first.event_time_ms >= changed_ms
     assert first.direction == "increase"
     assert abs(first.before["error_rate"] - 0.1) < 0.03
-    labelled = [d for d in run.detections if d.change.direction == "increase"]
+    labelled = [  # the error detectors' detections of this change (not an earlier blip)
+        d
+        for d in run.detections
+        if d.change.direction == "increase" and d.change.event_time_ms >= changed_ms
+    ]
     assert labelled, "the labels showed the degradation too"
     assert first.event_time_ms < labelled[0].change.event_time_ms, "not ahead of the labels"
     [reconciled] = [s for s in found if s.detector == "reconcile"]
     assert (reconciled.status, reconciled.severity) == ("firing", "info"), reconciled
+    assert reconciled.after["confirmed"] is True
     assert reconciled.index == first.index
     assert reconciled.after["count"] == MonitorConfig().estimated.reconcile_after
     assert near(reconciled.after, "error_rate", error), reconciled
     assert reconciled.event_time_ms > first.event_time_ms
 
 
-def test_an_estimate_the_labels_do_not_confirm_is_resolved_by_the_reconciliation() -> None:
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_scores_drifting_toward_one_half_alert_before_the_labels(seed: int) -> None:
+    drift = [(100, float(c), float(1 - c)) for c in np.linspace(0.9, 0.7, 21)[1:]]
+    events = confidences(seed, [(5000, 0.9, 0.1), *drift, (2000, 0.7, 0.3)], 600_000)
+    run = live(MonitorConfig(), events, seed)
+    firing = of(run.signals, "estimated_degradation", detector="adwin", status="firing")
+    assert firing and firing[0].index > 5000
+    assert all(type(v) in (int, float) for v in firing[0].after.values()), "plain JSON values"
+    labelled = [d for d in run.detections if d.change.direction == "increase"]
+    assert labelled and firing[0].event_time_ms < labelled[0].change.event_time_ms
+
+
+def test_an_estimate_the_labels_do_not_confirm_is_reconciled_as_not_confirmed() -> None:
     # scores lose confidence, but the model is as right as before: miscalibrated
-    events = confidences(21, [(5000, 0.9, 0.1), (4000, 0.7, 0.1)])
+    events = confidences(21, [(5000, 0.9, 0.1), (4000, 0.7, 0.1), (4000, 0.9, 0.1)])
     run = live(MonitorConfig(), events, 21)
     found = of(run.signals, "estimated_degradation")
-    firing = [s for s in found if s.detector == "adwin"]
+    firing = [s for s in found if s.detector == "adwin" and s.status == "firing"]
     [reconciled] = [s for s in found if s.detector == "reconcile"]
-    assert firing and firing[0].status == "firing" and firing[0].index > 5000
-    assert (reconciled.status, reconciled.severity) == ("resolved", "info")
+    assert firing and firing[0].index > 5000
+    # information only: it neither pages nor resolves (that is for the scores)
+    assert (reconciled.status, reconciled.severity) == ("firing", "info")
+    assert reconciled.after["confirmed"] is False
     assert reconciled.index == firing[0].index
     assert near(reconciled.after, "error_rate", 0.1), reconciled
     assert not [d for d in run.detections if d.change.direction == "increase"]
+    [resolved] = [s for s in found if s.status == "resolved"]
+    assert resolved.detector == "adwin" and resolved.index > 9000, "resolved as scores recover"
 
 
 def test_reconcile_after_sets_how_many_labels_reconcile() -> None:
@@ -696,16 +738,17 @@ def test_estimated_disabled_or_steady_says_nothing() -> None:
     assert of(live(off, drop).signals, "estimated_degradation") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reconciliation counts outcomes only while the estimate is open, and outcomes "
-    "run after the predictions of their batch: when the estimate resolves (a prediction), "
-    "whether earlier-completed outcomes were counted depends on the batch cuts",
-)
 def test_the_reconciliation_does_not_depend_on_the_batch_cadence() -> None:
+    """The estimate resolves with a prediction; the outcomes that reconcile it completed
+    before that prediction. In one batch all predictions run before any outcome; in small
+    batches the outcomes run first: the signals must not care."""
     # confidence drops, labels confirm within seconds, then confidence comes back
     events = confidences(25, [(4000, 0.9, 0.1), (1500, 0.7, 0.3), (4000, 0.95, 0.05)], 5000)
     one_batch = drive(MonitorConfig(), events, None).signals
     batched = live(MonitorConfig(), events, 25, per_batch=20).signals
-    assert of(batched, "estimated_degradation", detector="reconcile")
+    found = of(batched, "estimated_degradation")
+    assert [(s.detector, s.status) for s in found if s.detector == "reconcile"] == [
+        ("reconcile", "firing")
+    ]
+    assert of(found, "estimated_degradation", status="resolved"), "the scores recovered"
     assert canonical(one_batch) == canonical(batched)
