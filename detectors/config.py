@@ -433,9 +433,11 @@ class InputQualityConfig:
     enabled: bool = True
     delta: float = 0.002
     min_rate: float = 0.01
+    confirm: int = 400  # events after a change that measure the new rate
 
     def __post_init__(self) -> None:
         _bool("input_quality.enabled", self.enabled)
+        _int("input_quality.confirm", self.confirm, 1)
         delta = _float("input_quality.delta", self.delta, 0.0, 1.0, "(0, 1)")
         object.__setattr__(self, "delta", delta)
         rate = _float("input_quality.min_rate", self.min_rate, 0.0, 1.0, "[0, 1]")
@@ -457,9 +459,11 @@ class EstimatedConfig:
     delta: float = 0.002
     min_rise: float = 0.02
     reconcile_after: int = 500
+    confirm: int = 100  # predictions that measure a rise ADWIN's figures leave unclear
 
     def __post_init__(self) -> None:
         _bool("estimated.enabled", self.enabled)
+        _int("estimated.confirm", self.confirm, 1)
         delta = _float("estimated.delta", self.delta, 0.0, 1.0, "(0, 1)")
         object.__setattr__(self, "delta", delta)
         rise = _float("estimated.min_rise", self.min_rise, 0.0, 1.0, "[0, 1]")

@@ -284,7 +284,9 @@ class SignalWatch:
                     f"{m.before:.3g} to {m.after:.3g} ({size:+.3g}){grew}",
                 )  # fmt: skip
 
-        return self._confirm(name, adwin, values, at, judge, handle)
+        return self._confirm(
+            name, adwin, values, at, judge, handle, self.config.prediction_drift.confirm
+        )
 
     def _confirm(
         self,
@@ -294,6 +296,7 @@ class SignalWatch:
         at: list[tuple[int, int]],
         judge: Callable[[float, float], str | None],
         handle: Callable[[_Measured], Signal | None],
+        need: int,
     ) -> list[Signal]:
         """Feed ``values`` to ``adwin`` and measure the changes it reports.
 
@@ -315,7 +318,6 @@ class SignalWatch:
             since.add(values)
             return []
         out: list[Signal] = []
-        need = self.config.prediction_drift.confirm
         start = 0  # values[start:] are not counted in ``since`` yet
         for position, x in enumerate(values):
             if state is not None:
@@ -438,7 +440,8 @@ class SignalWatch:
                         )  # fmt: skip
             return None
 
-        return self._confirm("invalid_rate", self._invalid, values, at, judge, handle)
+        need = self.config.input_quality.confirm
+        return self._confirm("invalid_rate", self._invalid, values, at, judge, handle, need)
 
     # --- estimated error ----------------------------------------------------------------
 
@@ -513,7 +516,8 @@ class SignalWatch:
                         )  # fmt: skip
             return None
 
-        return self._confirm("expected_error", self._expected, values, at, judge, handle)
+        need = self.config.estimated.confirm
+        return self._confirm("expected_error", self._expected, values, at, judge, handle, need)
 
     def _reconciled(self, completed_ms: int) -> Signal:
         """The estimate against the labels of the predictions made after it. Information

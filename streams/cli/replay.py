@@ -34,7 +34,12 @@ def add_replay_command(sub: Any) -> None:
         default=[],
         help="KEY=V1,V2 (e.g. adwin.delta=0.002,0.0005); several --sweep give all combinations",
     )
-    p.add_argument("--expect", type=Path, help="CSV of known changes: model_id,change_at")
+    p.add_argument(
+        "--expect",
+        type=Path,
+        help="CSV of known changes: model_id,change_at[,kind] (kind: performance_degradation "
+        "by default, or a label-free kind such as labels_missing)",
+    )
     p.add_argument("--out", type=Path, help="write results.json, CSVs and a PNG per model here")
     p.add_argument(
         "--publish",

@@ -727,8 +727,14 @@ SIGNAL_FIELD_CHANGES: dict[str, dict[str, Any]] = {
         "delay_growth": 4.0,
     },
     "silence": {"enabled": False, "factor": 8.0, "min_gap_s": 120.0, "warmup": 50},
-    "input_quality": {"enabled": False, "delta": 0.125, "min_rate": 0.05},
-    "estimated": {"enabled": False, "delta": 0.125, "min_rise": 0.05, "reconcile_after": 300},
+    "input_quality": {"enabled": False, "delta": 0.125, "min_rate": 0.05, "confirm": 50},
+    "estimated": {
+        "enabled": False,
+        "delta": 0.125,
+        "min_rise": 0.05,
+        "reconcile_after": 300,
+        "confirm": 50,
+    },
 }
 
 
