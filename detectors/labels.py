@@ -57,17 +57,20 @@ class LabelWindows:
 
     # --- counting -----------------------------------------------------------------------
 
-    def predicted(self, te: int) -> None:
-        if not self.config.enabled:
-            return
+    def _window(self, te: int) -> _Window | None:
+        """The open window of prediction time ``te``; None (counted late) if final."""
         w = te // self.width
         if self.done_below is not None and w < self.done_below:
             self.late += 1
-            return
+            return None
         window = self.windows.get(w)
         if window is None:
             window = self.windows[w] = _Window()
-        window.predicted += 1
+        return window
+
+    def predicted(self, te: int) -> None:
+        if self.config.enabled and (window := self._window(te)) is not None:
+            window.predicted += 1
 
     def labelled(self, te: int, completed: int) -> None:
         """One outcome, released in canonical order."""
@@ -75,13 +78,9 @@ class LabelWindows:
             return
         delay = completed - te
         self.delays.add(delay)
-        w = te // self.width
-        if self.done_below is not None and w < self.done_below:
-            self.late += 1
-            return
-        window = self.windows.get(w)
+        window = self._window(te)
         if window is None:
-            window = self.windows[w] = _Window()
+            return
         if window.delay_ms is None or delay <= window.delay_ms:
             window.labelled += 1
             window.log_delay += math.log2(1.0 + delay / 1000.0)
@@ -169,11 +168,19 @@ class LabelWindows:
             self.open = None
             before = {"coverage": round(usual, 6), "mean_delay_s": _seconds(usual_delay)}
             return Signal(
-                "labels_missing", "window", kind, "resolved", "increase", index, at_ms,
-                "info", before, after,
+                "labels_missing",
+                "window",
+                kind,
+                "resolved",
+                "increase",
+                index,
+                at_ms,
+                "info",
+                before,
+                after,
                 f"labels are back: {coverage:.0%} of {n} predictions labelled within "
                 f"{delay_ms / 1000:.0f} s",
-            )  # fmt: skip
+            )
         if usual is None or self.healthy < _WARM_EVALUATIONS:
             self._learn(coverage, log_delay)
             return None
@@ -209,9 +216,18 @@ class LabelWindows:
             )
         severity = "critical" if coverage < floor / 2 else "warning"
         return Signal(
-            "labels_missing", "window", signal, "firing", "decrease", index, at_ms,
-            severity, before, after, message,
-        )  # fmt: skip
+            "labels_missing",
+            "window",
+            signal,
+            "firing",
+            "decrease",
+            index,
+            at_ms,
+            severity,
+            before,
+            after,
+            message,
+        )
 
     def _learn(self, coverage: float, log_delay: float | None) -> None:
         a = _BASELINE_ALPHA
