@@ -422,6 +422,9 @@ class SignalWatch:
                     )
             elif opened is not None and m.reported in RANK and m.after > opened[3]:
                 self.estimate_open = (opened[0], opened[1], opened[2], m.after)
+                r = self._reconciling
+                if r is not None and r[0] == opened[0]:
+                    r[3] = m.after  # reconciled against the level measured
                 if RANK[level(m.before, m.after)] > RANK[m.reported]:
                     return measured_signal(
                         "estimated_degradation",

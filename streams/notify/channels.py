@@ -204,6 +204,8 @@ def _rate(alert: dict[str, Any]) -> str | None:
     before, after = alert.get("before"), alert.get("after")
     if not isinstance(before, dict) or not isinstance(after, dict):
         return None
+    if "error_rate" not in before and "error_rate" not in after:
+        return None  # a label-free signal: its message says what moved
 
     def side(stats: dict[str, Any]) -> str:
         rate, count = stats.get("error_rate"), stats.get("count")
@@ -230,6 +232,10 @@ def _alert_line(alert: dict[str, Any]) -> str:
         parts.append(f"at {when}")
     if rate := _rate(alert):
         parts.append(f"error rate {rate}")
+    elif alert.get("message"):
+        parts.append(f"- {alert['message']}")
+    if alert.get("status") == "resolved":
+        parts.append("(resolved)")
     return " ".join(parts)
 
 
@@ -630,6 +636,9 @@ def email_message(
         lines.append(line(f"    event time: {_event_time(alert) or 'n/a'}"))
         if rate := _rate(alert):
             lines.append(line(f"    error rate: {rate}"))
+        elif alert.get("message"):
+            status = " (resolved)" if alert.get("status") == "resolved" else ""
+            lines.append(line(f"    what:       {alert['message']}{status}"))
         lines.append(line(f"    alert id:   {alert.get('alert_id', '?')}"))
     runbook_text = line(runbook or "none registered")
     lines += ["", f"Runbook: {runbook_text}", f"Delivery id: {note.delivery_id}"]

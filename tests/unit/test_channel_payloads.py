@@ -21,7 +21,8 @@ import pytest
 from pydantic import SecretStr
 
 from detectors.base import Change
-from streams.contract.alerts import build_alert, build_orphan_alert
+from detectors.signal import Signal
+from streams.contract.alerts import build_alert, build_orphan_alert, build_signal_alert
 from streams.contract.notification import Notification
 from streams.notify.channels import (
     email_message,
@@ -448,3 +449,24 @@ def test_a_notification_summary_is_shown_on_slack_and_in_the_mail() -> None:
     sections = [b["text"]["text"] for b in blocks_of(slack_payload(note), "section")]
     assert "3 page deliveries were dead-lettered &lt;between&gt; 10:00 and 10:05" in sections
     assert text in email_message(note, "a@example.com", "wk@example.com").get_content()
+
+
+def test_a_label_free_alert_is_paged_with_its_message_not_an_error_rate() -> None:
+    """A signal has no error rates: its page says what moved, and a resolve says so."""
+    signal = Signal(
+        "labels_missing", "window", "label_coverage", "firing", "decrease", 7, EVENT_MS,
+        "critical", {"coverage": 0.97}, {"coverage": 0.08, "count": 125},
+        "only 8% of 125 predictions got their label within the expected 3600 s",
+    )  # fmt: skip
+    alert = build_signal_alert(
+        signal, model_id="fraud", model_version="3.2.0", detected_at=DETECTED,
+        config_fingerprint="cfg",
+    )  # fmt: skip
+    note = Notification("fraud", (alert,), owner="risk-team@example.com", runbook=RUNBOOK)
+    body = email_message(note, "risk-team@example.com", "wk@example.com").get_content()
+    assert "only 8% of 125 predictions got their label" in body
+    assert "error rate" not in body
+    resolved = {**alert, "status": "resolved", "severity": "info", "message": "labels are back"}
+    note = Notification("fraud", (resolved,), owner="x", runbook=RUNBOOK, action="resolve")
+    body = email_message(note, "x@example.com", "wk@example.com").get_content()
+    assert "labels are back (resolved)" in body
