@@ -69,8 +69,17 @@ class LabelWindows:
         return window
 
     def predicted(self, te: int) -> None:
-        if self.config.enabled and (window := self._window(te)) is not None:
-            window.predicted += 1
+        self.predicted_in({te // self.width: 1})
+
+    def predicted_in(self, counts: dict[int, int]) -> None:
+        """``counts[w]`` predictions in window ``w`` (a batch's, counted by the caller)."""
+        if not self.config.enabled:
+            return
+        for w, n in counts.items():
+            if (window := self._window(w * self.width)) is not None:
+                window.predicted += n
+            else:
+                self.late += n - 1  # _window counted one
 
     def labelled(self, te: int, completed: int) -> None:
         """One outcome, released in canonical order."""

@@ -159,19 +159,27 @@ class SignalWatch:
         quality: list[float] = []
         positions: list[tuple[int, int]] = []  # (index, event ms) per item
         valid: list[tuple[int, int, Any, float | None]] = []
+        index = self.seen
+        served = self.served
+        silence = self.silence.served
+        windows: dict[int, int] = {}  # prediction counts per label window, added at once
+        width = self.labels.width
         for te, _, _, payload in items:
-            self.seen += 1
-            positions.append((self.seen, te))
+            index += 1
+            positions.append((index, te))
             if payload is None:
                 quality.append(1.0)
                 continue
             quality.append(0.0)
-            prediction, score, version = payload
-            self.version = version
-            self.labels.predicted(te)
-            out += self.silence.served(te, self.served)  # counted after: the gap's start
-            self.served += 1
-            valid.append((self.seen, te, prediction, score))
+            prediction, score, self.version = payload
+            w = te // width
+            windows[w] = windows.get(w, 0) + 1
+            if found := silence(te, served):  # counted after: the gap's start
+                out += found
+            served += 1
+            valid.append((index, te, prediction, score))
+        self.seen, self.served = index, served
+        self.labels.predicted_in(windows)
         if self._invalid is not None:
             out += self._quality(quality, positions)
         if valid:

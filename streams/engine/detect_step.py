@@ -268,19 +268,30 @@ class DetectStep:
         unconfirmed = self._unconfirmed_of(body.join, self._unconfirmed_seen)
         mine = unconfirmed.ids(body.offsets)
         others = [ids for _, ids in unconfirmed.batches if ids is not mine and ids]
-        track: ModelTrack | None = None
-        for s in body.seen:
+        seen = body.seen
+        if not seen:
+            return
+        model_id = body.model_id  # one model per message
+        track = self.track(model_id)
+        self.held.add(model_id)
+        out.touched.add(model_id)
+        push = track.watch.sequencer.push
+        add = mine.add
+        duplicates = 0
+        for s in seen:
             key = s.key
             if key in mine or (others and any(key in ids for ids in others)):
-                out.counts["duplicate_seen"] += 1
+                duplicates += 1
                 continue
-            mine.add(key)
-            if track is None or track.model_id != s.model_id:
-                track = self.track(s.model_id)
-                self.held.add(s.model_id)
-                out.touched.add(s.model_id)
-            payload = (s.prediction, s.score, s.model_version) if s.valid else None
-            track.see(s.event_time_ms, key, payload)
+            add(key)
+            push(
+                s.event_time_ms,
+                key,
+                0.0,
+                (s.prediction, s.score, s.model_version) if s.valid else None,
+            )
+        if duplicates:
+            out.counts["duplicate_seen"] += duplicates
 
     def _push(self, body: JoinedOutcomes, out: DetectOutput) -> None:
         unconfirmed = self._unconfirmed_of(body.join)
