@@ -18,11 +18,14 @@ def test_throughput_smoke_times_every_pair_and_reports_ratios() -> None:
     assert [r.metric for r in suite.rows] == [
         f"{who}, {labels[form]}"
         for form in ("single", "batched")
-        for who in ("worker", "replay engine", "worker")
+        for who in ("worker", "replay engine", "worker", "worker")
     ]
     for i, form in enumerate(("single", "batched")):
-        worker, replay, worker_vs_replay = suite.rows[3 * i : 3 * i + 3]
+        worker, replay, worker_vs_replay, worker_vs_off = suite.rows[4 * i : 4 * i + 4]
         d = suite.details[form]
+        # the same worker with the label-free signals off, on the same input
+        assert worker_vs_off.value == d["worker_pairs_per_s"]
+        assert worker_vs_off.baseline_value == d["worker_label_free_off_pairs_per_s"] > 0
         assert d["pairs"] == 3000
         # the helper packs many events per message, the plain form one per message
         assert d["messages"] == 6000 if form == "single" else d["messages"] < 100
