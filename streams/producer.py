@@ -118,7 +118,12 @@ class WatchkeeperProducer:
             predictions_topic: TopicStats(),
             ground_truth_topic: TopicStats(),
         }
-        self._bootstrap_servers = bootstrap_servers
+        # "host:port", "kafka://host:port" or several, split by "," or ";"
+        self._bootstrap_servers = ",".join(
+            part.strip().removeprefix("kafka://")
+            for part in bootstrap_servers.replace(";", ",").split(",")
+            if part.strip()
+        )
         self._security = security if security is not None else KafkaSecurity()
         self._producer_kwargs = producer_kwargs
         request_limit = int(producer_kwargs.get("max_request_size", DEFAULT_MAX_BYTES))

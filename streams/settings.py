@@ -8,6 +8,7 @@ smallest session timeout a stock Apache Kafka broker accepts (group.min.session.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -409,9 +410,24 @@ class Settings(BaseSettings):
     @field_validator("broker")
     @classmethod
     def _broker_scheme(cls, value: str) -> str:
-        if not value.startswith("kafka://"):
-            raise ValueError(f"broker must look like kafka://host:port, got {value!r}")
-        return value
+        """``kafka://host:port`` or ``host:port``, several separated by ``;`` or ``,``;
+        kept as ``kafka://a:1;kafka://b:2`` (what Faust takes)."""
+        parts = [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
+        if not parts:
+            raise ValueError("broker is empty: give host:port or kafka://host:port")
+        out = []
+        for part in parts:
+            if "://" in part:
+                scheme, _, part = part.partition("://")
+                if scheme != "kafka":
+                    raise ValueError(
+                        f"broker: the scheme must be kafka:// or none, got {scheme}://"
+                    )
+            host, sep, port = part.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"broker {part!r} must be host:port, e.g. localhost:9092")
+            out.append(f"kafka://{part}")
+        return ";".join(out)
 
     @model_validator(mode="after")
     def _redis_credentials(self) -> Settings:

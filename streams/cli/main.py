@@ -1,9 +1,10 @@
 """The ``watchkeeper`` command: a thin layer that parses flags, builds settings, and turns
-any :class:`~streams.errors.WatchkeeperError` into a message and exit code 2."""
+any WatchkeeperError into a message and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -24,11 +25,61 @@ from streams.settings import Settings
 
 __all__ = ["build_parser", "main", "settings_from"]
 
+DESCRIPTION = (
+    "Watchkeeper joins deployed models' predictions with their labels, watches them with "
+    "drift detectors and label-free signals, and pages each model's owner."
+)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts cannot be zero or less)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("watchkeeper")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _traffic_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--models", type=positive_int, default=24, help="how many models serve (default 24)"
+    )
+    p.add_argument(
+        "--predictions-per-model",
+        type=positive_int,
+        default=3000,
+        help="predictions each model makes over the simulated 48 h (default 3000)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=7, help="the seed of the traffic: same seed, same events"
+    )
+
 
 def _worker_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
+    p.add_argument("--broker", help="host:port or kafka://host:port (env WATCHKEEPER_BROKER)")
     p.add_argument("--app-id", help="consumer group / app id (env WATCHKEEPER_APP_ID)")
-    p.add_argument("--partitions", type=int, help="partitions for topics the worker creates")
+    p.add_argument(
+        "--partitions", type=positive_int, help="partitions for topics the worker creates"
+    )
     p.add_argument(
         "--config",
         dest="detector_config",
@@ -43,26 +94,25 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
 
 def _connection_flags(p: argparse.ArgumentParser, *, broker: bool = False) -> None:
     if broker:
-        p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
+        p.add_argument("--broker", help="host:port or kafka://host:port (env WATCHKEEPER_BROKER)")
         add_kafka_flags(p)
     add_redis_flags(p.add_argument_group("Redis"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="watchkeeper", description=__doc__)
+    parser = argparse.ArgumentParser(prog="watchkeeper", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"watchkeeper {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     worker = sub.add_parser("worker", help="run the join + detection worker against a broker")
     _worker_flags(worker)
     demo = sub.add_parser("demo", help="everything embedded: broker, Redis, worker, traffic")
-    demo.add_argument("--models", type=int, default=24)
-    demo.add_argument("--predictions-per-model", type=int, default=3000)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for the worker")
+    _traffic_flags(demo)
+    demo.add_argument(
+        "--timeout", type=positive_float, default=150.0, help="seconds to wait for the worker"
+    )
     sim = sub.add_parser("simulate", help="publish seeded synthetic traffic to a broker")
-    sim.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
-    sim.add_argument("--models", type=int, default=24)
-    sim.add_argument("--predictions-per-model", type=int, default=3000)
-    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--broker", help="host:port or kafka://host:port (env WATCHKEEPER_BROKER)")
+    _traffic_flags(sim)
     add_kafka_flags(sim)
     add_owner_commands(sub)
     add_replay_command(sub)
@@ -90,7 +140,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
             given["kafka"] = kafka
         return Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(settings_problem(exc)) from None
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One line per bad setting, named as a user sets it (not pydantic's dump)."""
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return "; ".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
 
             settings = settings_from(args)
             scenario = build_scenario(
-                models=args.models, predictions_per_model=args.predictions_per_model, seed=args.seed
+                models=args.models,
+                predictions_per_model=args.predictions_per_model,
+                seed=args.seed,
+                degraded=min(3, args.models),
             )
             asyncio.run(produce_scenario(settings.bootstrap_servers, scenario, settings))
             print(f"published {len(scenario.events)} events for {len(scenario.models)} models")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -26,14 +27,14 @@ def add_notify_commands(sub: Any, redis_flags: Any) -> None:
     notify = sub.add_parser("notify", help="deliver alerts to model owners (own consumer group)")
     redis_flags(notify, broker=True)
     ack = sub.add_parser("ack", help="acknowledge an alert: no escalation, no repeats for a while")
-    ack.add_argument("alert_id")
+    ack.add_argument("alert_id", help="the alert id, or its first characters if unique")
     ack.add_argument("--by", default="cli", help="who acknowledges (shown in the record)")
     redis_flags(ack)
     silence = sub.add_parser("silence", help="silence a model's pages for a while")
     silence.add_argument("model", nargs="?", help="model id (omit with --list)")
     silence.add_argument("--for", dest="duration", help="how long, e.g. 30m, 2h, 1d")
     silence.add_argument("--reason", default="", help="why (shown in the record)")
-    silence.add_argument("--by", default="cli")
+    silence.add_argument("--by", default="cli", help="who silences (shown in the record)")
     silence.add_argument("--list", action="store_true", help="show silences in force")
     redis_flags(silence)
     unsilence = sub.add_parser("unsilence", help="lift a model's silence")
@@ -73,16 +74,38 @@ async def _paging_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _ack(store: PagingStore, args: argparse.Namespace, settings: Settings) -> int:
-    alert = await store.alert(args.alert_id)
+    """Acknowledge by a whole id or a unique prefix (the demo prints 12 characters); an
+    alert already acknowledged keeps its first ack, and the command says whose."""
+    wanted = args.alert_id.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{4,32}", wanted):
+        raise ConfigError(
+            f"alert id {args.alert_id!r}: give the id or its first characters (at least 4, "
+            "0-9 and a-f)"
+        )
+    ids = [wanted] if len(wanted) == 32 else await store.alerts_with_prefix(wanted)
+    alert = await store.alert(ids[0]) if len(ids) == 1 else None
+    if len(ids) > 1:
+        raise ConfigError(
+            f"alert id prefix {wanted!r} is ambiguous: {', '.join(ids[:5])}"
+            f"{' …' if len(ids) > 5 else ''}; give more characters"
+        )
     if alert is None:
         raise ConfigError(
             f"unknown alert id {args.alert_id!r}: the notifier never delivered it, "
             "or its record expired"
         )
-    await store.ack(alert, by=args.by, ack_ttl_s=settings.notify.ack_ttl_s)
+    earlier = await store.ack(alert, by=args.by, ack_ttl_s=settings.notify.ack_ttl_s)
+    alert_id = alert["alert_id"]
+    if earlier is not None:
+        when = datetime.fromtimestamp(earlier["at_ms"] / 1000, tz=UTC)
+        print(
+            f"{alert_id} ({alert['model_id']} {alert['kind']}) was already acknowledged by "
+            f"{earlier['by']} at {when:%Y-%m-%d %H:%M:%S}Z; that ack stands"
+        )
+        return 1
     hours = settings.notify.ack_ttl_s / 3600
     print(
-        f"acknowledged {args.alert_id} ({alert['model_id']} {alert['kind']}) by {args.by}; "
+        f"acknowledged {alert_id} ({alert['model_id']} {alert['kind']}) by {args.by}; "
         f"no escalation, and repeats of {alert['kind']} for {alert['model_id']} are held "
         f"for {hours:g} h"
     )

@@ -47,7 +47,7 @@ def add_replay_command(sub: Any) -> None:
         help="re-emit the replayed alerts (first combination) to this topic",
     )
     p.add_argument("--broker", help="kafka://host:port (env WATCHKEEPER_BROKER)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
     add_kafka_flags(p)
 
 
@@ -76,6 +76,13 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--expect {args.expect}: {exc}") from exc
     models = set(args.model) or None
+    if args.out:  # before the replay, not after minutes of it
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"--out {args.out}: cannot write there: {exc.strerror or exc}"
+            ) from None
 
     with Progress(
         TextColumn("replay"),
@@ -89,8 +96,10 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         transient=True,
     ) as bar:
         task = bar.add_task("replay", total=None, rate="")
+        messages = [0]  # Kafka records read: a message may hold many events
 
         def advance(read: int, expected_records: int) -> None:
+            messages[0] = read
             elapsed = bar.tasks[0].elapsed or 0.0
             rate = f"{read / elapsed:,.0f} msg/s" if elapsed > 0 else ""
             bar.update(task, completed=read, total=expected_records, rate=rate)
@@ -102,16 +111,27 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         )
     rate = result.events / result.elapsed_s if result.elapsed_s else 0.0
     console.print(
-        f"replayed {result.events:,} events of {len(result.models)} models in "
-        f"{result.elapsed_s:.1f}s ({rate:,.0f} events/s); {result.dead_letters} invalid, "
-        f"{result.late_outcomes} outcomes out of event-time order"
+        f"replayed {result.events:,} events in {messages[0]:,} Kafka messages, of "
+        f"{len(result.models)} models, in {result.elapsed_s:.1f}s ({rate:,.0f} events/s); "
+        f"{result.dead_letters} invalid, {result.late_outcomes} outcomes out of event-time order"
     )
+    if result.events == 0 and (start is not None or end is not None):
+        console.print(
+            "nothing in that range: --from and --to select by Kafka record time (when the "
+            "events were published), not by the events' own timestamps"
+        )
     scores = evaluate(result, expected)
     console.print(model_table(result, combinations[0].name))
     if len(combinations) > 1 or expected:
         console.print(sweep_table(result, scores))
     if args.out:
-        for path in write_outputs(result, scores, args.out):
+        try:
+            written = write_outputs(result, scores, args.out)
+        except OSError as exc:
+            raise ConfigError(
+                f"--out {args.out}: cannot write there: {exc.strerror or exc}"
+            ) from None
+        for path in written:
             console.print(f"wrote {path}")
     if args.publish:
         alerts = result.alerts[combinations[0].name]

@@ -495,6 +495,7 @@ def run_demo(
         models=models,
         predictions_per_model=predictions_per_model,
         seed=seed,
+        degraded=min(3, models),
         labels_stop=1 if models >= 6 else 0,
         silent=1 if models >= 6 else 0,
     )

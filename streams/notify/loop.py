@@ -39,6 +39,7 @@ import logging
 import random
 import secrets
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -1027,6 +1028,14 @@ async def run_notifier(
         consumer.subscribe([t.alerts], listener=_Revoked(notifier, consumer, tracker))
         await consumer.start()
         stack.push_async_callback(consumer.stop)
+        # whatever the log level: the one line an operator looks for
+        print(
+            f"watchkeeper notifier ready: reading {t.alerts} as group {settings.notify.group_id} "
+            f"from {settings.bootstrap_servers}; {len(settings.notify.fallback_channels)} "
+            "fallback channel(s)",
+            file=sys.stderr,
+            flush=True,
+        )
         while not stop.is_set():
             wait = notifier.due_in()
             timeout_ms = 200 if wait is None else int(min(max(wait, 0.01), 0.2) * 1000)

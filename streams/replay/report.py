@@ -22,8 +22,9 @@ from typing import Any
 from rich.table import Table
 
 from streams.contract.alerts import rfc3339_ms
-from streams.contract.events import parse_timestamp_ms
+from streams.errors import ConfigError
 from streams.replay.backtest import HOUR_MS, BacktestResult, ModelSummary, hourly
+from streams.replay.times import parse_time
 
 __all__ = [
     "ChangeMatch",
@@ -139,8 +140,8 @@ def load_expected(path: Path) -> list[ExpectedChange]:
                 f"{', '.join(SCORED_KINDS)}"
             )
         try:
-            at_ms = parse_timestamp_ms(int(raw) if raw.isascii() and raw.isdigit() else raw)
-        except ValueError as exc:
+            at_ms = parse_time(raw)  # as --from and --to read their times
+        except (ValueError, ConfigError) as exc:
             raise ValueError(f"{path}: line {line}: column change_at: {exc}") from None
         change = ExpectedChange(model_id, at_ms, kind)
         if change in seen:

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,29 +24,14 @@ from streams.connections import aiokafka_kwargs
 from streams.contract.internal import Kind
 from streams.engine.join_step import InputRecord
 from streams.engine.rules import InputRules
-from streams.errors import ConfigError, TopologyError
+from streams.errors import TopologyError
 from streams.replay.backtest import Backtest, BacktestResult, Combination
+from streams.replay.times import parse_time
 from streams.settings import KafkaSecurity, Settings
 
 __all__ = ["parse_time", "publish_alerts", "read_range", "replay"]
 
 Progress = Callable[[int, int], None]  # (records read, records expected)
-
-
-def parse_time(text: str) -> int:
-    """RFC 3339 (``2026-11-01T00:00Z``) or epoch milliseconds, as epoch ms."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError(
-            f"time {text!r}: expected RFC 3339 such as 2026-11-01T00:00Z, or epoch ms"
-        ) from exc
-    if stamp.tzinfo is None:
-        raise ConfigError(f"time {text!r} has no timezone; add Z for UTC")
-    return int(stamp.astimezone(UTC).timestamp() * 1000)
 
 
 async def read_range(

@@ -494,14 +494,28 @@ class PagingStore:
         raw = await self.redis.get(self.key("alert", alert_id))
         return None if raw is None else orjson.loads(raw)
 
-    async def ack(self, alert: dict[str, Any], *, by: str, ack_ttl_s: float) -> None:
+    async def alerts_with_prefix(self, prefix: str, *, most: int = 10) -> list[str]:
+        """Ids of remembered alerts that start with ``prefix`` (hex: alert ids are), at
+        most ``most``: what ``ack`` takes in place of a whole id."""
+        found: list[str] = []
+        async for raw_key in self.redis.scan_iter(match=self.key("alert", prefix + "*")):
+            found.append(_text(raw_key).removeprefix(self.key("alert", "")))
+            if len(found) >= most:
+                break
+        return sorted(found)
+
+    async def ack(
+        self, alert: dict[str, Any], *, by: str, ack_ttl_s: float
+    ) -> dict[str, Any] | None:
+        """Acknowledge ``alert``; None, or the earlier ack (who, when), which stays."""
         now = self.now_ms()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(
-            self.key("ack", alert["alert_id"]),
-            orjson.dumps({"by": by, "at_ms": now}),
-            px=self.ttl_ms,
+        record = orjson.dumps({"by": by, "at_ms": now})
+        first = await self.redis.set(
+            self.key("ack", alert["alert_id"]), record, px=self.ttl_ms, nx=True
         )
+        if not first:
+            return await self.acked(alert["alert_id"])
+        pipe = self.redis.pipeline(transaction=True)
         pipe.set(
             self.key("ack-kind", alert["model_id"], alert["kind"]),
             now + int(ack_ttl_s * 1000),
@@ -509,6 +523,7 @@ class PagingStore:
         )
         pipe.zrem(self.key("escalations"), alert["alert_id"])
         await pipe.execute()
+        return None
 
     async def acked(self, alert_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.key("ack", alert_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 
 from streams.settings import Settings, load_detectors
 from streams.topology import ensure_topics, partition_count
@@ -47,6 +48,13 @@ def run_worker(settings: Settings) -> None:
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             tune_gc()
+            # whatever the log level (Faust's own lines need info): the line to look for
+            print(
+                f"watchkeeper worker ready: group {settings.app_id}, {partitions} partitions, "
+                f"broker {settings.bootstrap_servers}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     worker = Worker(pipeline.app, loglevel=settings.log_level, quiet=True)
     # Faust's progress spinner sets the root logger to DEBUG (to spin on every record):

@@ -196,6 +196,7 @@ def test_the_whole_stream_stopping_raises_and_resolves_the_fleet_alert(
         assert worker.stop() == 0, worker.log_tail()
     (a,) = fired
     assert a["model_id"] == "*" and a["severity"] == "critical" and a["signal"] == "stream"
+    assert "watchkeeper worker ready: group" in worker.log_path.read_text()  # default level
     (b,) = back
     assert b["alert_id"] != a["alert_id"] and b["status"] == "resolved"
 

@@ -358,6 +358,36 @@ async def test_ack_from_the_cli_stops_escalation_and_repeats(
     assert await run_cli("ack", "no-such-alert", "--redis", redis_url) == 2
 
 
+async def test_ack_takes_a_unique_prefix_and_a_second_ack_keeps_the_first(
+    make_harness: Any,
+    http: HttpReceiver,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The demo prints 12 characters of each id: ``ack`` takes them. A second ack says
+    whose ack stands instead of overwriting it."""
+    h = await make_harness(cooldown_s=0)
+    monkeypatch.setenv("WATCHKEEPER_REDIS_PREFIX", h.settings.redis_prefix)
+    await h.own("pricing", f"webhook:{http.url}/hook")
+    first, second = alert("pricing", 10, after=0.5), alert("pricing", 11, after=0.6)
+    await h.run(first)
+    await h.run(second)
+    common = next(
+        n for n in range(32) if first["alert_id"][n] != second["alert_id"][n]
+    )  # the prefix they share, if any, is ambiguous
+    if common >= 4:
+        assert await run_cli("ack", first["alert_id"][:common], "--redis", redis_url) == 2
+        assert "ambiguous" in capsys.readouterr().err
+    short = first["alert_id"][:12]
+    assert await run_cli("ack", short, "--by", "alice", "--redis", redis_url) == 0
+    assert (await h.store.acked(first["alert_id"]))["by"] == "alice"
+    assert await run_cli("ack", first["alert_id"], "--by", "bob", "--redis", redis_url) == 1
+    assert "already acknowledged by alice" in capsys.readouterr().out
+    assert (await h.store.acked(first["alert_id"]))["by"] == "alice"
+    assert await run_cli("ack", "zz-not-hex", "--redis", redis_url) == 2
+
+
 # --- orphans --------------------------------------------------------------------------------
 
 

@@ -181,6 +181,8 @@ async def test_each_alert_is_paged_through_a_kill_a_second_replica_and_duplicate
         await http.stop()
     assert {i for i, v in states.items() if v.startswith("sent")} == everything
     assert dead.records == [], "nothing may be dead-lettered"
+    for p in (first, second, restarted):  # at the default log level too
+        assert p is not None and "watchkeeper notifier ready" in p.log_path.read_text()
     assert set(delivered_ids(http)) == everything, "every alert reaches its channel"
     # a receiver that deduplicates on X-Watchkeeper-Delivery sees each alert once
     pages = pages_by_delivery_id(http)

@@ -147,7 +147,7 @@ def test_load_expected_header_only_is_empty(tmp_path: Path):
     ("body", "where", "detail"),
     [
         ("m,2026-11-19T12:00:00Z\nm,yesterday\n", "line 3: column change_at", "yesterday"),
-        ("m,2026-11-19T12:00:00\n", "line 2: column change_at", "no timezone offset"),
+        ("m,2026-11-19T12:00:00\n", "line 2: column change_at", "has no timezone"),
         ("m,2026-11-19T12:00:00Z\n,2026-11-19T12:00:00Z\n", "line 3: column model_id", "empty"),
         ("m,1,extra\n", "line 2", "expected 2 columns, got 3"),
         ("m\n", "line 2", "expected 2 columns, got 1"),
@@ -489,3 +489,12 @@ def test_each_kind_is_scored_against_its_own_expected_changes() -> None:
     }
     (score, _) = evaluate(hand_made(alerts, []), [*expected, ExpectedChange("m4", T)])
     assert score.false_alarms == 2  # degradations are scored now: m1's is a false alarm
+
+
+def test_expect_reads_times_as_from_and_to_do(tmp_path: Path) -> None:
+    """``2026-11-19T12:00Z`` (no seconds) works in --from, so it works in --expect."""
+    from streams.replay.times import parse_time
+
+    path = tmp_path / "changes.csv"
+    path.write_text("model_id,change_at\nm,2026-11-19T12:00Z\n")
+    assert load_expected(path) == [ExpectedChange("m", T)] and parse_time("2026-11-19T12:00Z") == T
