@@ -61,3 +61,12 @@ class DriftDetector(Protocol):
         per-value cost is river's own, not the adapter's bookkeeping.
         """
         ...
+
+
+def error_severity(before: float, after: float) -> str:
+    """The severity of a rise of the error rate from ``before`` to ``after``: critical when
+    it rose by 10 points or at least doubled, warning otherwise (info for no rise)."""
+    if after <= before:
+        return "info"
+    doubled = before > 0 and after >= 2 * before
+    return "critical" if after - before >= 0.10 or doubled else "warning"

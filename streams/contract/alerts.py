@@ -12,7 +12,7 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from detectors.base import Change
+from detectors.base import Change, error_severity
 from detectors.signal import Signal
 
 __all__ = [
@@ -59,9 +59,7 @@ def severity_of(change: Change) -> Severity:
     """Critical when the error rate rose by 10 points or at least doubled."""
     if change.direction != "increase":
         return "info"
-    rise = change.mean_after - change.mean_before
-    doubled = change.mean_before > 0 and change.mean_after >= 2 * change.mean_before
-    return "critical" if rise >= 0.10 or doubled else "warning"
+    return error_severity(change.mean_before, change.mean_after)  # type: ignore[return-value]
 
 
 def build_alert(

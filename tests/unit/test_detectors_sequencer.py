@@ -205,6 +205,8 @@ def test_a_batched_track_detects_what_the_monitor_detects_one_by_one(
             track.push(t, p, e, "1.0")
         found += track.release()
     found += track.flush()
+    # the detectors' own (the track adds a measured one when a rise proves bigger)
+    found = [d for d in found if not d.change.detector.endswith(":measured")]
     assert [d.change for d in found] == expected
     assert [d.prediction_id for d in found] == [sorted(items)[c.index - 1][1] for c in expected]
     assert track.sequencer.late == 0 and track.model_version == "1.0"

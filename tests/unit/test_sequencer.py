@@ -86,5 +86,6 @@ def test_track_detects_what_the_monitor_detects_on_the_sorted_stream(seed, cut):
             track = pickle.loads(pickle.dumps(track))
         found += track.offer(t, p, errors[p], "1.0")
     found += track.flush()
+    found = [d for d in found if not d.change.detector.endswith(":measured")]  # the track's own
     assert [d.change for d in found] == expected
     assert track.sequencer.late == 0
