@@ -98,6 +98,36 @@ class DetectOutput:
         ]
 
 
+class _Agenda:
+    """Models by the watermark at which they next have something due: one entry per
+    model at most (its earliest), so a model served every batch does not leave one stale
+    entry per batch behind. A visit re-schedules what is still due later."""
+
+    __slots__ = ("heap", "queued")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, str]] = []
+        self.queued: dict[str, int] = {}  # model -> the time of its entry in the heap
+
+    def add(self, at: int, model_id: str) -> None:
+        queued = self.queued.get(model_id)
+        if queued is not None and queued <= at:
+            return  # its earlier entry comes first; the visit then schedules this one
+        self.queued[model_id] = at
+        heapq.heappush(self.heap, (at, model_id))
+
+    def due(self, bar: int) -> set[str]:
+        """The models due at watermark ``bar``, taken off the agenda."""
+        heap, queued = self.heap, self.queued
+        out: set[str] = set()
+        while heap and heap[0][0] <= bar:
+            at, model_id = heapq.heappop(heap)
+            if queued.get(model_id) == at:
+                del queued[model_id]
+                out.add(model_id)
+        return out
+
+
 class _Unconfirmed:
     """Prediction ids (outcomes, or seen predictions: two instances) a join partition
     published in batches not yet known durable."""
@@ -153,14 +183,14 @@ class DetectStep:
         self._unconfirmed: dict[int, _Unconfirmed] = meta.setdefault("unconfirmed", {})
         self._unconfirmed_seen: dict[int, _Unconfirmed] = meta.setdefault("unconfirmed_seen", {})
         # (watermark, model): when a model has something to decide without new input
-        self._due: list[tuple[int, str]] = []  # by the outcome watermark: label windows
-        self._due_p: list[tuple[int, str]] = []  # by the prediction watermark: silences
+        self._due = _Agenda()  # by the outcome watermark: label windows
+        self._due_p = _Agenda()  # by the prediction watermark: silences
 
     def restore(self) -> None:
         """Find the models whose restored tracks still hold outcomes or predictions, or
         have something due."""
         self.held = {m for m, t in self.tracks.items() if t.pending or t.watch.pending}
-        self._due, self._due_p = [], []
+        self._due, self._due_p = _Agenda(), _Agenda()
         for model_id, track in self.tracks.items():
             self._schedule(model_id, track)
 
@@ -215,9 +245,9 @@ class DetectStep:
         if bound is None and pbound is None:
             return out
         visit = set(self.held)
-        for due, bar in ((self._due, bound), (self._due_p, pbound)):
-            while due and bar is not None and due[0][0] <= bar:
-                visit.add(heapq.heappop(due)[1])
+        for agenda, bar in ((self._due, bound), (self._due_p, pbound)):
+            if bar is not None:
+                visit.update(agenda.due(bar))
         for model_id in sorted(visit):
             track = self.tracks.get(model_id)
             if track is None:
@@ -245,13 +275,12 @@ class DetectStep:
         return out
 
     def _schedule(self, model_id: str, track: ModelTrack) -> None:
-        """Remember when ``model_id`` next has something due (stale entries are harmless:
-        a visit re-checks)."""
+        """Remember when ``model_id`` next has something due (a visit re-checks)."""
         due, due_p = track.due()
         if due is not None:
-            heapq.heappush(self._due, (due, model_id))
+            self._due.add(due, model_id)
         if due_p is not None:
-            heapq.heappush(self._due_p, (due_p, model_id))
+            self._due_p.add(due_p, model_id)
 
     def _unconfirmed_of(
         self, join: int, table: dict[int, _Unconfirmed] | None = None
