@@ -18,6 +18,7 @@ from detectors.signal import Signal
 __all__ = [
     "ALERT_SCHEMA_VERSION",
     "AlertKind",
+    "LABEL_FREE_KINDS",
     "alert_id",
     "build_alert",
     "build_signal_alert",
@@ -41,6 +42,14 @@ AlertKind = Literal[
     "model_limit",
 ]
 Severity = Literal["info", "warning", "critical"]
+LABEL_FREE_KINDS = (
+    "prediction_drift",
+    "labels_missing",
+    "model_silent",
+    "input_quality",
+    "estimated_degradation",
+)
+"""The kinds the label-free and liveness signals raise (:mod:`detectors.signals`)."""
 
 
 def alert_id(model_id: str, kind: str, detector: str, index: int) -> str:

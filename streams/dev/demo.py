@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.connections import aiokafka_kwargs, redis_client
+from streams.contract.alerts import LABEL_FREE_KINDS
 from streams.contract.notification import parse_channel
 from streams.dev.embedded import embedded_stack
 from streams.dev.process import WorkerProcess
@@ -262,13 +263,7 @@ def summarize(
     return counts, delays, label_free_table(scenario, alerts)
 
 
-LABEL_FREE = (
-    "prediction_drift",
-    "labels_missing",
-    "model_silent",
-    "input_quality",
-    "estimated_degradation",
-)
+LABEL_FREE = LABEL_FREE_KINDS
 
 
 def label_free_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:

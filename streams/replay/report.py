@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.table import Table
 
-from streams.contract.alerts import rfc3339_ms
+from streams.contract.alerts import LABEL_FREE_KINDS, rfc3339_ms
 from streams.errors import ConfigError
 from streams.replay.backtest import HOUR_MS, BacktestResult, ModelSummary, hourly
 from streams.replay.times import parse_time
@@ -41,13 +41,7 @@ __all__ = [
 DEGRADATION = "performance_degradation"
 IMPROVEMENT = "performance_improvement"
 CHANGE_KINDS = (DEGRADATION, IMPROVEMENT)
-SIGNAL_KINDS = (
-    "prediction_drift",
-    "labels_missing",
-    "model_silent",
-    "input_quality",
-    "estimated_degradation",
-)
+SIGNAL_KINDS = LABEL_FREE_KINDS
 SCORED_KINDS = (DEGRADATION, *SIGNAL_KINDS)
 EXPECTED_COLUMNS = ("model_id", "change_at")
 KIND_COLORS = {
