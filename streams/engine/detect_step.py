@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -147,6 +147,22 @@ class _Unconfirmed:
         ids = set()
         self.batches.append((offsets, ids))
         return ids
+
+    def fresh(self, offsets: dict[str, int]) -> Callable[[str], bool]:
+        """The test for the ids of the batch that ended at ``offsets``: true the first
+        time an id is met (it is recorded), false for one a batch not yet known durable
+        published before."""
+        mine = self.ids(offsets)
+        others = [ids for _, ids in self.batches if ids is not mine and ids]
+        add = mine.add
+
+        def fresh(key: str) -> bool:
+            if key in mine or (others and any(key in ids for ids in others)):
+                return False
+            add(key)
+            return True
+
+        return fresh
 
     def mark(self, m: JoinMark) -> None:
         if self.last_seq is not None and m.seq == self.last_seq + 1:
@@ -294,25 +310,21 @@ class DetectStep:
     def _see(self, body: JoinedOutcomes, out: DetectOutput) -> None:
         """Hold the prediction events of ``body`` for the label-free signals, dropping
         those a re-processed join batch published before (as for outcomes)."""
-        unconfirmed = self._unconfirmed_of(body.join, self._unconfirmed_seen)
-        mine = unconfirmed.ids(body.offsets)
-        others = [ids for _, ids in unconfirmed.batches if ids is not mine and ids]
         seen = body.seen
         if not seen:
             return
+        fresh = self._unconfirmed_of(body.join, self._unconfirmed_seen).fresh(body.offsets)
         model_id = body.model_id  # one model per message
         track = self.track(model_id)
         self.held.add(model_id)
         out.touched.add(model_id)
         push = track.watch.sequencer.push
-        add = mine.add
         duplicates = 0
         for s in seen:
             key = s.key
-            if key in mine or (others and any(key in ids for ids in others)):
+            if not fresh(key):
                 duplicates += 1
                 continue
-            add(key)
             push(
                 s.event_time_ms,
                 key,
@@ -323,17 +335,14 @@ class DetectStep:
             out.counts["duplicate_seen"] += duplicates
 
     def _push(self, body: JoinedOutcomes, out: DetectOutput) -> None:
-        unconfirmed = self._unconfirmed_of(body.join)
-        mine = unconfirmed.ids(body.offsets)
-        others = [ids for _, ids in unconfirmed.batches if ids is not mine and ids]
+        fresh = self._unconfirmed_of(body.join).fresh(body.offsets)
         track: ModelTrack | None = None
         pushed = late = 0  # of the current track
         for o in body.outcomes:  # one model as a rule: counted per run of one model
             pid = o.prediction_id
-            if pid in mine or (others and any(pid in ids for ids in others)):
+            if not fresh(pid):
                 out.counts["duplicate_outcomes"] += 1
                 continue
-            mine.add(pid)
             if track is None or track.model_id != o.model_id:
                 if track is not None:
                     self._count(track, pushed, late, out)
