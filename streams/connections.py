@@ -9,17 +9,22 @@ is built on :func:`kafka_security_kwargs`.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 from redis.asyncio import Redis
 
-from streams.errors import ConfigError
+from streams.errors import ConfigError, TopologyError
 from streams.settings import KafkaSecurity, Settings
 
 __all__ = [
+    "BROKER_CHECK_S",
     "aiokafka_kwargs",
+    "check_broker",
     "kafka_security_kwargs",
     "kafka_ssl_context",
     "redis_client",
@@ -65,6 +70,30 @@ def aiokafka_kwargs(bootstrap_servers: str, kafka: KafkaSecurity) -> dict[str, A
     """Where and how an aiokafka client connects: ``AIOKafkaConsumer(**aiokafka_kwargs(
     settings.bootstrap_servers, settings.kafka), group_id=...)``."""
     return {"bootstrap_servers": bootstrap_servers, **kafka_security_kwargs(kafka)}
+
+
+BROKER_CHECK_S = 10.0
+"""How long a command waits for the broker's first answer before it says it found none
+(aiokafka's own bootstrap waits out its 40 s request timeout on a port that is not Kafka)."""
+
+
+async def check_broker(
+    bootstrap_servers: str, kafka: KafkaSecurity, *, timeout_s: float = BROKER_CHECK_S
+) -> None:
+    """Fail fast, in one line, when no Kafka broker answers at ``bootstrap_servers``."""
+    client = AIOKafkaClient(
+        **aiokafka_kwargs(bootstrap_servers, kafka), request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise TopologyError(
+            f"no Kafka broker answered at {bootstrap_servers} within {timeout_s:g} s ({why}); "
+            "check --broker / WATCHKEEPER_BROKER and the Kafka security settings"
+        ) from None
+    finally:
+        await client.close()
 
 
 def redis_security_kwargs(settings: Settings) -> dict[str, Any]:

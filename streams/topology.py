@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.connections import aiokafka_kwargs
+from streams.connections import aiokafka_kwargs, check_broker
 from streams.errors import TopologyError
 from streams.settings import Settings
 
@@ -40,6 +40,7 @@ def changelog_topic_names(settings: Settings) -> tuple[str, str]:
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    await check_broker(settings.bootstrap_servers, settings.kafka)  # seconds, not 40 s
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(settings.bootstrap_servers, settings.kafka))
     try:
         await admin.start()

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from detectors.exceptions import DetectorSettingsError
 from streams.cli.security import add_kafka_flags
+from streams.connections import check_broker
 from streams.errors import ConfigError
 from streams.replay.backtest import expand_sweeps
 from streams.settings import Settings
@@ -83,6 +84,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(
                 f"--out {args.out}: cannot write there: {exc.strerror or exc}"
             ) from None
+    asyncio.run(check_broker(settings.bootstrap_servers, settings.kafka))
 
     with Progress(
         TextColumn("replay"),

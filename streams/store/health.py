@@ -10,6 +10,9 @@ Keys (``prefix`` defaults to ``wk:``):
     {prefix}model:{model}    hash: per-model counters (predictions, joined, outcomes, alerts, ...)
     {prefix}health:{model}   hash: latest detector snapshot (error rates, n, last alert)
     {prefix}models           zset: model -> wall-clock ms when last seen in traffic
+    {prefix}series:{model}   zset: one point per 15 min of event time (score: its start),
+                             ``start|error_rate|label_coverage|outcomes|predictions``,
+                             the snapshot last written in it; a week kept (status, ui)
 
 With ``retention_s`` set (the worker sets ``model_retention_ms``), the per-model hashes
 expire that long after their last write and the zset forgets models unseen as long:
@@ -22,6 +25,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,7 +34,14 @@ from redis.asyncio import Redis
 from streams.engine.join import JoinStats
 from streams.store.breaker import OUTAGE_ERRORS, RedisBreaker
 
-__all__ = ["PLAIN_COUNTERS", "HealthBuffer", "HealthStore"]
+__all__ = [
+    "PLAIN_COUNTERS",
+    "SERIES_BUCKET_MS",
+    "SERIES_POINTS",
+    "HealthBuffer",
+    "HealthStore",
+    "SeriesPoint",
+]
 
 PLAIN_COUNTERS = ("redelivered", "disordered_input", "late_outcomes", "duplicate_outcomes")
 """Counts of input that was skipped (``redelivered``, ``duplicate_outcomes``) or processed
@@ -41,9 +52,10 @@ out of order, kept in ``{prefix}stats``; every other reason is a dead letter."""
 # 10,000 models a write of four commands per model took 0.6 s of the worker's CPU. ARGV[k]
 # holds KEYS[k]'s fields as JSON behind an operation letter: "i" HINCRBY each, "s" HSET,
 # "a" absolute: ``field@part`` is set to the value and ``field`` moves by the difference,
-# so ``field`` is always the sum over the parts. Values travel as strings, so Lua's numbers
-# (doubles) never reformat them. An upper-case letter also sets the key to expire in
-# ARGV[#KEYS + 1] ms (0: never).
+# so ``field`` is always the sum over the parts; "z" puts point ``v`` at score ``t`` of a
+# zset in place of the one there, keeping the newest ``n`` points. Values travel as
+# strings, so Lua's numbers (doubles) never reformat them. An upper-case letter also sets
+# the key to expire in ARGV[#KEYS + 1] ms (0: never).
 _WRITE_HASHES = """
 local ttl = tonumber(ARGV[#KEYS + 1])
 for k = 1, #KEYS do
@@ -69,10 +81,14 @@ for k = 1, #KEYS do
       flat[#flat + 1] = v
     end
     redis.call('HSET', KEYS[k], unpack(flat))
-  else
+  elseif op == 'i' then
     for f, v in pairs(fields) do
       redis.call('HINCRBY', KEYS[k], f, v)
     end
+  elseif op == 'z' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], fields.t, fields.t)
+    redis.call('ZADD', KEYS[k], fields.t, fields.v)
+    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -1 - tonumber(fields.n))
   end
   if expire and ttl > 0 then
     redis.call('PEXPIRE', KEYS[k], ttl)
@@ -110,12 +126,67 @@ class _HashWrites:
         if fields:
             self._add(key, b"s", expire, {f: str(v) for f, v in fields.items()})
 
+    def point(self, key: str, t: int, value: str, keep: int, *, expire: bool = False) -> None:
+        self._add(key, b"z", expire, {"t": str(t), "v": value, "n": str(keep)})
+
     async def queue(self, pipe: Any, script: Any) -> None:
         for start in range(0, len(self._keys), _HASHES_PER_CALL):
             end = start + _HASHES_PER_CALL
             # queued on the pipeline, sent by its execute()
             args = [*self._args[start:end], self._ttl]
             await script(keys=self._keys[start:end], args=args, client=pipe)
+
+
+SERIES_BUCKET_MS = 15 * 60 * 1000
+SERIES_POINTS = 7 * 24 * 4  # a week of event time per model
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    """A model's health at one 15-minute bucket of event time (its prediction time): the
+    detectors' recent error rate and the label coverage as they stood at the bucket's last
+    snapshot, and how many outcomes and predictions they had seen by then."""
+
+    t_ms: int
+    error_rate: float
+    label_coverage: float | None
+    outcomes: int
+    predictions: int
+
+    @classmethod
+    def of(cls, snapshot: Mapping[str, Any]) -> SeriesPoint | None:
+        at = int(snapshot.get("last_prediction_ms") or snapshot.get("last_event_time_ms") or 0)
+        if at <= 0:
+            return None
+        coverage = snapshot.get("label_coverage")
+        return cls(
+            at - at % SERIES_BUCKET_MS,
+            float(snapshot.get("recent_error_rate", 0.0)),
+            None if coverage is None else float(coverage),
+            int(snapshot.get("outcomes", 0)),
+            int(snapshot.get("predictions_seen", 0)),
+        )
+
+    def encode(self) -> str:
+        coverage = "" if self.label_coverage is None else repr(self.label_coverage)
+        return f"{self.t_ms}|{self.error_rate!r}|{coverage}|{self.outcomes}|{self.predictions}"
+
+    @classmethod
+    def decode(cls, text: str) -> SeriesPoint | None:
+        parts = text.split("|")
+        if len(parts) != 5:
+            return None
+        t, error, coverage, outcomes, predictions = parts
+        try:
+            return cls(
+                int(t),
+                float(error),
+                float(coverage) if coverage else None,
+                int(outcomes),
+                int(predictions),
+            )
+        except ValueError:
+            return None
 
 
 class HealthStore:
@@ -187,6 +258,14 @@ class HealthStore:
         writes = self._writes()
         for model, snapshot in snapshots.items():
             writes.set(self.key("health", model), snapshot, expire=True)
+            if (point := SeriesPoint.of(snapshot)) is not None:
+                writes.point(
+                    self.key("series", model),
+                    point.t_ms,
+                    point.encode(),
+                    SERIES_POINTS,
+                    expire=True,
+                )
         totals: Counter[str] = Counter()
         for model, counter in counters.items():
             writes.incr(self.key("model", model), counter, expire=True)
@@ -241,6 +320,12 @@ class HealthStore:
     async def health(self, model: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.key("health", model))
         return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def series(self, model: str, *, since_ms: int | None = None) -> list[SeriesPoint]:
+        """The model's snapshots over event time, oldest first (one a 15-minute bucket)."""
+        low = "-inf" if since_ms is None else since_ms - since_ms % SERIES_BUCKET_MS
+        raw = await self.redis.zrangebyscore(self.key("series", model), low, "+inf")
+        return [p for p in (SeriesPoint.decode(_s(v)) for v in raw) if p is not None]
 
 
 def _s(value: bytes | str) -> str:

@@ -495,6 +495,10 @@ class Pipeline:
             self.detect.touch(partition, out.touched)
             for key, counts in self.detect.count(partition, out).items():
                 self.counts.set_counts(key, f"d{partition}", counts)
+        # with the counts, before any await: a flush in between would write a model's
+        # counts without the snapshot that matches them (outcomes counted, not shown)
+        snapshots = {m: _snapshot(self.detect.track(p, m), alerts) for m, p in touched.items()}
+        self.counts.put_health(snapshots, counters)
         if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
             owners = await self.orphans.owners_of({a["model_id"] for a in alerts})
             for alert in alerts:
@@ -504,8 +508,6 @@ class Pipeline:
         saved = save or time.monotonic() >= self._save_due
         if saved:
             await self._save_tracks()
-        snapshots = {m: _snapshot(self.detect.track(p, m), alerts) for m, p in touched.items()}
-        self.counts.put_health(snapshots, counters)
         return saved
 
     async def _save_tracks(self) -> None:

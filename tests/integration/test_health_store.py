@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streams.engine.join import JoinStats
-from streams.store.health import _HASHES_PER_CALL, HealthStore
+from streams.store.health import _HASHES_PER_CALL, SERIES_BUCKET_MS, SERIES_POINTS, HealthStore
 
 
 @pytest.fixture
@@ -91,3 +91,45 @@ async def test_without_a_retention_nothing_expires(store: HealthStore):
     stats.predictions.update({"m1": 1})
     await store.add_join_stats(stats)
     assert await store.redis.pttl(store.prefix + "model:m1") == -1
+
+
+async def test_series_keeps_the_last_snapshot_of_each_bucket_and_a_bounded_history(
+    store: HealthStore,
+):
+    bucket = SERIES_BUCKET_MS
+    base = 1_700_000_000_000 - 1_700_000_000_000 % bucket
+    # two snapshots in the first bucket (the second wins), then one a bucket
+    writes = [(base + 10, 0.10), (base + bucket - 1, 0.20)]
+    writes += [(base + k * bucket + 5, 0.01 * k) for k in range(1, SERIES_POINTS + 3)]
+    for n, (t, rate) in enumerate(writes):
+        snapshot = {
+            "last_prediction_ms": t,
+            "recent_error_rate": rate,
+            "outcomes": n,
+            "predictions_seen": 2 * n,
+        }
+        if n % 2:
+            snapshot["label_coverage"] = 0.5
+        await store.put_health({"m": snapshot}, {})
+    points = await store.series("m")
+    assert len(points) == SERIES_POINTS  # the oldest buckets fell off
+    assert [p.t_ms for p in points] == sorted({p.t_ms for p in points})
+    assert all(p.t_ms % bucket == 0 for p in points)
+    last_t, last_rate = writes[-1]
+    assert points[-1].t_ms == last_t - last_t % bucket
+    assert points[-1].error_rate == last_rate
+    assert points[-1].outcomes == len(writes) - 1
+    assert points[-1].predictions == 2 * (len(writes) - 1)
+    assert {p.label_coverage for p in points} == {None, 0.5}
+    since = points[-3].t_ms + 1  # inside the third-newest bucket: that bucket counts
+    assert [p.t_ms for p in await store.series("m", since_ms=since)] == [
+        p.t_ms for p in points[-3:]
+    ]
+
+
+async def test_a_snapshot_in_the_first_bucket_is_replaced_not_added(store: HealthStore):
+    t = 1_700_000_000_000
+    for rate in (0.1, 0.3):
+        await store.put_health({"m": {"last_prediction_ms": t, "recent_error_rate": rate}}, {})
+    assert [(p.error_rate, p.outcomes) for p in await store.series("m")] == [(0.3, 0)]
+    assert await store.series("unknown") == []

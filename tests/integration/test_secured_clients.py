@@ -389,7 +389,7 @@ def test_a_client_that_does_not_trust_the_broker_certificate_cannot_connect(
         "other-ca": KafkaSecurity(security_protocol="SSL", ssl_cafile=tls_broker.pki.other_ca),
         "system-cas": KafkaSecurity(security_protocol="SSL"),
     }[how]
-    with pytest.raises(TopologyError, match="cannot reach the broker"):
+    with pytest.raises(TopologyError, match="no Kafka broker answered|cannot reach the broker"):
         asyncio.run(ensure_topics(settings.model_copy(update={"kafka": kafka})))
 
 

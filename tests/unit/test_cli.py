@@ -126,4 +126,4 @@ def test_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[str])
 
     port = free_port()  # nothing listens there
     assert main(["worker", "--broker", f"kafka://127.0.0.1:{port}"]) == 2
-    assert f"cannot reach the broker at kafka://127.0.0.1:{port}" in capsys.readouterr().err
+    assert f"no Kafka broker answered at 127.0.0.1:{port}" in capsys.readouterr().err
