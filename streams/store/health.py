@@ -325,7 +325,8 @@ class HealthStore:
         """The model's snapshots over event time, oldest first (one a 15-minute bucket)."""
         low = "-inf" if since_ms is None else since_ms - since_ms % SERIES_BUCKET_MS
         raw = await self.redis.zrangebyscore(self.key("series", model), low, "+inf")
-        return [p for p in (SeriesPoint.decode(_s(v)) for v in raw) if p is not None]
+        texts = (_s(v) for v in raw if isinstance(v, bytes | str))
+        return [p for p in map(SeriesPoint.decode, texts) if p is not None]
 
 
 def _s(value: bytes | str) -> str:

@@ -78,7 +78,7 @@ class PartitionSteps(Generic[S]):
             PartitionView.commit_key(partition),
             kafka=self.settings.kafka,
         )
-        log.info(
+        (log.info if restored.applied else log.debug)(  # a new partition: nothing to say
             "%s[%d]: %d changelog records restored",
             self.changelog, partition, restored.applied,
         )  # fmt: skip

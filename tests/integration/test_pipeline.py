@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import re
 import time
 from collections import Counter
 from dataclasses import replace
@@ -33,6 +34,11 @@ from streams.topology import ensure_topics
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 _ids = itertools.count()
+# what Faust, mode and aiokafka say at info: their services' starts and stops, subscriptions
+FRAMEWORK_CHATTER = (
+    r"\[\^-*(Worker|Monitor|Producer|Conductor|Recovery|Fetcher|AgentManager|TableManager)\]"
+    r"|Updating subscribed topics|Joined group"
+)
 
 
 def isolated_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Settings:
@@ -259,7 +265,9 @@ def test_restarted_worker_resumes_join_buffers_and_detector_state(
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
-    worker = worker_for(settings, tmp_path, "second").start()
+    worker = worker_for(settings, tmp_path, "second")
+    worker.env["WATCHKEEPER_LOG_LEVEL"] = "info"
+    worker.start()
     try:
         second.labelled_predictions = full.labelled_predictions
         totals, _, per_model = asyncio.run(
@@ -267,6 +275,12 @@ def test_restarted_worker_resumes_join_buffers_and_detector_state(
         )
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+    # at info the worker's own lines, not the frameworks' service starts and subscriptions
+    log = worker.log_path.read_text()
+    assert "assigned partitions (generation" in log and "changelog records restored" in log
+    framework = [line for line in log.splitlines() if re.search(FRAMEWORK_CHATTER, line)]
+    assert framework == [], framework[:5]
 
     assert totals["joined"] == full.labelled_predictions
     # a clean stop commits what it processed: nothing is read twice after the restart
