@@ -8,7 +8,8 @@ alert_ids. Nothing about routing, watermarks or tracks lives here.
 
 Several detector configurations (a sweep) share one pass: the join runs once and every
 configuration gets its own detect steps. State is what the join holds pending plus one
-track per model and configuration; outcomes are not kept.
+track per model and configuration, and per model a bounded series for plots
+(:class:`TimeBins`); outcomes are not kept.
 """
 
 from __future__ import annotations
@@ -30,10 +31,30 @@ __all__ = [
     "BacktestResult",
     "Combination",
     "ModelSummary",
+    "TimeBins",
     "expand_sweeps",
 ]
 
+MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+WIDTHS_MS = (
+    MINUTE_MS,
+    5 * MINUTE_MS,
+    15 * MINUTE_MS,
+    30 * MINUTE_MS,
+    HOUR_MS,
+    3 * HOUR_MS,
+    6 * HOUR_MS,
+    12 * HOUR_MS,
+    DAY_MS,
+    7 * DAY_MS,
+)
+"""Bin widths, each dividing the next, so bins of one width merge exactly into the next."""
+MAX_BINS = 2048
+"""Bins a model's series may span before its width coarsens: memory per model is bounded
+whatever the range, and a week still has 5-minute bins."""
+PREDICTIONS, JOINED, ERROR_SUM, ERROR_SQUARES = range(4)
 
 
 @dataclass(frozen=True)
@@ -67,9 +88,69 @@ def expand_sweeps(base: DetectorSettings, sweeps: list[str]) -> list[Combination
     return combos
 
 
+class TimeBins:
+    """Predictions and their outcomes counted by the prediction's event time.
+
+    One clock for error rate and label coverage: a bin holds the predictions made in it,
+    how many got a label, and the sum and sum of squares of their errors (enough for a
+    mean and its uncertainty). Binned by prediction time, a degradation shows where the
+    model started to go wrong, not where its labels happened to arrive. The width starts
+    at a minute and coarsens along :data:`WIDTHS_MS` when the bins would span more than
+    :data:`MAX_BINS`."""
+
+    __slots__ = ("bins", "hi", "lo", "width_ms")
+
+    def __init__(self) -> None:
+        self.width_ms = WIDTHS_MS[0]
+        # bin index (event time // width_ms) -> [predictions, joined, error sum, squares]
+        self.bins: dict[int, list[float]] = {}
+        self.lo = self.hi = 0  # the lowest and highest index held (when bins exist)
+
+    def slot(self, event_ms: int) -> list[float]:
+        """The counters of the bin holding ``event_ms`` (made, coarsening if need be)."""
+        key = event_ms // self.width_ms
+        counters = self.bins.get(key)
+        if counters is not None:
+            return counters
+        if not self.bins:
+            self.lo = self.hi = key
+        else:
+            self.lo, self.hi = min(self.lo, key), max(self.hi, key)
+            while self.hi - self.lo >= MAX_BINS and self.width_ms != WIDTHS_MS[-1]:
+                self._coarsen()
+            key = event_ms // self.width_ms
+            counters = self.bins.get(key)
+            if counters is not None:
+                return counters
+        counters = self.bins[key] = [0, 0, 0.0, 0.0]
+        return counters
+
+    def _coarsen(self) -> None:
+        old = self.width_ms
+        new = self.width_ms = WIDTHS_MS[WIDTHS_MS.index(old) + 1]
+        merged: dict[int, list[float]] = {}
+        for key, counters in self.bins.items():
+            into = merged.get(key * old // new)
+            if into is None:
+                merged[key * old // new] = counters
+            else:
+                for i, value in enumerate(counters):
+                    into[i] += value
+        self.bins = merged
+        self.lo, self.hi = self.lo * old // new, self.hi * old // new
+
+    def rows(self) -> list[tuple[int, int, int, float, float]]:
+        """(bin start ms, predictions, joined, error sum, error squares), by time."""
+        width = self.width_ms
+        return [
+            (key * width, int(c[PREDICTIONS]), int(c[JOINED]), c[ERROR_SUM], c[ERROR_SQUARES])
+            for key, c in sorted(self.bins.items())
+        ]
+
+
 @dataclass
 class ModelSummary:
-    """Per model: what came in, what joined, and an hourly series for plots."""
+    """Per model: what came in, what joined, and a series for plots."""
 
     model_id: str
     predictions: int = 0
@@ -78,10 +159,7 @@ class ModelSummary:
     unscorable: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
-    # hour bin (event time of the outcome's completion) -> [outcomes, error sum]
-    errors: dict[int, list[float]] = field(default_factory=dict)
-    # hour bin (prediction event time) -> [predictions, of which joined]
-    coverage: dict[int, list[int]] = field(default_factory=dict)
+    series: TimeBins = field(default_factory=TimeBins)
 
     @property
     def label_coverage(self) -> float:
@@ -178,12 +256,9 @@ class Backtest:
                 s.first_ms = ts
             if s.last_ms is None or ts > s.last_ms:
                 s.last_ms = ts
-            hour = ts // HOUR_MS
-            bin_ = s.coverage.get(hour)
-            if bin_ is None:
-                s.coverage[hour] = [1, 0]
-            else:
-                bin_[0] += 1
+            series = s.series
+            counters = series.bins.get(ts // series.width_ms) or series.slot(ts)
+            counters[0] += 1  # PREDICTIONS
         self.result.events += seen
 
     def _outcomes(self, outcomes: Sequence[Outcome]) -> None:
@@ -192,21 +267,13 @@ class Backtest:
             return
         s = self._summary(model_id)
         s.joined += len(outcomes)
-        errors, coverage = s.errors, s.coverage
+        series = s.series
         for o in outcomes:
-            te, tl = o.event_time_ms, o.label_time_ms
-            hour = (te if te > tl else tl) // HOUR_MS
-            bin_ = errors.get(hour)
-            if bin_ is None:
-                errors[hour] = [1, o.error]
-            else:
-                bin_[0] += 1
-                bin_[1] += o.error
-            covered = coverage.get(te // HOUR_MS)
-            if covered is None:
-                coverage[te // HOUR_MS] = [0, 1]
-            else:
-                covered[1] += 1
+            te, error = o.event_time_ms, o.error
+            counters = series.bins.get(te // series.width_ms) or series.slot(te)
+            counters[1] += 1  # JOINED
+            counters[2] += error  # ERROR_SUM
+            counters[3] += error * error  # ERROR_SQUARES
 
     def finish(self) -> BacktestResult:
         """Release everything held and sum up (call once, after the last :meth:`feed`)."""
@@ -227,11 +294,3 @@ class Backtest:
             summary.expired_predictions += stats.expired_predictions[model]
             summary.unscorable += stats.unscorable[model]
         return result
-
-
-def hourly(errors: dict[int, list[float]]) -> list[tuple[int, float, int]]:
-    """(hour start ms, error rate, outcomes) sorted by time, for tables and plots."""
-    return [
-        (hour * HOUR_MS, total / n if n else 0.0, int(n))
-        for hour, (n, total) in sorted(errors.items())
-    ]

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from streams.contract.alerts import LABEL_FREE_KINDS, rfc3339_ms
 from streams.errors import ConfigError
-from streams.replay.backtest import HOUR_MS, BacktestResult, ModelSummary, hourly
+from streams.replay.backtest import HOUR_MS, BacktestResult, ModelSummary
 from streams.replay.times import parse_time
 
 __all__ = [
@@ -44,13 +44,6 @@ CHANGE_KINDS = (DEGRADATION, IMPROVEMENT)
 SIGNAL_KINDS = LABEL_FREE_KINDS
 SCORED_KINDS = (DEGRADATION, *SIGNAL_KINDS)
 EXPECTED_COLUMNS = ("model_id", "change_at")
-KIND_COLORS = {
-    "prediction_drift": "tab:orange",
-    "labels_missing": "tab:brown",
-    "model_silent": "tab:olive",
-    "input_quality": "tab:pink",
-    "estimated_degradation": "tab:cyan",
-}
 ALERT_COLUMNS = (
     "combination",
     "model_id",
@@ -77,7 +70,6 @@ MODEL_COLUMNS = (
     "first_event_ms",
     "last_event_ms",
 )
-DETECTOR_COLORS = {"adwin": "tab:red", "page_hinkley": "tab:purple"}
 
 
 # --- expected change points -------------------------------------------------------------------
@@ -472,8 +464,12 @@ def write_outputs(result: BacktestResult, scores: list[ComboScore], out_dir: Pat
         for m in models:
             dict_writer.writerow(m.to_dict())
 
+    from streams.replay.plots import write_plot  # matplotlib only when files are written
+
     first = result.combinations[0].name if result.combinations else None
-    found = _change_points(result.alerts.get(first, []) if first is not None else [])
+    mine: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in result.alerts.get(first, []) if first is not None else []:
+        mine[a["model_id"]].append(a)
     expected: dict[str, list[int]] = defaultdict(list)
     if scores:
         for match in scores[0].matches:
@@ -482,121 +478,6 @@ def write_outputs(result: BacktestResult, scores: list[ComboScore], out_dir: Pat
     plots.mkdir(exist_ok=True)
     for m in models:
         path = plots / plot_name(m.model_id)
-        _plot_model(m, found.get(m.model_id, []), expected.get(m.model_id, []), first, path)
+        write_plot(m, mine.get(m.model_id, []), expected.get(m.model_id, []), first, path)
         written.append(path)
     return written
-
-
-def _dt(ms: float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _steps(points: list[tuple[int, float]]) -> tuple[list[datetime], list[float]]:
-    """Hourly values as a steps-post series: each value spans its hour, and an hour with
-    no data breaks the line (NaN) instead of stretching the previous value across it."""
-    xs: list[datetime] = []
-    ys: list[float] = []
-    previous: int | None = None
-    for t, value in points:
-        if previous is not None and t > previous + HOUR_MS:
-            xs += [_dt(previous + HOUR_MS)]
-            ys += [math.nan]
-        xs.append(_dt(t))
-        ys.append(value)
-        previous = t
-    if previous is not None:  # close the last hour
-        xs.append(_dt(previous + HOUR_MS))
-        ys.append(ys[-1])
-    return xs, ys
-
-
-def _plot_model(
-    summary: ModelSummary,
-    changes: list[dict[str, Any]],
-    expected: list[int],
-    combination: str | None,
-    path: Path,
-) -> None:
-    """Hourly error rate with change points above, hourly label coverage below.
-
-    Uses the object-oriented Figure API: no pyplot, so no global figure registry to leak
-    into and no GUI backend, which is what a headless replay run needs. Imported here so
-    a replay that writes no files does not pay for importing matplotlib."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-    from matplotlib.figure import Figure
-
-    rows = hourly(summary.errors)
-    cover = sorted(
-        (hour * HOUR_MS, joined / n) for hour, (n, joined) in summary.coverage.items() if n
-    )
-    error_x, error_y = _steps([(t, r) for t, r, _ in rows])
-    cover_x, cover_y = _steps(cover)
-    times = [t for t, _, _ in rows] + [t for t, _ in cover] + expected
-    times += [a["event_time_ms"] for a in changes]
-    times += [t for t in (summary.first_ms, summary.last_ms) if t is not None]
-    lo = min(times, default=0)
-    hi = max(max(times, default=0) + HOUR_MS, lo + HOUR_MS)
-
-    fig = Figure(figsize=(11, 6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    title = summary.model_id if combination is None else f"{summary.model_id} ({combination})"
-    top.set_title(title)
-    # steps-post: each hourly value holds for the hour it describes
-    top.plot(
-        error_x,
-        error_y,
-        drawstyle="steps-post",
-        color="tab:blue",
-        label="error rate",
-    )
-    labelled: set[str] = set()
-    for a in changes:
-        detector = a["detector"]
-        if a["kind"] in CHANGE_KINDS:
-            name = f"{detector} {'increase' if a['kind'] == DEGRADATION else 'decrease'}"
-            color = DETECTOR_COLORS.get(detector, "tab:gray")
-            style = "-" if a["kind"] == DEGRADATION else ":"
-        else:  # a label-free signal: one legend entry per kind and status
-            resolved = a.get("status") == "resolved"
-            name = f"{a['kind']}{' resolved' if resolved else ''}"
-            color = KIND_COLORS.get(a["kind"], "tab:gray")
-            style = ":" if resolved else "-."
-        top.axvline(
-            _dt(a["event_time_ms"]),
-            color=color,
-            linestyle=style,
-            linewidth=1.2,
-            label=name if name not in labelled else None,
-        )
-        labelled.add(name)
-    for i, at_ms in enumerate(expected):
-        top.axvline(
-            _dt(at_ms),
-            color="black",
-            linestyle="--",
-            linewidth=1.2,
-            label="expected change" if i == 0 else None,
-        )
-    top.set_ylabel("error rate (hourly)")
-    top.set_ylim(bottom=0)
-    top.grid(alpha=0.3)
-    if not rows:
-        top.text(0.5, 0.5, "no outcomes", transform=top.transAxes, ha="center", va="center")
-    top.legend(loc="upper left", fontsize="small")
-
-    bottom.plot(
-        cover_x,
-        cover_y,
-        drawstyle="steps-post",
-        color="tab:green",
-    )
-    bottom.set_ylim(0, 1.05)
-    bottom.set_ylabel("label coverage")
-    bottom.set_xlabel("event time (UTC)")
-    bottom.grid(alpha=0.3)
-    bottom.set_xlim(_dt(lo), _dt(hi))
-    locator = AutoDateLocator(tz=UTC)
-    bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=UTC))
-    fig.savefig(path, format="png", dpi=100)
-    fig.clear()

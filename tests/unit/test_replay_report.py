@@ -68,9 +68,11 @@ def alert(
 def summary(model_id: str, predictions: int, joined: int) -> ModelSummary:
     s = ModelSummary(model_id, predictions=predictions, joined=joined)
     s.first_ms, s.last_ms = T - 3 * HOUR_MS, T + 2 * HOUR_MS
-    base = T // HOUR_MS
-    s.errors = {base - 2: [10, 1.0], base - 1: [20, 1.0], base: [10, 3.0], base + 2: [5, 1.0]}
-    s.coverage = {base - 2: [12, 10], base - 1: [25, 20], base: [10, 10], base + 1: [4, 0]}
+    # hour offset -> predictions, of which joined, errors among them (by prediction time)
+    hours = {-3: (12, 10, 1), -2: (25, 20, 1), -1: (10, 10, 3), 0: (4, 0, 0), 1: (5, 5, 1)}
+    for offset, (made, labelled, wrong) in hours.items():
+        counters = s.series.slot(T + offset * HOUR_MS)
+        counters[:] = [made, labelled, float(wrong), float(wrong)]
     return s
 
 
