@@ -406,6 +406,18 @@ class Settings(BaseSettings):
     redis_prefix: str = "wk:"
     data_dir: Path = Path(".watchkeeper")
     log_level: str = "warn"
+    metrics_port: int = Field(
+        0,
+        description="serve Prometheus metrics at http://<host>:<port>/metrics, on all "
+        "interfaces (worker and notifier; 0: off)",
+    )
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port_range(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError(f"must be a TCP port 1..65535, or 0 to serve no metrics (got {value})")
+        return value
 
     @field_validator("broker")
     @classmethod

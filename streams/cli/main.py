@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from streams.cli.alerts import add_alerts_command, run_alerts
 from streams.cli.notify import add_notify_commands, run_notify_command
 from streams.cli.owners import add_owner_commands, run_owners
 from streams.cli.replay import add_replay_command, run_replay
@@ -20,6 +21,8 @@ from streams.cli.security import (
     kafka_from,
     warn_about_secrets_in_argv,
 )
+from streams.cli.status import add_status_command, run_status
+from streams.cli.ui import add_ui_command, run_ui
 from streams.errors import ConfigError, WatchkeeperError
 from streams.settings import Settings
 
@@ -88,14 +91,28 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data-dir", type=Path, help="Faust data directory")
     p.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"])
+    _metrics_flag(p)
     add_kafka_flags(p)
     add_redis_flags(p.add_argument_group("Redis"))
 
 
-def _connection_flags(p: argparse.ArgumentParser, *, broker: bool = False) -> None:
+def _metrics_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port, all interfaces, at /metrics "
+        "(env WATCHKEEPER_METRICS_PORT; default 0: off)",
+    )
+
+
+def _connection_flags(
+    p: argparse.ArgumentParser, *, broker: bool = False, metrics: bool = False
+) -> None:
     if broker:
         p.add_argument("--broker", help="host:port or kafka://host:port (env WATCHKEEPER_BROKER)")
         add_kafka_flags(p)
+    if metrics:
+        _metrics_flag(p)
     add_redis_flags(p.add_argument_group("Redis"))
 
 
@@ -117,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_owner_commands(sub)
     add_replay_command(sub)
     add_notify_commands(sub, _connection_flags)
+    add_status_command(sub, _connection_flags)
+    add_alerts_command(sub, _connection_flags)
+    add_ui_command(sub, _connection_flags)
     return parser
 
 
@@ -130,6 +150,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "detector_config",
         "data_dir",
         "log_level",
+        "metrics_port",
     )
     given: dict[str, object] = {
         n: getattr(args, n) for n in names if getattr(args, n, None) is not None
@@ -151,6 +172,15 @@ def settings_problem(exc: ValidationError) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{name}: {message}")
     return "; ".join(lines)
+
+
+def check_broker_of(settings: Settings) -> None:
+    """One line within seconds, not aiokafka's 40 s, when no Kafka broker answers."""
+    import asyncio
+
+    from streams.connections import check_broker
+
+    asyncio.run(check_broker(settings.bootstrap_servers, settings.kafka))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +205,17 @@ def main(argv: list[str] | None = None) -> int:
             return run_replay(args, settings_from(args))
         if args.command == "owners":
             return run_owners(args)
+        if args.command == "status":
+            return run_status(args, settings_from(args))
+        if args.command == "alerts":
+            return run_alerts(args, settings_from(args))
+        if args.command == "ui":
+            return run_ui(args, settings_from(args))
         if args.command in ("notify", "ack", "silence", "unsilence"):
-            return run_notify_command(args, settings_from(args))
+            settings = settings_from(args)
+            if args.command == "notify":
+                check_broker_of(settings)
+            return run_notify_command(args, settings)
         if args.command == "simulate":
             import asyncio
 
@@ -184,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             from streams.dev.simulate import build_scenario
 
             settings = settings_from(args)
+            check_broker_of(settings)
             scenario = build_scenario(
                 models=args.models,
                 predictions_per_model=args.predictions_per_model,

@@ -23,9 +23,10 @@ __all__ = ["add_notify_commands", "run_notify_command"]
 
 
 def add_notify_commands(sub: Any, redis_flags: Any) -> None:
-    """Add the notifier's subcommands; ``redis_flags`` adds --broker/--redis style flags."""
+    """Add the notifier's subcommands; ``redis_flags`` adds --broker/--redis style flags
+    (and --metrics-port with ``metrics=True``)."""
     notify = sub.add_parser("notify", help="deliver alerts to model owners (own consumer group)")
-    redis_flags(notify, broker=True)
+    redis_flags(notify, broker=True, metrics=True)
     ack = sub.add_parser("ack", help="acknowledge an alert: no escalation, no repeats for a while")
     ack.add_argument("alert_id", help="the alert id, or its first characters if unique")
     ack.add_argument("--by", default="cli", help="who acknowledges (shown in the record)")

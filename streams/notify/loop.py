@@ -65,6 +65,7 @@ from streams.contract.notification import (
     severity_rank,
 )
 from streams.errors import ConfigError, InvalidOwner, WatchkeeperError
+from streams.metrics import NOTIFIER_ALERTS, PAGES, REDIS_UP, start_metrics_server
 from streams.notify.channels import (
     UNSIGNED_WARNING,
     ChannelSender,
@@ -102,6 +103,8 @@ HELD_SUMMARY_KIND = "pages_held_back"  # a channel's summary of pages past its r
 SUMMARY_KINDS = frozenset({SUMMARY_KIND, ORPHAN_SUMMARY_KIND, HELD_SUMMARY_KIND})
 SUMMARY_MODEL = "watchkeeper"
 HELD_SAMPLE = 20  # model ids named in a held-back summary
+REDIS_PING_S = 5.0  # how often the notifier asks Redis for watchkeeper_redis_up
+NO_CHANNEL = "none"  # the channel label of alerts with no owner and no fallback
 
 
 class Sender(Protocol):
@@ -313,6 +316,7 @@ class Notifier:
             channels, reason = (
                 (owner.channels, "alert") if owner else (self.fallback, "orphaned_model")
             )
+            _suppressed(channels, sum(suppressed.values()))
             name, runbook = (owner.owner, owner.runbook) if owner else (None, None)
             enrich = {"owner": name, "runbook": runbook}
             if owner is None and self.fallback:
@@ -426,6 +430,7 @@ class Notifier:
             await self._send_to(note, channels, hold, _suffix(alert))
         if unresolved:
             await self.store.count(suppressed_info=unresolved)
+            _suppressed(channels, unresolved)
 
     async def _summarise_later(self, orphans: list[dict[str, Any]]) -> None:
         """Count orphaned_model alerts in the current orphan window instead of paging each
@@ -450,6 +455,7 @@ class Notifier:
         self, note: Notification, channels: Sequence[Channel], hold: _Hold, suffix: str = ""
     ) -> None:
         if not channels:
+            lost = 0
             for alert in note.alerts:
                 # claimed like a delivery, so a re-emitted alert is dead-lettered once
                 claim = await self.store.claim(
@@ -461,6 +467,9 @@ class Notifier:
                     alert, note, None, "no_channel", "no owner and no fallback channel", 0
                 )
                 await self.store.finish(claim, "dlq|no_channel")
+                lost += 1
+            if lost:
+                PAGES.labels(channel=NO_CHANNEL, outcome="failed").inc()
             return
         await asyncio.gather(*(self._deliver(note, ch, hold, suffix) for ch in channels))
 
@@ -499,8 +508,10 @@ class Notifier:
                     covered |= await self._redeliver(taken, alert, note, channel, suffix)
                 else:
                     await self.store.count(duplicate=1)
+                    _suppressed((channel,), 1)
             else:
                 await self.store.count(duplicate=1)
+                _suppressed((channel,), 1)
         if busy and hold is not None:
             at = max(t for _, t in busy) + 0.01
             hold.add()
@@ -554,6 +565,7 @@ class Notifier:
         for claim in claims:
             await self.store.finish(claim, f"held|{self.store.now_ms()}")
         await self.store.count(held_pages=1, suppressed_rate_limited=len(page.alerts))
+        _suppressed((channel,), len(page.alerts))
         log.info(
             "page %s to %s held back: over %d pages a minute",
             page.delivery_id, channel.kind, self.cfg.max_pages_per_channel_per_min,
@@ -587,6 +599,7 @@ class Notifier:
             await self.store.finish_page(
                 taken.claims, page.delivery_id, channel.key, "dlq|delivery_in_doubt"
             )
+            PAGES.labels(channel=channel.kind, outcome="failed").inc()
         else:
             log.warning(
                 "re-sending page %s to %s: its sender stopped mid-request (re-send %d)",
@@ -621,6 +634,7 @@ class Notifier:
                 )
                 await self.store.count(lease_lost=1)
             await self.store.count(delivered=len(page.alerts), notifications=1)
+            PAGES.labels(channel=channel.kind, outcome="sent").inc()
             return
         # dead letters first: a crash before the claims are finished re-sends the page
         # (and dead-letters it again) rather than losing it
@@ -629,6 +643,7 @@ class Notifier:
                 alert, page, channel, "delivery_failed", error.reason, attempts
             )
         await self.store.finish_page(held, page.delivery_id, channel.key, f"dlq|{error.reason}")
+        PAGES.labels(channel=channel.kind, outcome="failed").inc()
 
     async def _send_with_retries(
         self,
@@ -830,6 +845,15 @@ class Notifier:
                 await self.store.count(escalated=1)
 
 
+def _suppressed(channels: Sequence[Channel], alerts: int) -> None:
+    """Count alerts that did not page (decided against, duplicate, over the rate) once per
+    channel they would have gone to."""
+    if alerts:
+        kinds: list[str] = [c.kind for c in channels]
+        for kind in kinds or [NO_CHANNEL]:
+            PAGES.labels(channel=kind, outcome="suppressed").inc(alerts)
+
+
 def _event_ms(alert: dict[str, Any]) -> int:
     at = alert.get("event_time_ms")
     return at if isinstance(at, int) else 0
@@ -999,9 +1023,20 @@ async def run_notifier(
 
     stop = stop or _stop_on_signals()
     t = settings.topics
-    await ensure_topics_named(settings, [t.alerts, t.dlq])
     async with contextlib.AsyncExitStack() as stack:
+        if settings.metrics_port:  # first: a port in use fails before anything connects
+            metrics = start_metrics_server(settings.metrics_port, "notifier")
+            stack.callback(metrics.stop)
+        await ensure_topics_named(settings, [t.alerts, t.dlq])
         redis = await stack.enter_async_context(redis_session(settings))
+        if settings.metrics_port:
+            pinger = asyncio.create_task(_ping_redis(redis))
+
+            async def stop_pinging() -> None:
+                pinger.cancel()
+                await asyncio.gather(pinger, return_exceptions=True)
+
+            stack.push_async_callback(stop_pinging)
         producer = AIOKafkaProducer(
             **aiokafka_kwargs(settings.bootstrap_servers, settings.kafka), acks="all"
         )
@@ -1068,6 +1103,7 @@ async def _intake(
         await notifier.store.count(dlq=1, dlq_invalid_alert=1)
         tracker.done(tp, m.offset)
         return
+    NOTIFIER_ALERTS.labels(kind=alert["kind"], severity=alert["severity"]).inc()
     offset = m.offset
     notifier.offer(alert, release=lambda: tracker.done(tp, offset))
 
@@ -1100,6 +1136,19 @@ class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
+
+
+async def _ping_redis(redis: Redis) -> None:
+    """Set ``watchkeeper_redis_up`` from a PING every few seconds: the notifier's Redis
+    calls happen only when alerts come, and fail inside retries that say nothing."""
+    while True:
+        try:
+            await asyncio.wait_for(redis.ping(), REDIS_PING_S / 2)
+        except (TimeoutError, RedisError, OSError):
+            REDIS_UP.set(0)
+        else:
+            REDIS_UP.set(1)
+        await asyncio.sleep(REDIS_PING_S)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -38,8 +38,9 @@ from streams.connections import aiokafka_kwargs
 from streams.contract.alerts import build_model_limit_alert, build_stream_silent_alert
 from streams.contract.internal import Kind
 from streams.engine.detect_step import DetectOutput
+from streams.metrics import ALERTS, BATCH_DURATION, DEAD_LETTERS, EVENTS
 from streams.settings import Settings
-from streams.store.breaker import RedisBreaker, worker_redis
+from streams.store.breaker import OUTAGE_ERRORS, worker_redis
 from streams.store.health import HealthBuffer, HealthStore
 from streams.store.orphans import OrphanWatch
 from streams.topology import changelog_topic_names, join_topic_names
@@ -55,6 +56,7 @@ from streams.worker.faust_internals import (
     kafka_producer,
 )
 from streams.worker.join_step import WorkerJoin
+from streams.worker.observe import GaugedBreaker, LagGauges, ModelGauges
 from streams.worker.output import deliver
 from streams.worker.stream_silence import StreamSilence
 
@@ -67,6 +69,12 @@ EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 DISORDER_LOG_EVERY_S = 10.0
 MODEL_LIMIT_ALERT_EVERY_S = 3600.0  # one fleet alert per hour while models are refused
 BROKER_PROBE_S = 2.0  # a metadata request this often tells a silent broker (BrokerWatch)
+OBSERVE_S = 3.0  # lag and per-model gauges this often (with --metrics-port)
+REDIS_PROBE_S = 15.0  # ping Redis when no other call told whether it answers (redis_up)
+
+# children bound once: a batch increments each with its aggregated count
+_PREDICTIONS, _LABELS = EVENTS.labels(kind="prediction"), EVENTS.labels(kind="label")
+_JOIN_TIME, _DETECT_TIME = BATCH_DURATION.labels(step="join"), BATCH_DURATION.labels(step="detect")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,7 +170,9 @@ class Pipeline:
         self._health: HealthStore | None = None
         self._counts: HealthBuffer | None = None
         self._orphans: OrphanWatch | None = None
-        self.redis_breaker = RedisBreaker()
+        self.redis_breaker = GaugedBreaker()
+        self.model_gauges = ModelGauges(s.max_models, s.model_retention_ms)
+        self.lag_gauges = LagGauges()
         join_sink = DirectSink(kinds)
         detect_sink = DirectSink([t.outcomes])
         self.sinks = (join_sink, detect_sink)
@@ -179,6 +189,8 @@ class Pipeline:
         if s.stream_silent_s > 0:
             every = min(max(s.stream_silent_s / 10, 0.5), 30.0)
             self.app.timer(every, on_leader=False)(self._check_stream)
+        if s.metrics_port:
+            self.app.timer(OBSERVE_S, on_leader=False)(self._observe)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_before_shutdown.connect(self._on_shutdown)
@@ -358,6 +370,7 @@ class Pipeline:
         kept_join = set(self.join.steps) & join if follows else set()
         kept_detect = set(self.detect.steps) & outcomes if follows else set()
         self.join.drop(set(self.join.steps) - kept_join)
+        self.model_gauges.drop_partitions(set(self.detect.steps) - kept_detect)
         self.detect.drop(set(self.detect.steps) - kept_detect)
         self._generation = generation
         self._preload = asyncio.ensure_future(
@@ -401,8 +414,13 @@ class Pipeline:
     # --- the join ---------------------------------------------------------------------------
 
     async def _join_batch(self, records: list[Any]) -> bool:
+        began = time.perf_counter()
         self._last_join = time.monotonic()
         batch = await self.join.process(records)
+        totals = batch.stats.totals()
+        _PREDICTIONS.inc(totals["predictions"])
+        _LABELS.inc(totals["labels"])
+        _count_dead_letters(batch.dead_letters)
         self._note_disorder(batch.counts)
         for partition, models in batch.partitions.items():
             for key, counts in self.join.counters(partition, models).items():
@@ -411,6 +429,7 @@ class Pipeline:
         await self._raise_orphans(set(batch.stats.predictions))
         if batch.refused_models:
             await self._raise_model_limit(batch.refused_models)
+        _JOIN_TIME.observe(time.perf_counter() - began)
         return True  # the join checkpoints every batch
 
     async def _raise_model_limit(self, refused: set[str]) -> None:
@@ -444,6 +463,9 @@ class Pipeline:
             for a in alerts
         ]
         await asyncio.gather(*sends)
+        published = Counter((str(a["kind"]), str(a["severity"])) for a in alerts)
+        for (kind, severity), n in published.items():
+            ALERTS.labels(kind=kind, severity=severity).inc(n)
 
     def _note_disorder(self, counts: Counter[str]) -> None:
         """Disorder is logged as one summary line per interval, never per event."""
@@ -467,6 +489,7 @@ class Pipeline:
     # --- the detectors ----------------------------------------------------------------------
 
     async def _detect_batch(self, records: list[Any]) -> bool:
+        began = time.perf_counter()
         outputs, dead = await self.detect.process(records)
         counts: Counter[str] = Counter()
         for _, out in outputs:
@@ -475,7 +498,9 @@ class Pipeline:
         saved = await self._emit(outputs)
         if dead:  # undecodable outcomes messages: in no partition's state
             self.counts.add_skipped(dead)
+            _count_dead_letters(dead)
         await self.counts.maybe_flush()
+        _DETECT_TIME.observe(time.perf_counter() - began)
         return saved
 
     async def _emit(self, outputs: list[tuple[int, DetectOutput]], *, save: bool = False) -> bool:
@@ -499,6 +524,7 @@ class Pipeline:
         # counts without the snapshot that matches them (outcomes counted, not shown)
         snapshots = {m: _snapshot(self.detect.track(p, m), alerts) for m, p in touched.items()}
         self.counts.put_health(snapshots, counters)
+        self.model_gauges.note(snapshots, touched)
         if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
             owners = await self.orphans.owners_of({a["model_id"] for a in alerts})
             for alert in alerts:
@@ -638,6 +664,55 @@ class Pipeline:
             log.warning("%s", alert["message"])
         await self._publish_alerts([alert])
 
+    async def _observe(self) -> None:
+        """The gauges not counted per batch (only with a metrics port): per-model health,
+        consumer lag of the assigned partitions, and whether Redis answers."""
+        self.model_gauges.publish()
+        if self.fatal is None and not self.app.rebalancing:
+            lags = await self._lags()
+            if lags is not None:
+                self.lag_gauges.publish(lags)
+        await self._probe_redis()
+
+    async def _lags(self) -> dict[tuple[str, int], int] | None:
+        """High watermark minus the next offset to process, per assigned input partition
+        whose state is loaded (records fetched but not processed yet are lag); None when
+        the broker does not answer."""
+        outcomes = self.settings.topics.outcomes
+        positions: dict[TopicPartition, int] = {}
+        for tp in self.app.consumer.assignment():
+            if tp.topic in self.join.kinds and tp.partition in self.join.views:
+                done = self.join.offsets(tp.partition)
+            elif tp.topic == outcomes and tp.partition in self.detect.views:
+                done = self.detect.offsets(tp.partition)
+            else:
+                continue
+            positions[TopicPartition(tp.topic, tp.partition)] = done.get(tp.topic, -1) + 1
+        if not positions:
+            return {}
+        try:
+            reader = await asyncio.wait_for(self._reader(), 5.0)
+            ends = await asyncio.wait_for(reader.end_offsets(list(positions)), 5.0)
+        except (TimeoutError, KafkaError, OSError):
+            return None  # a broker that does not answer is BrokerWatch's to report
+        return {(tp.topic, tp.partition): ends[tp] - at for tp, at in positions.items()}
+
+    async def _probe_redis(self) -> None:
+        """Ping Redis, through the breaker like any call, when no call told for a while
+        whether it answers (an idle worker writes nothing), so that ``redis_up`` is true."""
+        breaker = self.redis_breaker
+        seen = breaker.observed_at
+        if seen is not None and time.monotonic() - seen < REDIS_PROBE_S:
+            return
+        if not breaker.available():
+            return
+        try:
+            await self.health.redis.ping()
+        except OUTAGE_ERRORS as exc:
+            breaker.failed("pinging Redis", exc)
+        else:
+            breaker.succeeded()
+
     async def _caught_up(self) -> bool:
         """Has this worker processed every record the broker holds on its partitions?"""
         try:
@@ -663,6 +738,13 @@ class Pipeline:
         except (TimeoutError, KafkaError):
             return False
         return all(last + 1 >= ends[tp] for tp, last in done.items())
+
+
+def _count_dead_letters(reasons: Counter[str]) -> None:
+    """A batch's dead letters, one increment per reason."""
+    for reason, n in reasons.items():
+        if n:
+            DEAD_LETTERS.labels(reason=reason).inc(n)
 
 
 def _snapshot(track: ModelTrack, alerts: list[dict[str, Any]]) -> dict[str, Any]:

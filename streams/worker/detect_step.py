@@ -19,6 +19,7 @@ from detectors.track import ModelTrack
 from streams.contract.internal import decode_outcomes_message
 from streams.engine.dead_letters import DeadLetter, Source
 from streams.engine.detect_step import DetectOutput, DetectStep, OutcomesRecord
+from streams.metrics import OUTCOMES
 from streams.settings import Settings
 from streams.worker.batches import RecordBatches
 from streams.worker.output import add_dead_letters, deliver
@@ -122,7 +123,9 @@ class WorkerDetect(PartitionSteps[DetectStep]):
         which the tracks hold exactly (released plus held, duplicates left out)."""
         view = self.views[partition]
         totals: Counter[str] = view.reserved("counts") or Counter()
-        totals["outcomes"] += sum(c["outcomes"] for c in out.per_model.values())
+        outcomes = sum(c["outcomes"] for c in out.per_model.values())
+        totals["outcomes"] += outcomes
+        OUTCOMES.inc(outcomes)  # the outcomes the detectors took, as counted in Redis
         totals.update(out.counts)
         view.put_reserved("counts", totals)
         counts = {"stats": totals}

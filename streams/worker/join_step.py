@@ -31,11 +31,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class JoinBatch:
-    """What a join batch did: its stats, its counts of skipped or suspicious input, and
-    the models each partition saw (whose counters changed)."""
+    """What a join batch did: its stats, its counts of skipped or suspicious input and of
+    dead letters by reason, and the models each partition saw (whose counters changed)."""
 
     stats: JoinStats = field(default_factory=JoinStats)
     counts: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
     partitions: dict[int, set[str]] = field(default_factory=dict)
     refused_models: set[str] = field(default_factory=set)  # beyond max_models
 
@@ -106,6 +107,7 @@ class WorkerJoin(PartitionSteps[JoinStep]):
                 )
             by_partition.setdefault(msg.partition, []).append(item)
         batch = JoinBatch()
+        batch.dead_letters.update(d.reason for d in undecodable)
         outputs: list[JoinOutput] = []
         for partition, items in by_partition.items():
             step = self.steps.get(partition) or await self.step(partition)
@@ -116,6 +118,7 @@ class WorkerJoin(PartitionSteps[JoinStep]):
             self.count(partition, stats, out.counts, dead)
             batch.stats.add(stats)
             batch.counts.update(out.counts)
+            batch.dead_letters.update(dead)
             batch.partitions[partition] = set(stats.predictions) | set(stats.joined)
             batch.refused_models |= out.refused_models
         s = self.settings

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import sys
 
+from detectors.config import DetectorSettings
+from streams.metrics import start_metrics_server
 from streams.settings import Settings, load_detectors
 from streams.topology import ensure_topics, partition_count
 
@@ -31,11 +33,23 @@ def tune_gc() -> None:
 
 def run_worker(settings: Settings) -> None:
     """Create topics if needed, then run the Faust worker until SIGTERM/SIGINT; exits
-    with code 70 when an agent could not go on (see :mod:`streams.worker.app`)."""
+    with code 70 when an agent could not go on (see :mod:`streams.worker.app`). The
+    metrics port is taken first: a port in use fails before anything connects."""
+    detectors = load_detectors(settings)
+    metrics = (
+        start_metrics_server(settings.metrics_port, "worker") if settings.metrics_port else None
+    )
+    try:
+        _run(settings, detectors)
+    finally:
+        if metrics is not None:
+            metrics.stop()
+
+
+def _run(settings: Settings, detectors: DetectorSettings) -> None:
     from streams.worker.app import EXIT_AGENT_FAILED, Pipeline
     from streams.worker.faust_internals import BoundedStopWorker
 
-    detectors = load_detectors(settings)
     partitions = asyncio.run(ensure_topics(settings))
     dlq_partitions = asyncio.run(partition_count(settings, settings.topics.dlq))
     asyncio.set_event_loop(asyncio.new_event_loop())

@@ -165,3 +165,29 @@ def test_no_password_is_written_in_the_compose_file() -> None:
     assert not re.search(r"(requirepass|password=)\s*\\?\"?[^\s\"$\\]", text)
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "secrets.env" in ignored and "secrets.env.example" not in ignored
+
+
+# --- monitoring the monitor: Prometheus and Grafana ----------------------------------------
+
+
+@pytest.mark.parametrize(("service", "port"), [("worker", "9464"), ("notifier", "9465")])
+def test_watchkeeper_services_serve_metrics_on_the_contract_port(service: str, port: str) -> None:
+    spec = _services()[service]
+    assert spec["environment"]["WATCHKEEPER_METRICS_PORT"] == port
+    assert spec["expose"] == [port]
+    assert "WATCHKEEPER_METRICS_PORT" in SETTING_VARIABLES  # Settings.metrics_port
+
+
+def test_monitoring_images_are_pinned_and_their_uis_published_on_loopback_only() -> None:
+    """A floating tag changes the stack under a running site; the UIs have no TLS, and
+    Prometheus has no login at all, so neither is reachable from other hosts."""
+    services = _services()
+    for name, image in (("prometheus", "prom/prometheus"), ("grafana", "grafana/grafana")):
+        spec = services[name]
+        repository, _, tag = spec["image"].partition(":")
+        assert repository == image and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), spec["image"]
+        for published in spec["ports"]:
+            assert published.startswith("127.0.0.1:"), (name, published)
+    env = services["grafana"]["environment"]
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ENABLED" not in env or env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"

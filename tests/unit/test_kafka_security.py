@@ -133,6 +133,10 @@ class Clients:
                 if not starts:
                     raise Stop
 
+            async def bootstrap(self) -> None:  # AIOKafkaClient's start
+                if not starts:
+                    raise Stop
+
             async def stop(self) -> None:
                 pass
 
@@ -198,14 +202,28 @@ def test_faust_gets_the_same_options_as_every_aiokafka_client(
 # --- every construction site ------------------------------------------------------------
 
 
+def test_broker_check(settings: Settings, case: Any, clients: Clients) -> None:
+    import streams.connections as connections
+
+    clients.fake(connections, "AIOKafkaClient")
+    with pytest.raises(Stop):
+        asyncio.run(connections.check_broker(settings.bootstrap_servers, settings.kafka))
+    assert clients.only()["bootstrap_servers"] == BOOTSTRAP
+    assert_secured(clients.only(), case)
+
+
 def test_topic_creation(settings: Settings, case: Any, clients: Clients) -> None:
+    import streams.connections as connections
     import streams.topology as topology
 
+    clients.fake(connections, "AIOKafkaClient", starts=True)  # the broker check first
     clients.fake(topology, "AIOKafkaAdminClient")
     with pytest.raises(Stop):
         asyncio.run(topology.ensure_topics(settings))
-    assert clients.only()["bootstrap_servers"] == BOOTSTRAP
-    assert_secured(clients.only(), case)
+    assert [name for name, _ in clients.built] == ["AIOKafkaClient", "AIOKafkaAdminClient"]
+    for _, kwargs in clients.built:
+        assert kwargs["bootstrap_servers"] == BOOTSTRAP
+        assert_secured(kwargs, case)
 
 
 def test_changelog_loader(settings: Settings, case: Any, clients: Clients) -> None:
@@ -271,6 +289,7 @@ def test_faust_worker_consumer_and_producer(
 
 
 def test_notifier(settings: Settings, case: Any, clients: Clients) -> None:
+    import streams.connections as connections
     import streams.notify.loop as loop
     import streams.topology as topology
 
@@ -282,13 +301,19 @@ def test_notifier(settings: Settings, case: Any, clients: Clients) -> None:
         await client.aclose()
 
     clients.monkeypatch.setattr(loop, "redis_session", no_redis)
+    clients.fake(connections, "AIOKafkaClient", starts=True)
     clients.fake(topology, "AIOKafkaAdminClient", starts=True)
     clients.fake(loop, "AIOKafkaProducer", starts=True)
     clients.fake(loop, "AIOKafkaConsumer")
     with pytest.raises(Stop):
         asyncio.run(loop.run_notifier(settings, stop=asyncio.Event()))
     names = [name for name, _ in clients.built]
-    assert names == ["AIOKafkaAdminClient", "AIOKafkaProducer", "AIOKafkaConsumer"]
+    assert names == [
+        "AIOKafkaClient",
+        "AIOKafkaAdminClient",
+        "AIOKafkaProducer",
+        "AIOKafkaConsumer",
+    ]
     for _, kwargs in clients.built:
         assert kwargs["bootstrap_servers"] == BOOTSTRAP
         assert_secured(kwargs, case)

@@ -1,0 +1,1 @@
+"""Read-only views of what Watchkeeper watches, for people: ``status``, ``alerts``, ``ui``."""
