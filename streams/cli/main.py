@@ -22,7 +22,7 @@ from streams.cli.security import (
     warn_about_secrets_in_argv,
 )
 from streams.cli.status import add_status_command, run_status
-from streams.cli.ui import add_ui_command, run_ui
+from streams.cli.ui import add_ui_command, port_number, run_ui
 from streams.errors import ConfigError, WatchkeeperError
 from streams.settings import Settings
 
@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--timeout", type=positive_float, default=150.0, help="seconds to wait for the worker"
     )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the stack up after the summary, with the web page and metrics, until "
+        "Ctrl-C: try status, alerts, ack and ui against it",
+    )
+    demo.add_argument(
+        "--ui-port",
+        type=port_number,
+        default=0,
+        help="with --keep-running: the web page's port (default: a free one)",
+    )
     sim = sub.add_parser("simulate", help="publish seeded synthetic traffic to a broker")
     sim.add_argument("--broker", help="host:port or kafka://host:port (env WATCHKEEPER_BROKER)")
     _traffic_flags(sim)
@@ -200,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 predictions_per_model=args.predictions_per_model,
                 seed=args.seed,
                 timeout=args.timeout,
+                keep_running=args.keep_running,
+                ui_port=args.ui_port,
             )
         if args.command == "replay":
             return run_replay(args, settings_from(args))

@@ -3,12 +3,15 @@
 Starts tansu and redis-server on free loopback ports, a real worker process, publishes a
 seeded scenario through the producer helper (plus a few malformed messages, which must
 land in the dead-letter topic), prints alerts as they appear on the ``alerts`` topic and
-a summary at the end, then stops everything it started.
+a summary and the fleet as ``watchkeeper status`` shows it at the end, then stops
+everything it started (with ``--keep-running``, only at Ctrl-C: meanwhile ``status``,
+``alerts``, ``ack``, the web page and the metrics can be tried against it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,7 +29,7 @@ from rich.table import Table
 from streams.connections import aiokafka_kwargs, redis_client
 from streams.contract.alerts import LABEL_FREE_KINDS
 from streams.contract.notification import parse_channel
-from streams.dev.embedded import embedded_stack
+from streams.dev.embedded import embedded_stack, free_port
 from streams.dev.process import WorkerProcess
 from streams.dev.simulate import HOUR_MS, Scenario, build_scenario
 from streams.errors import WatchkeeperError
@@ -419,6 +422,7 @@ async def _drive(
     worker: WorkerProcess,
     console: Console,
     timeout: float,
+    stay: Stay | None = None,
 ) -> None:
     collector = await AlertCollector(
         bootstrap, settings.topics.alerts, _print_alert(console), kafka=settings.kafka
@@ -438,6 +442,7 @@ async def _drive(
             "WATCHKEEPER_NOTIFY_FALLBACK_CHANNELS": orjson.dumps(
                 [f"webhook:{inbox.url}/fallback-oncall"]
             ).decode(),
+            **({} if stay is None else {"WATCHKEEPER_METRICS_PORT": str(stay.notifier_metrics)}),
         },
         command="notify",
     )
@@ -471,6 +476,9 @@ async def _drive(
         totals["late_outcomes"] = await health.late_outcomes()
         for table in summarize(scenario, collector.alerts, totals, paging, len(inbox.pages)):
             console.print(table)
+        await _print_fleet(redis, settings, console)
+        if stay is not None:
+            await _stay(settings, stay, worker, notifier, console)
     except WatchkeeperError:
         console.print("[red]notifier log tail:[/]\n" + notifier.log_tail())
         raise
@@ -481,10 +489,88 @@ async def _drive(
         await redis.aclose()
 
 
+@dataclass(frozen=True)
+class Stay:
+    """``demo --keep-running``: the ports of what stays up for the user to explore."""
+
+    ui: int
+    worker_metrics: int
+    notifier_metrics: int
+
+
+async def _print_fleet(redis: Redis, settings: Settings, console: Console) -> None:
+    """The fleet at a glance, as ``watchkeeper status`` shows it."""
+    from streams.cli.status import status_table, summary_line
+    from streams.views.fleet import fleet_status
+
+    now_ms = int(time.time() * 1000)
+    fleet = await fleet_status(redis, settings, now_ms=now_ms)
+    console.print(f"\n[bold]watchkeeper status[/]: {summary_line(fleet, now_ms)}")
+    # piped (CI logs, tee), rich would cut the table to 80 columns
+    wide = console if console.is_terminal else Console(width=max(console.width, 180))
+    wide.print(status_table(fleet[:8], now_ms))
+    if len(fleet) > 8:
+        console.print(f"… and {len(fleet) - 8} more models")
+
+
+async def _stay(
+    settings: Settings,
+    stay: Stay,
+    worker: WorkerProcess,
+    notifier: WorkerProcess,
+    console: Console,
+) -> None:
+    """Keep the stack up, with the web page, until Ctrl-C or SIGTERM."""
+    import signal
+
+    ui = WorkerProcess(
+        settings.broker,
+        settings.redis_url,
+        worker.log_path.with_name("ui.log"),
+        args=["--port", str(stay.ui)],
+        command="ui",
+    ).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    env = f"export WATCHKEEPER_BROKER={settings.broker} WATCHKEEPER_REDIS_URL={settings.redis_url}"
+    console.print(
+        "\n[bold]The stack stays up until Ctrl-C.[/] In another terminal:\n"
+        f"  {env}\n"
+        "  watchkeeper status\n"
+        "  watchkeeper alerts list --model fraud-eu\n"
+        "  watchkeeper alerts show <12 characters of an id>\n"
+        "  watchkeeper ack <id prefix> --by you\n"
+        f"web page      http://127.0.0.1:{stay.ui}/\n"
+        f"metrics       http://127.0.0.1:{stay.worker_metrics}/metrics (worker), "
+        f"http://127.0.0.1:{stay.notifier_metrics}/metrics (notifier)",
+        soft_wrap=True,  # commands to copy, not to wrap
+    )
+    try:
+        while not stop.is_set():
+            if not (worker.alive() and notifier.alive() and ui.alive()):
+                raise WatchkeeperError("a process of the stack exited; see its log")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        console.print("stopping…")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(ui.stop)
+
+
 def run_demo(
-    *, models: int = 24, predictions_per_model: int = 3000, seed: int = 7, timeout: float = 150.0
+    *,
+    models: int = 24,
+    predictions_per_model: int = 3000,
+    seed: int = 7,
+    timeout: float = 150.0,
+    keep_running: bool = False,
+    ui_port: int = 0,
 ) -> int:
-    """Run the demo; returns the process exit code."""
+    """Run the demo; returns the process exit code. ``keep_running`` leaves the stack up,
+    with the web page on ``ui_port`` (0: a free port), until Ctrl-C."""
     console = Console()
     scenario = build_scenario(
         models=models,
@@ -504,11 +590,13 @@ def run_demo(
             data_dir=Path(tmp) / "data",
         )
         asyncio.run(ensure_topics(settings))
+        stay = Stay(ui_port or free_port(), free_port(), free_port()) if keep_running else None
         worker = WorkerProcess(
             broker.url,
             redis.url,
             Path(tmp) / "worker.log",
             args=["--app-id", settings.app_id, "--data-dir", str(settings.data_dir)],
+            env={} if stay is None else {"WATCHKEEPER_METRICS_PORT": str(stay.worker_metrics)},
         ).start()
         console.print(
             f"worker pid {worker.proc.pid if worker.proc else '?'}; "
@@ -516,7 +604,9 @@ def run_demo(
             f"{scenario.labels:,} labels"
         )
         try:
-            asyncio.run(_drive(settings, broker.bootstrap, scenario, worker, console, timeout))
+            asyncio.run(
+                _drive(settings, broker.bootstrap, scenario, worker, console, timeout, stay)
+            )
         except WatchkeeperError:
             console.print("[red]worker log tail:[/]\n" + worker.log_tail())
             raise
