@@ -32,6 +32,7 @@ from detectors.signal import Signal
 from detectors.track import Detection, ModelTrack
 from streams.contract.alerts import build_alert, build_signal_alert
 from streams.contract.internal import JoinedOutcomes, JoinMark
+from streams.engine.series import SERIES_BUCKET_MS
 
 __all__ = ["DetectOutput", "DetectStep", "Found", "FoundSignal", "OutcomesRecord"]
 
@@ -73,6 +74,9 @@ class DetectOutput:
     touched: set[str] = field(default_factory=set)  # models whose state changed
     per_model: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     counts: Counter[str] = field(default_factory=Counter)
+    # model -> bucket start (prediction event time, :mod:`streams.engine.series`) ->
+    # [predictions, outcomes, error_sum] of the fresh events of this batch: exact history
+    series: dict[str, dict[int, list[float]]] = field(default_factory=dict)
 
     def alerts(self, detected_at: datetime) -> list[dict[str, Any]]:
         """The alert events, in detection order (``detected_at``: the caller's clock):
@@ -319,18 +323,28 @@ class DetectStep:
         self.held.add(model_id)
         out.touched.add(model_id)
         push = track.watch.sequencer.push
+        buckets = out.series.get(model_id)
+        if buckets is None:
+            buckets = out.series[model_id] = {}
+        width = SERIES_BUCKET_MS
+        lo = hi = 0  # the current bucket (events come mostly in time order): its counts
+        counts: list[float] = []
         duplicates = 0
         for s in seen:
             key = s.key
             if not fresh(key):
                 duplicates += 1
                 continue
-            push(
-                s.event_time_ms,
-                key,
-                0.0,
-                (s.prediction, s.score, s.model_version) if s.valid else None,
-            )
+            at = s.event_time_ms
+            if s.valid:
+                if not lo <= at < hi:
+                    lo = at - at % width
+                    hi = lo + width
+                    counts = buckets.get(lo) or buckets.setdefault(lo, [0, 0, 0.0])
+                counts[0] += 1
+                push(at, key, 0.0, (s.prediction, s.score, s.model_version))
+            else:
+                push(at, key, 0.0, None)
         if duplicates:
             out.counts["duplicate_seen"] += duplicates
 
@@ -338,6 +352,11 @@ class DetectStep:
         fresh = self._unconfirmed_of(body.join).fresh(body.offsets)
         track: ModelTrack | None = None
         pushed = late = 0  # of the current track
+        series = out.series
+        buckets: dict[int, list[float]] = {}
+        width = SERIES_BUCKET_MS
+        lo = hi = 0  # the current bucket, as in _see
+        counts: list[float] = []
         for o in body.outcomes:  # one model as a rule: counted per run of one model
             pid = o.prediction_id
             if not fresh(pid):
@@ -348,8 +367,17 @@ class DetectStep:
                     self._count(track, pushed, late, out)
                 track = self.track(o.model_id)
                 pushed, late = 0, track.sequencer.late
-            track.push(o.completed_ms, pid, o.error, (o.model_version, o.event_time_ms))
+                buckets = series.setdefault(o.model_id, {})
+                lo = hi = 0
+            at, error = o.event_time_ms, o.error
+            track.push(o.completed_ms, pid, error, (o.model_version, at))
             pushed += 1
+            if not lo <= at < hi:
+                lo = at - at % width
+                hi = lo + width
+                counts = buckets.get(lo) or buckets.setdefault(lo, [0, 0, 0.0])
+            counts[1] += 1
+            counts[2] += error
         if track is not None:
             self._count(track, pushed, late, out)
 

@@ -10,9 +10,15 @@ Keys (``prefix`` defaults to ``wk:``):
     {prefix}model:{model}    hash: per-model counters (predictions, joined, outcomes, alerts, ...)
     {prefix}health:{model}   hash: latest detector snapshot (error rates, n, last alert)
     {prefix}models           zset: model -> wall-clock ms when last seen in traffic
-    {prefix}series:{model}   zset: one point per 15 min of event time (score: its start),
-                             ``start|error_rate|label_coverage|outcomes|predictions``,
-                             the snapshot last written in it; a week kept (status, ui)
+    {prefix}series:{model}   hash: per 15-minute bucket of prediction event time
+                             (:mod:`streams.engine.series`), ``{start}:p`` predictions,
+                             ``{start}:o`` outcomes, ``{start}:e`` their error sum (a float):
+                             exact counts however fast events are processed (status, ui)
+    {prefix}series-index:{model}
+                             zset: the bucket starts held in the hash (score: the start);
+                             the newest week of buckets is kept, older ones' fields deleted.
+                             Not ``series:{model}:t``: model ids may hold colons, and model
+                             ``m:t``'s hash would then be model ``m``'s index
 
 With ``retention_s`` set (the worker sets ``model_retention_ms``), the per-model hashes
 expire that long after their last write and the zset forgets models unseen as long:
@@ -22,9 +28,10 @@ producers choose model ids, and keys of ids seen once must not stay forever.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +39,7 @@ import orjson
 from redis.asyncio import Redis
 
 from streams.engine.join import JoinStats
+from streams.engine.series import SERIES_BUCKET_MS, SERIES_POINTS
 from streams.store.breaker import OUTAGE_ERRORS, RedisBreaker
 
 __all__ = [
@@ -52,8 +60,9 @@ out of order, kept in ``{prefix}stats``; every other reason is a dead letter."""
 # 10,000 models a write of four commands per model took 0.6 s of the worker's CPU. ARGV[k]
 # holds KEYS[k]'s fields as JSON behind an operation letter: "i" HINCRBY each, "s" HSET,
 # "a" absolute: ``field@part`` is set to the value and ``field`` moves by the difference,
-# so ``field`` is always the sum over the parts; "z" puts point ``v`` at score ``t`` of a
-# zset in place of the one there, keeping the newest ``n`` points. Values travel as
+# so ``field`` is always the sum over the parts; "b" adds per-bucket counts ``b`` (start ->
+# [predictions, outcomes, error sum]) to a series hash, records the starts in index zset
+# ``x`` and keeps the newest ``n`` buckets (the older ones' fields deleted). Values travel as
 # strings, so Lua's numbers (doubles) never reformat them. An upper-case letter also sets
 # the key to expire in ARGV[#KEYS + 1] ms (0: never).
 _WRITE_HASHES = """
@@ -85,10 +94,28 @@ for k = 1, #KEYS do
     for f, v in pairs(fields) do
       redis.call('HINCRBY', KEYS[k], f, v)
     end
-  elseif op == 'z' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k], fields.t, fields.t)
-    redis.call('ZADD', KEYS[k], fields.t, fields.v)
-    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -1 - tonumber(fields.n))
+  elseif op == 'b' then
+    local index = fields.x
+    for b, v in pairs(fields.b) do
+      if v[1] ~= '0' then
+        redis.call('HINCRBY', KEYS[k], b .. ':p', v[1])
+      end
+      if v[2] ~= '0' then
+        redis.call('HINCRBY', KEYS[k], b .. ':o', v[2])
+        redis.call('HINCRBYFLOAT', KEYS[k], b .. ':e', v[3])
+      end
+      redis.call('ZADD', index, b, b)
+    end
+    local extra = redis.call('ZCARD', index) - tonumber(fields.n)
+    if extra > 0 then
+      for _, b in ipairs(redis.call('ZRANGE', index, 0, extra - 1)) do
+        redis.call('HDEL', KEYS[k], b .. ':p', b .. ':o', b .. ':e')
+      end
+      redis.call('ZREMRANGEBYRANK', index, 0, extra - 1)
+    end
+    if expire and ttl > 0 then
+      redis.call('PEXPIRE', index, ttl)
+    end
   end
   if expire and ttl > 0 then
     redis.call('PEXPIRE', KEYS[k], ttl)
@@ -126,8 +153,24 @@ class _HashWrites:
         if fields:
             self._add(key, b"s", expire, {f: str(v) for f, v in fields.items()})
 
-    def point(self, key: str, t: int, value: str, keep: int, *, expire: bool = False) -> None:
-        self._add(key, b"z", expire, {"t": str(t), "v": value, "n": str(keep)})
+    def buckets(
+        self,
+        key: str,
+        index: str,
+        buckets: Mapping[int, Sequence[float]],
+        keep: int,
+        *,
+        expire: bool = False,
+    ) -> None:
+        """Add ``buckets`` (start -> [predictions, outcomes, error sum]) to series hash
+        ``key`` and its index zset ``index``, keeping the newest ``keep`` buckets."""
+        fields = {
+            str(start): [str(int(p)), str(int(o)), repr(float(e)) if math.isfinite(e) else "0"]
+            for start, (p, o, e) in buckets.items()
+            if p or o
+        }
+        if fields:
+            self._add(key, b"b", expire, {"x": index, "n": str(keep), "b": fields})
 
     async def queue(self, pipe: Any, script: Any) -> None:
         for start in range(0, len(self._keys), _HASHES_PER_CALL):
@@ -137,56 +180,27 @@ class _HashWrites:
             await script(keys=self._keys[start:end], args=args, client=pipe)
 
 
-SERIES_BUCKET_MS = 15 * 60 * 1000
-SERIES_POINTS = 7 * 24 * 4  # a week of event time per model
-
-
 @dataclass(frozen=True)
 class SeriesPoint:
-    """A model's health at one 15-minute bucket of event time (its prediction time): the
-    detectors' recent error rate and the label coverage as they stood at the bucket's last
-    snapshot, and how many outcomes and predictions they had seen by then."""
+    """A model's counts at one 15-minute bucket of prediction event time: its predictions,
+    their outcomes joined so far and those outcomes' error sum."""
 
     t_ms: int
-    error_rate: float
-    label_coverage: float | None
-    outcomes: int
     predictions: int
+    outcomes: int
+    error_sum: float
 
-    @classmethod
-    def of(cls, snapshot: Mapping[str, Any]) -> SeriesPoint | None:
-        at = int(snapshot.get("last_prediction_ms") or snapshot.get("last_event_time_ms") or 0)
-        if at <= 0:
-            return None
-        coverage = snapshot.get("label_coverage")
-        return cls(
-            at - at % SERIES_BUCKET_MS,
-            float(snapshot.get("recent_error_rate", 0.0)),
-            None if coverage is None else float(coverage),
-            int(snapshot.get("outcomes", 0)),
-            int(snapshot.get("predictions_seen", 0)),
-        )
+    @property
+    def error_rate(self) -> float | None:
+        """The bucket's mean error (error rate of a classifier); None without outcomes."""
+        return self.error_sum / self.outcomes if self.outcomes else None
 
-    def encode(self) -> str:
-        coverage = "" if self.label_coverage is None else repr(self.label_coverage)
-        return f"{self.t_ms}|{self.error_rate!r}|{coverage}|{self.outcomes}|{self.predictions}"
-
-    @classmethod
-    def decode(cls, text: str) -> SeriesPoint | None:
-        parts = text.split("|")
-        if len(parts) != 5:
-            return None
-        t, error, coverage, outcomes, predictions = parts
-        try:
-            return cls(
-                int(t),
-                float(error),
-                float(coverage) if coverage else None,
-                int(outcomes),
-                int(predictions),
-            )
-        except ValueError:
-            return None
+    @property
+    def label_coverage(self) -> float | None:
+        """The share of the bucket's predictions labelled so far (recent buckets fill in
+        as labels arrive); None without predictions. At most 1: outcomes of predictions
+        not counted here (seen before this history began) must not make it exceed 1."""
+        return min(self.outcomes / self.predictions, 1.0) if self.predictions else None
 
 
 class HealthStore:
@@ -251,21 +265,26 @@ class HealthStore:
             await pipe.execute()
 
     async def put_health(
-        self, snapshots: Mapping[str, Mapping[str, Any]], counters: Mapping[str, Counter[str]]
+        self,
+        snapshots: Mapping[str, Mapping[str, Any]],
+        counters: Mapping[str, Counter[str]],
+        series: Mapping[str, Mapping[int, Sequence[float]]] | None = None,
     ) -> None:
-        if not snapshots and not counters:
+        """Snapshots (replaced), counter deltas and per-bucket series deltas (added; see
+        :class:`~streams.engine.detect_step.DetectOutput`), in one round trip."""
+        if not snapshots and not counters and not series:
             return
         writes = self._writes()
         for model, snapshot in snapshots.items():
             writes.set(self.key("health", model), snapshot, expire=True)
-            if (point := SeriesPoint.of(snapshot)) is not None:
-                writes.point(
-                    self.key("series", model),
-                    point.t_ms,
-                    point.encode(),
-                    SERIES_POINTS,
-                    expire=True,
-                )
+        for model, buckets in (series or {}).items():
+            writes.buckets(
+                self.key("series", model),
+                self.key("series-index", model),
+                buckets,
+                SERIES_POINTS,
+                expire=True,
+            )
         totals: Counter[str] = Counter()
         for model, counter in counters.items():
             writes.incr(self.key("model", model), counter, expire=True)
@@ -322,11 +341,51 @@ class HealthStore:
         return {_s(k): _s(v) for k, v in raw.items()}
 
     async def series(self, model: str, *, since_ms: int | None = None) -> list[SeriesPoint]:
-        """The model's snapshots over event time, oldest first (one a 15-minute bucket)."""
-        low = "-inf" if since_ms is None else since_ms - since_ms % SERIES_BUCKET_MS
-        raw = await self.redis.zrangebyscore(self.key("series", model), low, "+inf")
-        texts = (_s(v) for v in raw if isinstance(v, bytes | str))
-        return [p for p in map(SeriesPoint.decode, texts) if p is not None]
+        """The model's buckets of prediction event time, oldest first; with ``since_ms``
+        those from the bucket holding it on. One read of the hash: its fields are kept in
+        step with the index by the writes."""
+        raw = await self.redis.hgetall(self.key("series", model))
+        fields = {_s(k): _s(v) for k, v in raw.items()}
+        starts = sorted({int(f.partition(":")[0]) for f in fields if f[:1].isdigit()})
+        if since_ms is not None:
+            low = since_ms - since_ms % SERIES_BUCKET_MS
+            starts = [t for t in starts if t >= low]
+        return [
+            _point(t, fields.get(f"{t}:p"), fields.get(f"{t}:o"), fields.get(f"{t}:e"))
+            for t in starts
+        ]
+
+    async def series_tails(self, models: Sequence[str], n: int) -> dict[str, list[SeriesPoint]]:
+        """The newest ``n`` buckets of each of ``models``, oldest first, in two pipelined
+        round trips (the index zsets' tails, then the hashes' fields) whatever the number
+        of models: the fleet view reads every model's trend."""
+        if not models or n <= 0:
+            return {m: [] for m in models}
+        pipe = self.redis.pipeline(transaction=False)
+        for model in models:
+            pipe.zrange(self.key("series-index", model), -n, -1)
+        tails = [[int(_s(t)) for t in raw] for raw in await pipe.execute()]
+        pipe = self.redis.pipeline(transaction=False)
+        for model, starts in zip(models, tails, strict=True):
+            if starts:
+                fields = [f"{t}:{c}" for t in starts for c in "poe"]
+                pipe.hmget(self.key("series", model), fields)
+        replies = iter(await pipe.execute())
+        out: dict[str, list[SeriesPoint]] = {}
+        for model, starts in zip(models, tails, strict=True):
+            values = next(replies) if starts else []
+            out[model] = [_point(t, *values[3 * i : 3 * i + 3]) for i, t in enumerate(starts)]
+        return out
+
+
+def _point(t: int, p: Any, o: Any, e: Any) -> SeriesPoint:
+    """A bucket from its hash fields (absent ones: nothing counted)."""
+    return SeriesPoint(
+        t,
+        int(p) if p is not None else 0,
+        int(o) if o is not None else 0,
+        float(e) if e is not None else 0.0,
+    )
 
 
 def _s(value: bytes | str) -> str:
@@ -380,6 +439,7 @@ class HealthBuffer:
         self._snapshots: dict[str, Mapping[str, Any]] = {}
         self._counters: dict[str, Counter[str]] = {}
         self._absolute: dict[str, dict[str, int]] = {}
+        self._series: dict[str, dict[int, list[float]]] = {}
         # one write at a time: two in flight on different connections could land out of
         # order and leave an older snapshot (say, outcomes still held) as the last word
         self._writing = asyncio.Lock()
@@ -409,6 +469,24 @@ class HealthBuffer:
             else:
                 mine.update(counter)
 
+    def add_series(self, series: Mapping[str, Mapping[int, Sequence[float]]]) -> None:
+        """Add per-bucket deltas (model -> bucket start -> [predictions, outcomes, error
+        sum], :class:`~streams.engine.detect_step.DetectOutput`'s ``series``)."""
+        mine = self._series
+        for model, buckets in series.items():
+            into = mine.get(model)
+            if into is None:
+                mine[model] = {b: list(v) for b, v in buckets.items()}
+                continue
+            for b, (p, o, e) in buckets.items():
+                counts = into.get(b)
+                if counts is None:
+                    into[b] = [p, o, e]
+                else:
+                    counts[0] += p
+                    counts[1] += o
+                    counts[2] += e
+
     async def maybe_flush(self) -> None:
         if self._clock() >= self._due:
             await self.flush()
@@ -427,8 +505,9 @@ class HealthBuffer:
             snapshots, self._snapshots = self._snapshots, {}
             counters, self._counters = self._counters, {}
             absolute, self._absolute = self._absolute, {}
+            series, self._series = self._series, {}
             has_join = any(join.totals().values())
-            if not (has_join or skipped or snapshots or counters or absolute):
+            if not (has_join or skipped or snapshots or counters or absolute or series):
                 return  # nothing to write, and nothing learnt about Redis
             try:
                 if has_join:
@@ -437,11 +516,11 @@ class HealthBuffer:
                 if skipped:
                     await self.store.add_skipped(skipped)
                 skipped = Counter()
-                await self.store.put_health(snapshots, counters)
-                snapshots, counters = {}, {}
+                await self.store.put_health(snapshots, counters, series)
+                snapshots, counters, series = {}, {}, {}
                 await self.store.put_absolute(absolute)
             except OUTAGE_ERRORS as exc:
-                self._put_back(join, skipped, snapshots, counters)
+                self._put_back(join, skipped, snapshots, counters, series)
                 for key, fields in absolute.items():  # the newer value of a field wins
                     self._absolute[key] = {**fields, **self._absolute.get(key, {})}
                 self.breaker.failed("writing counters and health snapshots", exc)
@@ -451,12 +530,14 @@ class HealthBuffer:
             self._due = max(self._due, began + took + 4 * took)
 
     def unwritten(self) -> tuple[int, int]:
-        """Counter increments and model snapshots not written yet (what a stop would lose)."""
+        """Counter increments and model snapshots not written yet (what a stop would lose);
+        the series' predictions and outcomes count as increments."""
         counts = (
             sum(self._join.totals().values())
             + sum(self._skipped.values())
             + sum(sum(c.values()) for c in self._counters.values())
             + sum(len(f) for f in self._absolute.values())
+            + sum(int(v[0] + v[1]) for b in self._series.values() for v in b.values())
         )
         return counts, len(self._snapshots)
 
@@ -466,6 +547,7 @@ class HealthBuffer:
         skipped: Counter[str],
         snapshots: dict[str, Mapping[str, Any]],
         counters: dict[str, Counter[str]],
+        series: dict[str, dict[int, list[float]]],
     ) -> None:
         """Merge a failed write's content under what was collected since it began."""
         join.add(self._join)
@@ -476,3 +558,5 @@ class HealthBuffer:
         self._snapshots = snapshots
         newer, self._counters = self._counters, counters
         self.put_health({}, newer)
+        newer_series, self._series = self._series, series
+        self.add_series(newer_series)

@@ -1,6 +1,7 @@
 """A model's health over time as inline SVG: error rate above, label coverage below, on
-one event-time axis in UTC. Drawn on the server from :class:`SeriesPoint` lists, so the
-page needs no JavaScript and no chart library in the browser."""
+one axis of prediction event time in UTC, from exact per-bucket counts. Drawn on the
+server from :class:`SeriesPoint` lists, so the page needs no JavaScript and no chart
+library in the browser."""
 
 from __future__ import annotations
 
@@ -123,12 +124,14 @@ def health_chart(
 
     # each point stands for its 15-minute bucket: drawn at the bucket's middle
     half = SERIES_BUCKET_MS / 2
-    highest = max(max(p.error_rate for p in points) * 1.1, 0.01)
+    # a bucket without outcomes (labels not in yet) or predictions leaves a gap in its line
+    rates = [r for p in points if (r := p.error_rate) is not None]
+    highest = max(max(rates, default=0.0) * 1.1, 0.01)
     error = Panel(
-        "error rate (detectors' recent window)", "error rate", TOP, tuple(value_ticks(highest))
+        "error rate (outcomes by prediction time)", "error rate", TOP, tuple(value_ticks(highest))
     )
     coverage = Panel(
-        "label coverage (labelled within the expected delay)",
+        "labelled so far (by prediction time)",
         "label coverage",
         TOP + PANEL_H + GAP,
         (0, 0.25, 0.5, 0.75, 1),

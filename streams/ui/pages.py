@@ -342,15 +342,16 @@ def model_page(
         first, last = min(p.t_ms for p in series), max(p.t_ms for p in series)
         graph = (
             f'<div class="chart-box" id="chart">{chart}</div>'
-            f'<p class="legend"><span>{len(series)} points of 15 min, {_time(first)} to '
-            f"{_time(last)} UTC</span><span>dashed lines: alerts (red critical, orange "
+            f'<p class="legend"><span>{len(series)} points of 15 min of prediction time, '
+            f"{_time(first)} to {_time(last)} UTC; recent points fill in as labels "
+            "arrive</span><span>dashed lines: alerts (red critical, orange "
             "warning, grey info)</span></p>"
         )
     else:
         graph = (
-            '<p class="empty" id="no-series">No history yet: no worker has written a health '
-            "snapshot of this model's detectors (the chart starts with its first outcomes "
-            "and predictions).</p>"
+            '<p class="empty" id="no-series">No history yet: no worker has counted a '
+            "prediction or outcome of this model in the last week of prediction time (the "
+            "chart counts them per 15 minutes of prediction time).</p>"
         )
     if alerts_unavailable is not None:
         listing = (

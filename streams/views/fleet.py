@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from streams.contract.alerts import FLEET, AlertKind
 from streams.errors import WatchkeeperError
 from streams.settings import Settings
-from streams.store.health import HealthStore, SeriesPoint
+from streams.store.health import HealthStore
 from streams.store.owners import Owner
 from streams.store.paging import PagingStore
 
@@ -56,7 +56,8 @@ INCIDENT_KINDS: tuple[str, ...] = tuple(
 """Kinds that open an incident of their own (an improvement resolves a degradation's)."""
 
 TREND_POINTS = 8
-"""Series points in :attr:`ModelStatus.trend`: two hours of event time (15-minute buckets)."""
+"""Series points in :attr:`ModelStatus.trend`: the error rates of the newest 15-minute
+buckets of prediction time that have outcomes (about two hours when labels keep up)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class ModelStatus:
     last_seen_ms: int | None = None  # wall clock when a worker last saw its traffic
     last_alert_id: str | None = None  # the workers' newest alert of this model
     last_alert_kind: str | None = None
-    trend: tuple[float, ...] = ()  # recent error rate per 15 min of event time, oldest first
+    trend: tuple[float, ...] = ()  # error rate per 15 min of prediction time, oldest first
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, every field, in declaration order (``status --json``)."""
@@ -144,16 +145,17 @@ async def fleet_status(
     for model in models:
         pipe.hgetall(health.key("health", model))
         pipe.hget(health.key("model", model), "predictions")
-        pipe.zrange(health.key("series", model), -TREND_POINTS, -1)
         pipe.get(paging.key("silence", model))
         for kind in INCIDENT_KINDS:
             pipe.get(paging.incident_key(model, kind))
     replies = iter(await pipe.execute())
+    # the newest buckets often have no outcomes yet (labels come later): read twice the
+    # trend's length and keep the last buckets with outcomes
+    tails = await health.series_tails(models, 2 * TREND_POINTS)
     rows: list[dict[str, Any]] = []
     for model in models:
         snapshot = {_text(k): _text(v) for k, v in next(replies).items()}
         predictions = next(replies)
-        series = [SeriesPoint.decode(_text(p)) for p in next(replies)]
         silence = next(replies)
         incidents: dict[str, str] = {}
         for kind in INCIDENT_KINDS:
@@ -165,7 +167,9 @@ async def fleet_status(
                 "model": model,
                 "snapshot": snapshot,
                 "predictions": predictions,
-                "trend": tuple(p.error_rate for p in series if p is not None),
+                "trend": tuple(
+                    [r for p in tails[model] if (r := p.error_rate) is not None][-TREND_POINTS:]
+                ),
                 "silence": silence,
                 "incidents": incidents,
             }

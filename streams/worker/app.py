@@ -524,6 +524,9 @@ class Pipeline:
         # counts without the snapshot that matches them (outcomes counted, not shown)
         snapshots = {m: _snapshot(self.detect.track(p, m), alerts) for m, p in touched.items()}
         self.counts.put_health(snapshots, counters)
+        for _, out in outputs:  # the exact history, written with the counts that match it
+            if out.series:
+                self.counts.add_series(out.series)
         self.model_gauges.note(snapshots, touched)
         if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
             owners = await self.orphans.owners_of({a["model_id"] for a in alerts})

@@ -36,6 +36,7 @@ import redis
 from helpers.hostile import Topics
 from helpers.third_party import Message, Record, committed_lag, create_topics, read_topic
 from streams.dev.process import WorkerProcess
+from streams.settings import Settings
 
 __all__ = [
     "DETECTION_KINDS",
@@ -391,3 +392,18 @@ class Promises:
         assert not self.broken, f"{len(self.broken)} promise(s) broken:\n- " + "\n- ".join(
             self.broken
         )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The topic names and Redis prefix of an isolated test, as environment variables for
+    a ``watchkeeper`` process (worker, notifier, ui)."""
+    t = settings.topics
+    return {
+        "WATCHKEEPER_TOPIC_PREDICTIONS": t.predictions,
+        "WATCHKEEPER_TOPIC_GROUND_TRUTH": t.ground_truth,
+        "WATCHKEEPER_TOPIC_OUTCOMES": t.outcomes,
+        "WATCHKEEPER_TOPIC_ALERTS": t.alerts,
+        "WATCHKEEPER_TOPIC_DLQ": t.dlq,
+        "WATCHKEEPER_TOPIC_REKEY": t.rekey,
+        "WATCHKEEPER_REDIS_PREFIX": settings.redis_prefix,
+    }

@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.pipeline import settings_env as ui_env
 from streams.dev.process import stop_process
 from streams.settings import Settings
 
@@ -34,20 +35,6 @@ class UiProcess:
         """SIGTERM (then SIGKILL after 10 s); the exit code."""
         stop_process(self.proc, timeout=10)
         return self.proc.returncode
-
-
-def ui_env(settings: Settings) -> dict[str, str]:
-    """The topic names and Redis prefix of an isolated test, as the UI reads them."""
-    t = settings.topics
-    return {
-        "WATCHKEEPER_TOPIC_PREDICTIONS": t.predictions,
-        "WATCHKEEPER_TOPIC_GROUND_TRUTH": t.ground_truth,
-        "WATCHKEEPER_TOPIC_OUTCOMES": t.outcomes,
-        "WATCHKEEPER_TOPIC_ALERTS": t.alerts,
-        "WATCHKEEPER_TOPIC_DLQ": t.dlq,
-        "WATCHKEEPER_TOPIC_REKEY": t.rekey,
-        "WATCHKEEPER_REDIS_PREFIX": settings.redis_prefix,
-    }
 
 
 def start_ui(settings: Settings, tmp: Path, *, timeout: float = 30.0) -> UiProcess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -93,43 +94,73 @@ async def test_without_a_retention_nothing_expires(store: HealthStore):
     assert await store.redis.pttl(store.prefix + "model:m1") == -1
 
 
-async def test_series_keeps_the_last_snapshot_of_each_bucket_and_a_bounded_history(
-    store: HealthStore,
-):
+async def test_series_counts_add_up_over_writes_and_keep_the_newest_week(store: HealthStore):
+    """Per-bucket deltas of several writes sum exactly (errors as floats); past the cap
+    the oldest buckets go, fields and index entry alike; both keys expire like the model's."""
+    rng = random.Random(3)
     bucket = SERIES_BUCKET_MS
     base = 1_700_000_000_000 - 1_700_000_000_000 % bucket
-    # two snapshots in the first bucket (the second wins), then one a bucket
-    writes = [(base + 10, 0.10), (base + bucket - 1, 0.20)]
-    writes += [(base + k * bucket + 5, 0.01 * k) for k in range(1, SERIES_POINTS + 3)]
-    for n, (t, rate) in enumerate(writes):
-        snapshot = {
-            "last_prediction_ms": t,
-            "recent_error_rate": rate,
-            "outcomes": n,
-            "predictions_seen": 2 * n,
-        }
-        if n % 2:
-            snapshot["label_coverage"] = 0.5
-        await store.put_health({"m": snapshot}, {})
+    expected: dict[int, list[float]] = {}
+    for _ in range(4):  # four writes, overlapping buckets, in no time order
+        deltas: dict[int, list[float]] = {}
+        for k in rng.sample(range(SERIES_POINTS + 40), 500):
+            p, o = rng.randrange(0, 9), rng.randrange(0, 9)
+            e = sum(rng.uniform(0, 3) for _ in range(o))  # regression: float errors
+            deltas[base + k * bucket] = [p, o, e]
+            mine = expected.setdefault(base + k * bucket, [0, 0, 0.0])
+            mine[0], mine[1], mine[2] = mine[0] + p, mine[1] + o, mine[2] + e
+        await store.put_health({}, {}, {"m": deltas})
+    counted = sorted(t for t, (p, o, _) in expected.items() if p or o)
+    kept = counted[-SERIES_POINTS:]
+    assert len(counted) > SERIES_POINTS  # some had to go
     points = await store.series("m")
-    assert len(points) == SERIES_POINTS  # the oldest buckets fell off
-    assert [p.t_ms for p in points] == sorted({p.t_ms for p in points})
-    assert all(p.t_ms % bucket == 0 for p in points)
-    last_t, last_rate = writes[-1]
-    assert points[-1].t_ms == last_t - last_t % bucket
-    assert points[-1].error_rate == last_rate
-    assert points[-1].outcomes == len(writes) - 1
-    assert points[-1].predictions == 2 * (len(writes) - 1)
-    assert {p.label_coverage for p in points} == {None, 0.5}
-    since = points[-3].t_ms + 1  # inside the third-newest bucket: that bucket counts
-    assert [p.t_ms for p in await store.series("m", since_ms=since)] == [
-        p.t_ms for p in points[-3:]
-    ]
-
-
-async def test_a_snapshot_in_the_first_bucket_is_replaced_not_added(store: HealthStore):
-    t = 1_700_000_000_000
-    for rate in (0.1, 0.3):
-        await store.put_health({"m": {"last_prediction_ms": t, "recent_error_rate": rate}}, {})
-    assert [(p.error_rate, p.outcomes) for p in await store.series("m")] == [(0.3, 0)]
+    assert [p.t_ms for p in points] == kept
+    for p in points:
+        want = expected[p.t_ms]
+        assert (p.predictions, p.outcomes) == (want[0], want[1])
+        assert math.isclose(p.error_sum, want[2], rel_tol=1e-12, abs_tol=1e-9)
+    # the trimmed buckets left no field behind
+    fields = {f.decode() for f in await store.redis.hkeys(store.key("series", "m"))}
+    assert {int(f.split(":")[0]) for f in fields} == set(kept)
+    assert await store.redis.zcard(store.key("series-index", "m")) == len(kept)
+    since = kept[-3] + 1  # inside the third-newest bucket: that bucket counts
+    assert [p.t_ms for p in await store.series("m", since_ms=since)] == kept[-3:]
     assert await store.series("unknown") == []
+
+
+async def test_series_keys_expire_with_the_models_other_keys(redis_url: str):
+    client = Redis.from_url(redis_url)
+    prefix = f"t{uuid4().hex[:8]}:"
+    store = HealthStore(client, prefix, retention_s=3600)
+    try:
+        await store.put_health({}, {}, {"m": {0: [1, 0, 0.0]}})
+        for key in ("series:m", "series-index:m"):
+            ttl = await client.pttl(prefix + key)
+            assert 3_500_000 < ttl <= 3_600_000, (key, ttl)
+    finally:
+        await client.aclose()
+
+
+async def test_a_model_id_ending_like_an_index_key_is_its_own_series(store: HealthStore):
+    """Producers choose model ids, colons included: no model's keys are another's."""
+    await store.put_health({}, {}, {"m": {0: [1, 1, 1.0]}, "m:t": {0: [2, 0, 0.0]}})
+    assert [(p.predictions, p.outcomes) for p in await store.series("m")] == [(1, 1)]
+    assert [(p.predictions, p.outcomes) for p in await store.series("m:t")] == [(2, 0)]
+
+
+async def test_series_tails_read_the_newest_buckets_of_many_models(store: HealthStore):
+    bucket = SERIES_BUCKET_MS
+    models = [f"m{i}" for i in range(50)]
+    series = {
+        m: {k * bucket: [k, i % 3, 0.5 * (i % 3)] for k in range(i % 12)}
+        for i, m in enumerate(models)
+    }
+    await store.put_health({}, {}, series)
+    tails = await store.series_tails([*models, "unknown"], 4)
+    assert tails["unknown"] == []
+    for m in models:
+        whole = await store.series(m)
+        assert tails[m] == whole[-4:], m
+        assert [p.t_ms for p in tails[m]] == sorted(
+            t for t, (p, o, _) in series[m].items() if p or o
+        )[-4:]

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from helpers.pipeline import settings_env
 from redis.asyncio import Redis
 
 from streams.dev.demo import (
@@ -64,16 +65,7 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> S
 
 
 def worker_for(settings: Settings, tmp_path: Path, name: str = "worker") -> WorkerProcess:
-    t = settings.topics
-    env = {
-        "WATCHKEEPER_TOPIC_PREDICTIONS": t.predictions,
-        "WATCHKEEPER_TOPIC_GROUND_TRUTH": t.ground_truth,
-        "WATCHKEEPER_TOPIC_OUTCOMES": t.outcomes,
-        "WATCHKEEPER_TOPIC_ALERTS": t.alerts,
-        "WATCHKEEPER_TOPIC_DLQ": t.dlq,
-        "WATCHKEEPER_TOPIC_REKEY": t.rekey,
-        "WATCHKEEPER_REDIS_PREFIX": settings.redis_prefix,
-    }
+    env = settings_env(settings)
     return WorkerProcess(
         settings.broker,
         settings.redis_url,

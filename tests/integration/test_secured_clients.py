@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.pipeline import settings_env
 from helpers.tls import Pki, make_pki
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -410,14 +411,8 @@ def test_a_worker_runs_over_tls_with_its_redis_password_from_a_file(
         "WATCHKEEPER_KAFKA_SECURITY_PROTOCOL": "SSL",
         "WATCHKEEPER_KAFKA_SSL_CAFILE": str(tls_broker.pki.ca),
         "WATCHKEEPER_REDIS_PASSWORD_FILE": str(password_file),
-        "WATCHKEEPER_REDIS_PREFIX": settings.redis_prefix,
         "WATCHKEEPER_PARTITIONS": str(settings.partitions),
-        "WATCHKEEPER_TOPIC_PREDICTIONS": t.predictions,
-        "WATCHKEEPER_TOPIC_GROUND_TRUTH": t.ground_truth,
-        "WATCHKEEPER_TOPIC_OUTCOMES": t.outcomes,
-        "WATCHKEEPER_TOPIC_ALERTS": t.alerts,
-        "WATCHKEEPER_TOPIC_DLQ": t.dlq,
-        "WATCHKEEPER_TOPIC_REKEY": t.rekey,
+        **settings_env(settings),
     }
     scenario = build_scenario(models=4, predictions_per_model=400, degraded=1, seed=9)
     worker = WorkerProcess(

@@ -19,11 +19,14 @@ import redis
 from helpers.html_dom import Node, parse
 from helpers.third_party import read_topic
 from helpers.ui import fetch, start_ui, ui_env
+from redis.asyncio import Redis as AsyncRedis
 from test_pipeline import isolated_settings, register_owners_with, run_scenario, worker_for
 
 from streams.dev.demo import MALFORMED
-from streams.dev.simulate import build_scenario
-from streams.store.health import SeriesPoint
+from streams.dev.simulate import Scenario, build_scenario
+from streams.engine.series import SERIES_BUCKET_MS
+from streams.settings import Settings
+from streams.store.health import HealthStore
 from streams.topology import ensure_topics
 from streams.ui.pages import FLEET_COLUMNS
 
@@ -42,6 +45,35 @@ def rows(doc: Node, table_id: str) -> list[Node]:
 
 def cells(row: Node) -> list[str]:
     return [td.text() for td in row.find_all("td")]
+
+
+def counted(scenario: Scenario, model: str) -> dict[int, tuple[int, int, int]]:
+    """Per 15 minutes of prediction time, the model's predictions, labelled predictions
+    and wrong ones, counted from the scenario's events (independently of the worker)."""
+    predictions = {e["prediction_id"]: e for k, e in scenario.events if k == "p"}
+    labels = {e["prediction_id"]: e["label"] for k, e in scenario.events if k == "g"}
+    out: dict[int, tuple[int, int, int]] = {}
+    for pid, p in predictions.items():
+        if p["model_id"] != model:
+            continue
+        bucket = p["timestamp"] - p["timestamp"] % SERIES_BUCKET_MS
+        n, labelled, wrong = out.get(bucket, (0, 0, 0))
+        label = labels.get(pid)
+        out[bucket] = (
+            n + 1,
+            labelled + (label is not None),
+            wrong + (label is not None and label != p["prediction"]),
+        )
+    return out
+
+
+async def read_series(settings: Settings, model: str) -> dict[int, tuple[int, int, int]]:
+    client = AsyncRedis.from_url(settings.redis_url)
+    try:
+        points = await HealthStore(client, settings.redis_prefix).series(model)
+    finally:
+        await client.aclose()
+    return {p.t_ms: (p.predictions, p.outcomes, round(p.error_sum)) for p in points}
 
 
 def test_the_ui_shows_what_the_worker_wrote_and_the_alerts_topic_holds(
@@ -64,8 +96,11 @@ def test_the_ui_shows_what_the_worker_wrote_and_the_alerts_topic_holds(
     prefix = settings.redis_prefix
     health = {m.model_id: r.hgetall(f"{prefix}health:{m.model_id}") for m in scenario.models}
     owners = {k: orjson.loads(v)["owner"] for k, v in r.hgetall(f"{prefix}owners").items()}
-    stored = [SeriesPoint.decode(v) for v in r.zrange(f"{prefix}series:{degraded}", 0, -1)]
     r.close()
+    # the history is exact: each bucket counts the model's predictions made in it, and
+    # those labelled and wrong, however fast the worker went through the scenario
+    expected = counted(scenario, degraded)
+    assert asyncio.run(read_series(settings, degraded)) == expected
     published = [
         orjson.loads(rec.value)
         for rec in read_topic(kafka_bootstrap, settings.topics.alerts)
@@ -104,10 +139,19 @@ def test_the_ui_shows_what_the_worker_wrote_and_the_alerts_topic_holds(
         (row,) = rows(page, "status")
         assert cells(row)[COL["Error now"]] == pct(health[degraded]["recent_error_rate"])
         assert cells(row)[COL["Owner"]] == owners[degraded]
-        # the chart: one point per stored 15-minute bucket, in time order
-        (error,) = page.one(id="chart").find_all("polyline", class_="error")
-        xs = [float(p.split(",")[0]) for p in (error.attrs["points"] or "").split()]
-        assert len(xs) == len(stored) > 1 and xs == sorted(xs)
+        # the chart: a coverage point per 15-minute bucket with predictions, an error
+        # point per bucket with outcomes, in time order
+        chart = page.one(id="chart")
+        for name, buckets in (
+            ("coverage", [b for b, (n, _, _) in expected.items() if n]),
+            ("error", [b for b, (_, labelled, _) in expected.items() if labelled]),
+        ):
+            xs = [
+                float(p.split(",")[0])
+                for line in chart.find_all("polyline", class_=name)
+                for p in (line.attrs["points"] or "").split()
+            ]
+            assert len(xs) == len(buckets) > 1 and xs == sorted(xs), name
         # the alerts: every one the topic holds for this model, as published
         listed = rows(page, "alerts")
         ids = [

@@ -51,6 +51,7 @@ async def seed(settings: Settings) -> list[dict]:
         for b in range(BUCKETS):
             at = START + b * SERIES_BUCKET_MS + 60_000
             snapshots = {}
+            series: dict[str, dict[int, list[float]]] = {}
             for k, model in enumerate((*OWNED, HOSTILE)):
                 base = 0.03 + 0.01 * k
                 recent = base + (0.16 if model == "fraud-eu" and b >= BUCKETS // 2 else 0)
@@ -65,7 +66,11 @@ async def seed(settings: Settings) -> list[dict]:
                     "silent": 0,
                     "label_coverage": round(0.78 + 0.02 * ((b + k) % 4), 6),
                 }
-            await health.put_health(snapshots, {})
+                # the chart's history: counts of 50 predictions giving those rates
+                labelled = round(50 * (0.78 + 0.02 * ((b + k) % 4)))
+                wrong = (recent + 0.004 * ((b * (k + 3)) % 5)) * labelled
+                series[model] = {at - at % SERIES_BUCKET_MS: [50, labelled, wrong]}
+            await health.put_health(snapshots, {}, series)
         await health.put_absolute({f"model:{m}": {"predictions@0": 50 * BUCKETS} for m in OWNED})
         await health.put_absolute({f"model:{HOSTILE}": {"predictions@0": 50 * BUCKETS}})
         await OwnerRegistry(redis, settings.redis_prefix).import_many(

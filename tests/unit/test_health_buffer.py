@@ -39,7 +39,7 @@ class SlowStore:
     async def add_skipped(self, reasons: Counter[str]) -> None:
         pass
 
-    async def put_health(self, snapshots: Any, counters: Any) -> None:
+    async def put_health(self, snapshots: Any, counters: Any, series: Any = None) -> None:
         self.clock.now += self.cost
         self.writes.append((dict(snapshots), {m: Counter(c) for m, c in counters.items()}))
 
@@ -102,6 +102,7 @@ class FlakyStore:
         self.counters: dict[str, Counter[str]] = {}
         self.snapshots: dict[str, Any] = {}
         self.absolute: dict[str, dict[str, int]] = {}
+        self.series: dict[tuple[str, int], list[float]] = {}
 
     def _step(self, name: str) -> None:
         if name in self.fail_at:
@@ -115,11 +116,16 @@ class FlakyStore:
         self._step("skipped")
         self.skipped.update(reasons)
 
-    async def put_health(self, snapshots: Any, counters: Any) -> None:
+    async def put_health(self, snapshots: Any, counters: Any, series: Any = None) -> None:
         self._step("health")
         self.snapshots.update(snapshots)
         for model, counter in counters.items():
             self.counters.setdefault(model, Counter()).update(counter)
+        for model, buckets in (series or {}).items():
+            for start, values in buckets.items():
+                into = self.series.setdefault((model, start), [0, 0, 0.0])
+                for i, v in enumerate(values):
+                    into[i] += v
 
     async def put_absolute(self, counts: Any) -> None:
         self._step("absolute")
@@ -154,6 +160,7 @@ def test_counts_written_through_redis_failures_are_neither_lost_nor_doubled(
     added_outcomes: dict[str, int] = Counter()
     newest: dict[str, int] = {}
     partition_counts: dict[str, int] = Counter()  # a partition's checkpointed counters
+    added_series: dict[tuple[str, int], list[float]] = {}
 
     async def scenario() -> None:
         for step in steps:
@@ -164,6 +171,10 @@ def test_counts_written_through_redis_failures_are_neither_lost_nor_doubled(
                 buf.add_join_stats(JoinStats(joined=Counter({model: n})))
                 buf.add_skipped(Counter(invalid_json=n))
                 buf.put_health({model: {"outcomes": n}}, {model: Counter(outcomes=n)})
+                bucket = 900_000 * (n % 3)
+                buf.add_series({model: {bucket: [n + 1, n, 0.5 * n]}})
+                into = added_series.setdefault((model, bucket), [0, 0, 0.0])
+                into[0], into[1], into[2] = into[0] + n + 1, into[1] + n, into[2] + 0.5 * n
                 added_joined[model] += n
                 added_skipped["invalid_json"] += n
                 added_outcomes[model] += n
@@ -182,6 +193,7 @@ def test_counts_written_through_redis_failures_are_neither_lost_nor_doubled(
     assert store.skipped == added_skipped
     assert {m: c["outcomes"] for m, c in store.counters.items()} == added_outcomes
     assert {m: s["outcomes"] for m, s in store.snapshots.items()} == newest
+    assert store.series == added_series  # halves: exact in floats
     # absolute counts: the newest value of every part is the one written last
     assert {k: f["joined@j0"] for k, f in store.absolute.items()} == {
         f"model:{m}": n for m, n in partition_counts.items()
@@ -197,9 +209,9 @@ def test_while_redis_is_down_the_buffer_calls_it_once_per_wait_and_the_wait_doub
     calls = []
     original = store.put_health
 
-    async def counted(snapshots: Any, counters: Any) -> None:
+    async def counted(snapshots: Any, counters: Any, series: Any = None) -> None:
         calls.append(clock.now)
-        await original(snapshots, counters)
+        await original(snapshots, counters, series)
 
     store.put_health = counted  # type: ignore[method-assign]
     buf = HealthBuffer(store, interval_s=0.5, clock=clock)  # type: ignore[arg-type]
@@ -208,6 +220,7 @@ def test_while_redis_is_down_the_buffer_calls_it_once_per_wait_and_the_wait_doub
         for step in range(400):  # a batch every 0.1 s for 40 s, Redis down throughout
             clock.now = step * 0.1
             buf.put_health({}, {"m": Counter(outcomes=1)})
+            buf.add_series({"m": {step // 100 * 900_000: [1, 0, 0.0]}})
             await buf.maybe_flush()
 
     asyncio.run(scenario())
@@ -215,4 +228,5 @@ def test_while_redis_is_down_the_buffer_calls_it_once_per_wait_and_the_wait_doub
     # attempts 1, 2, 4, 8 s apart, then every 15 s (the cap); never once per batch
     assert gaps[:4] == [1.0, 2.0, 4.0, 8.0], gaps
     assert all(g == 15.0 for g in gaps[4:]), gaps
-    assert buf.breaker.down and buf.unwritten() == (400, 0)
+    # what a stop would lose: the 400 outcomes and the 400 predictions of the series
+    assert buf.breaker.down and buf.unwritten() == (800, 0)

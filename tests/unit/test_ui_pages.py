@@ -100,15 +100,25 @@ def entry(n: int, **alert: Any) -> AlertEntry:
     )
 
 
+def point(t_ms: int, error: float | None, coverage: float | None) -> SeriesPoint:
+    """A bucket whose counts give (about) ``error`` and ``coverage``; None: no outcomes,
+    no predictions."""
+    predictions = 0 if coverage is None else 1_000_000
+    outcomes = 500 if coverage is None else round(coverage * predictions)
+    if error is None:
+        outcomes = 0
+    elif outcomes == 0:
+        outcomes = 1  # an error rate needs an outcome
+    return SeriesPoint(t_ms, predictions, outcomes, (error or 0.0) * outcomes)
+
+
 def series(n: int, start: int = 1_795_000_000_000, **kw: Any) -> list[SeriesPoint]:
     first = start - start % SERIES_BUCKET_MS
     return [
-        SeriesPoint(
+        point(
             first + i * SERIES_BUCKET_MS,
             kw.get("error", lambda i: 0.04 + 0.002 * (i % 7))(i),
             kw.get("coverage", lambda i: 0.8)(i),
-            10 * i,
-            12 * i,
         )
         for i in range(n)
     ]
@@ -415,6 +425,26 @@ def test_unknown_coverage_breaks_the_line_instead_of_drawing_zero() -> None:
     assert len(polylines(svg, "error")[0]) == 12
 
 
+def test_a_bucket_without_outcomes_breaks_the_error_line() -> None:
+    """Labels of the newest buckets are not in yet: no error rate is known there, and the
+    coverage panel says how little is labelled so far."""
+    points = series(10, error=lambda i: None if i in (3, 8, 9) else 0.1)
+    svg = chart_of(points)
+    assert [len(r) for r in polylines(svg, "error")] == [3, 4]
+    assert len(polylines(svg, "coverage")[0]) == 10
+    titles = [t.text() for t in svg.find_all("text", class_="panel-title")]
+    assert titles[1] == "labelled so far (by prediction time)"
+
+
+def test_a_points_rates_come_from_its_counts() -> None:
+    assert SeriesPoint(0, 40, 10, 2.5).error_rate == 0.25
+    assert SeriesPoint(0, 40, 10, 2.5).label_coverage == 0.25
+    assert SeriesPoint(0, 40, 0, 0.0).error_rate is None  # no labels yet: unknown, not 0
+    assert SeriesPoint(0, 40, 0, 0.0).label_coverage == 0.0
+    assert SeriesPoint(0, 0, 3, 1.0).label_coverage is None
+    assert SeriesPoint(0, 2, 3, 1.0).label_coverage == 1.0  # capped
+
+
 def test_a_single_point_is_drawn_inside_the_chart() -> None:
     svg = chart_of(series(1))
     ((x, y),) = polylines(svg, "error")[0]
@@ -438,12 +468,10 @@ def test_any_series_draws_inside_the_view_box_in_time_order(
     raw: list[tuple[int, float, float | None]],
 ) -> None:
     points = [
-        SeriesPoint(
+        point(
             1_795_000_000_000 - 1_795_000_000_000 % SERIES_BUCKET_MS + k * SERIES_BUCKET_MS,
             e,
             c,
-            1,
-            1,
         )
         for k, e, c in raw
     ]
