@@ -47,7 +47,7 @@ and within each, more open incidents first, then by model id.
 
 LAST PREDICTION is event time (the events' own clock), shown as its age and in UTC;
 ERROR is the detectors' recent window (last 100 outcomes) against the mean over every
-outcome seen; TREND is the recent error rate per 15 minutes of event time (2 h).
+outcome seen; TREND is the error rate per hour of prediction time (the last 8 hours).
 OPEN lists the incidents the notifier has open (kind and severity)."""
 
 STATE_STYLES = {"critical": "bold red", "warning": "yellow", "ok": "green", "unknown": "dim"}

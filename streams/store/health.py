@@ -10,15 +10,10 @@ Keys (``prefix`` defaults to ``wk:``):
     {prefix}model:{model}    hash: per-model counters (predictions, joined, outcomes, alerts, ...)
     {prefix}health:{model}   hash: latest detector snapshot (error rates, n, last alert)
     {prefix}models           zset: model -> wall-clock ms when last seen in traffic
-    {prefix}series:{model}   hash: per 15-minute bucket of prediction event time
-                             (:mod:`streams.engine.series`), ``{start}:p`` predictions,
-                             ``{start}:o`` outcomes, ``{start}:e`` their error sum (a float):
-                             exact counts however fast events are processed (status, ui)
-    {prefix}series-index:{model}
-                             zset: the bucket starts held in the hash (score: the start);
-                             the newest week of buckets is kept, older ones' fields deleted.
-                             Not ``series:{model}:t``: model ids may hold colons, and model
-                             ``m:t``'s hash would then be model ``m``'s index
+    {prefix}series:{model}   hash: per hour of prediction event time (:mod:`streams.engine.series`)
+                             ``start -> predictions|outcomes|error sum``: exact counts
+                             however fast events are processed (status, ui); the newest
+                             120 hours kept, few enough for Redis's compact hash encoding
 
 With ``retention_s`` set (the worker sets ``model_retention_ms``), the per-model hashes
 expire that long after their last write and the zset forgets models unseen as long:
@@ -39,7 +34,7 @@ import orjson
 from redis.asyncio import Redis
 
 from streams.engine.join import JoinStats
-from streams.engine.series import SERIES_BUCKET_MS, SERIES_POINTS
+from streams.engine.series import SERIES_BUCKET_MS, SERIES_POINTS, bucket_of
 from streams.store.breaker import OUTAGE_ERRORS, RedisBreaker
 
 __all__ = [
@@ -95,26 +90,23 @@ for k = 1, #KEYS do
       redis.call('HINCRBY', KEYS[k], f, v)
     end
   elseif op == 'b' then
-    local index = fields.x
     for b, v in pairs(fields.b) do
-      if v[1] ~= '0' then
-        redis.call('HINCRBY', KEYS[k], b .. ':p', v[1])
+      local p, o, e = 0, 0, 0
+      local old = redis.call('HGET', KEYS[k], b)
+      if old then
+        local a, c, d = string.match(old, '^([^|]*)|([^|]*)|([^|]*)$')
+        p, o, e = tonumber(a), tonumber(c), tonumber(d)
       end
-      if v[2] ~= '0' then
-        redis.call('HINCRBY', KEYS[k], b .. ':o', v[2])
-        redis.call('HINCRBYFLOAT', KEYS[k], b .. ':e', v[3])
-      end
-      redis.call('ZADD', index, b, b)
+      p, o, e = p + tonumber(v[1]), o + tonumber(v[2]), e + tonumber(v[3])
+      redis.call('HSET', KEYS[k], b, string.format('%d|%d|%.17g', p, o, e))
     end
-    local extra = redis.call('ZCARD', index) - tonumber(fields.n)
-    if extra > 0 then
-      for _, b in ipairs(redis.call('ZRANGE', index, 0, extra - 1)) do
-        redis.call('HDEL', KEYS[k], b .. ':p', b .. ':o', b .. ':e')
+    local keep = tonumber(fields.n)
+    if redis.call('HLEN', KEYS[k]) > keep then
+      local starts = redis.call('HKEYS', KEYS[k])
+      table.sort(starts, function(x, y) return tonumber(x) < tonumber(y) end)
+      for n = 1, #starts - keep do
+        redis.call('HDEL', KEYS[k], starts[n])
       end
-      redis.call('ZREMRANGEBYRANK', index, 0, extra - 1)
-    end
-    if expire and ttl > 0 then
-      redis.call('PEXPIRE', index, ttl)
     end
   end
   if expire and ttl > 0 then
@@ -154,23 +146,17 @@ class _HashWrites:
             self._add(key, b"s", expire, {f: str(v) for f, v in fields.items()})
 
     def buckets(
-        self,
-        key: str,
-        index: str,
-        buckets: Mapping[int, Sequence[float]],
-        keep: int,
-        *,
-        expire: bool = False,
+        self, key: str, buckets: Mapping[int, Sequence[float]], keep: int, *, expire: bool = False
     ) -> None:
         """Add ``buckets`` (start -> [predictions, outcomes, error sum]) to series hash
-        ``key`` and its index zset ``index``, keeping the newest ``keep`` buckets."""
+        ``key``, keeping the newest ``keep`` buckets."""
         fields = {
             str(start): [str(int(p)), str(int(o)), repr(float(e)) if math.isfinite(e) else "0"]
             for start, (p, o, e) in buckets.items()
             if p or o
         }
         if fields:
-            self._add(key, b"b", expire, {"x": index, "n": str(keep), "b": fields})
+            self._add(key, b"b", expire, {"n": str(keep), "b": fields})
 
     async def queue(self, pipe: Any, script: Any) -> None:
         for start in range(0, len(self._keys), _HASHES_PER_CALL):
@@ -182,7 +168,7 @@ class _HashWrites:
 
 @dataclass(frozen=True)
 class SeriesPoint:
-    """A model's counts at one 15-minute bucket of prediction event time: its predictions,
+    """A model's counts at one hour of prediction event time: its predictions,
     their outcomes joined so far and those outcomes' error sum."""
 
     t_ms: int
@@ -278,13 +264,7 @@ class HealthStore:
         for model, snapshot in snapshots.items():
             writes.set(self.key("health", model), snapshot, expire=True)
         for model, buckets in (series or {}).items():
-            writes.buckets(
-                self.key("series", model),
-                self.key("series-index", model),
-                buckets,
-                SERIES_POINTS,
-                expire=True,
-            )
+            writes.buckets(self.key("series", model), buckets, SERIES_POINTS, expire=True)
         totals: Counter[str] = Counter()
         for model, counter in counters.items():
             writes.incr(self.key("model", model), counter, expire=True)
@@ -342,50 +322,36 @@ class HealthStore:
 
     async def series(self, model: str, *, since_ms: int | None = None) -> list[SeriesPoint]:
         """The model's buckets of prediction event time, oldest first; with ``since_ms``
-        those from the bucket holding it on. One read of the hash: its fields are kept in
-        step with the index by the writes."""
-        raw = await self.redis.hgetall(self.key("series", model))
-        fields = {_s(k): _s(v) for k, v in raw.items()}
-        starts = sorted({int(f.partition(":")[0]) for f in fields if f[:1].isdigit()})
+        those from the bucket holding it on."""
+        points = _points(await self.redis.hgetall(self.key("series", model)))
         if since_ms is not None:
-            low = since_ms - since_ms % SERIES_BUCKET_MS
-            starts = [t for t in starts if t >= low]
-        return [
-            _point(t, fields.get(f"{t}:p"), fields.get(f"{t}:o"), fields.get(f"{t}:e"))
-            for t in starts
-        ]
+            low = bucket_of(since_ms)
+            points = [p for p in points if p.t_ms >= low]
+        return points
 
     async def series_tails(self, models: Sequence[str], n: int) -> dict[str, list[SeriesPoint]]:
-        """The newest ``n`` buckets of each of ``models``, oldest first, in two pipelined
-        round trips (the index zsets' tails, then the hashes' fields) whatever the number
-        of models: the fleet view reads every model's trend."""
-        if not models or n <= 0:
-            return {m: [] for m in models}
+        """The newest ``n`` buckets of each of ``models``, oldest first, in one pipelined
+        round trip whatever the number of models (the fleet view reads every trend)."""
         pipe = self.redis.pipeline(transaction=False)
         for model in models:
-            pipe.zrange(self.key("series-index", model), -n, -1)
-        tails = [[int(_s(t)) for t in raw] for raw in await pipe.execute()]
-        pipe = self.redis.pipeline(transaction=False)
-        for model, starts in zip(models, tails, strict=True):
-            if starts:
-                fields = [f"{t}:{c}" for t in starts for c in "poe"]
-                pipe.hmget(self.key("series", model), fields)
-        replies = iter(await pipe.execute())
-        out: dict[str, list[SeriesPoint]] = {}
-        for model, starts in zip(models, tails, strict=True):
-            values = next(replies) if starts else []
-            out[model] = [_point(t, *values[3 * i : 3 * i + 3]) for i, t in enumerate(starts)]
-        return out
+            pipe.hgetall(self.key("series", model))
+        replies = await pipe.execute() if models else []
+        return {
+            m: _points(raw)[-n:] if n > 0 else [] for m, raw in zip(models, replies, strict=True)
+        }
 
 
-def _point(t: int, p: Any, o: Any, e: Any) -> SeriesPoint:
-    """A bucket from its hash fields (absent ones: nothing counted)."""
-    return SeriesPoint(
-        t,
-        int(p) if p is not None else 0,
-        int(o) if o is not None else 0,
-        float(e) if e is not None else 0.0,
-    )
+def _points(raw: Mapping[Any, Any]) -> list[SeriesPoint]:
+    """The buckets of a series hash (``start -> predictions|outcomes|error sum``), oldest
+    first; a field that does not parse is left out."""
+    points = []
+    for start, value in raw.items():
+        try:
+            p, o, e = _s(value).split("|")
+            points.append(SeriesPoint(int(_s(start)), int(p), int(o), float(e)))
+        except ValueError:
+            continue
+    return sorted(points, key=lambda point: point.t_ms)
 
 
 def _s(value: bytes | str) -> str:

@@ -122,7 +122,7 @@ def health_chart(
     def x(t_ms: float) -> float:
         return LEFT + plot_w * (t_ms - start) / (end - start)
 
-    # each point stands for its 15-minute bucket: drawn at the bucket's middle
+    # each point stands for its bucket: drawn at the bucket's middle
     half = SERIES_BUCKET_MS / 2
     # a bucket without outcomes (labels not in yet) or predictions leaves a gap in its line
     rates = [r for p in points if (r := p.error_rate) is not None]

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
+from streams.engine.series import SERIES_BUCKET_MS
 from streams.store.health import SeriesPoint
 from streams.ui.charts import ChartMark, health_chart, sparkline
 from streams.views.fleet import ModelStatus
@@ -30,6 +31,8 @@ __all__ = [
     "model_page",
     "not_found_page",
 ]
+
+BUCKET_TEXT = "hour" if SERIES_BUCKET_MS == 3_600_000 else f"{SERIES_BUCKET_MS // 60_000} minutes"
 
 REFRESH_S = 30
 FLEET_COLUMNS = (
@@ -342,7 +345,8 @@ def model_page(
         first, last = min(p.t_ms for p in series), max(p.t_ms for p in series)
         graph = (
             f'<div class="chart-box" id="chart">{chart}</div>'
-            f'<p class="legend"><span>{len(series)} points of 15 min of prediction time, '
+            f'<p class="legend"><span>{len(series)} points, one per {BUCKET_TEXT} of '
+            "prediction time, "
             f"{_time(first)} to {_time(last)} UTC; recent points fill in as labels "
             "arrive</span><span>dashed lines: alerts (red critical, orange "
             "warning, grey info)</span></p>"
@@ -351,7 +355,7 @@ def model_page(
         graph = (
             '<p class="empty" id="no-series">No history yet: no worker has counted a '
             "prediction or outcome of this model in the last week of prediction time (the "
-            "chart counts them per 15 minutes of prediction time).</p>"
+            f"chart counts them per {BUCKET_TEXT} of prediction time).</p>"
         )
     if alerts_unavailable is not None:
         listing = (

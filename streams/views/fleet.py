@@ -56,8 +56,8 @@ INCIDENT_KINDS: tuple[str, ...] = tuple(
 """Kinds that open an incident of their own (an improvement resolves a degradation's)."""
 
 TREND_POINTS = 8
-"""Series points in :attr:`ModelStatus.trend`: the error rates of the newest 15-minute
-buckets of prediction time that have outcomes (about two hours when labels keep up)."""
+"""Series points in :attr:`ModelStatus.trend`: the error rates of the newest hourly
+buckets of prediction time that have outcomes (about eight hours when labels keep up)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ModelStatus:
     last_seen_ms: int | None = None  # wall clock when a worker last saw its traffic
     last_alert_id: str | None = None  # the workers' newest alert of this model
     last_alert_kind: str | None = None
-    trend: tuple[float, ...] = ()  # error rate per 15 min of prediction time, oldest first
+    trend: tuple[float, ...] = ()  # error rate per hour of prediction time, oldest first
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types, every field, in declaration order (``status --json``)."""

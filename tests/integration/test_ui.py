@@ -48,7 +48,7 @@ def cells(row: Node) -> list[str]:
 
 
 def counted(scenario: Scenario, model: str) -> dict[int, tuple[int, int, int]]:
-    """Per 15 minutes of prediction time, the model's predictions, labelled predictions
+    """Per hour of prediction time, the model's predictions, labelled predictions
     and wrong ones, counted from the scenario's events (independently of the worker)."""
     predictions = {e["prediction_id"]: e for k, e in scenario.events if k == "p"}
     labels = {e["prediction_id"]: e["label"] for k, e in scenario.events if k == "g"}
@@ -139,7 +139,7 @@ def test_the_ui_shows_what_the_worker_wrote_and_the_alerts_topic_holds(
         (row,) = rows(page, "status")
         assert cells(row)[COL["Error now"]] == pct(health[degraded]["recent_error_rate"])
         assert cells(row)[COL["Owner"]] == owners[degraded]
-        # the chart: a coverage point per 15-minute bucket with predictions, an error
+        # the chart: a coverage point per bucket with predictions, an error
         # point per bucket with outcomes, in time order
         chart = page.one(id="chart")
         for name, buckets in (

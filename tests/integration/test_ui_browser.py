@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / ".ci" / "artifacts"
 WINDOW = (1280, 900)
 START = 1_795_000_000_000 - 1_795_000_000_000 % SERIES_BUCKET_MS
-BUCKETS = 96  # a day of 15-minute points
+BUCKETS = 96  # four days of hourly points
 HOSTILE = '<img src=x onerror="alert(1)">/ü'
 OWNED = ("fraud-eu", "churn-us", "eta-apac")
 

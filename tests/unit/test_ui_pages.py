@@ -407,7 +407,7 @@ def test_chart_points_are_inside_the_view_box_and_ordered_by_time() -> None:
 
 def test_the_axes_are_labelled_with_utc_times() -> None:
     start = int(datetime(2026, 11, 18, 11, 0, tzinfo=UTC).timestamp() * 1000)
-    svg = chart_of(series(4 * 26, start=start))  # 26 hours
+    svg = chart_of(series(26 * 3_600_000 // SERIES_BUCKET_MS, start=start))  # 26 hours
     titles = [t.text() for t in svg.find_all("text", class_="axis-title")]
     assert titles == ["error rate", "label coverage", "event time (UTC)"]
     ticks = [t.text() for t in svg.find_all("text", class_="xtick")]
