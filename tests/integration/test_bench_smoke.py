@@ -11,6 +11,7 @@ from bench import __main__ as bench_main
 from bench import latency, throughput
 
 
+@pytest.mark.separate  # half a minute: with the other long runs, in .ci/run's own step
 @pytest.mark.timeout(300)
 def test_throughput_smoke_times_every_pair_and_reports_ratios() -> None:
     suite = throughput.run(quick=True, pairs=3000, models=7, forms=("single", "batched"))

@@ -206,6 +206,7 @@ def received(http: TrackingHttp, mailbox: SlowMailbox) -> dict[str, list[Copy]]:
 # --------------------------------------------------------------------------- the test
 
 
+@pytest.mark.separate  # 40 s of kills: with the other soaks, in .ci/run's own step
 async def test_no_page_is_lost_through_twenty_sigkills_of_two_notifier_replicas(
     embedded_broker: EmbeddedBroker,
     redis_url: str,

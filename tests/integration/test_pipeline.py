@@ -285,6 +285,7 @@ def test_restarted_worker_resumes_join_buffers_and_detector_state(
         assert held == 0, model
 
 
+@pytest.mark.separate  # half a minute: with the crash-recovery soak, in .ci/run's own step
 def test_a_worker_killed_between_checkpoints_loses_no_outcome(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:

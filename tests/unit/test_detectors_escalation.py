@@ -7,6 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detectors.base import Change
 from detectors.config import MonitorConfig
 from detectors.track import MEASURE_AFTER, Detection, ModelTrack
 
@@ -35,7 +36,12 @@ def rises(found: list[Detection]) -> list[Detection]:
     return [d for d in found if d.change.direction == "increase"]
 
 
-@settings(max_examples=15, deadline=None)
+def big(c: Change) -> bool:
+    """A change the alert calls critical."""
+    return c.mean_after >= 2 * c.mean_before or c.mean_after - c.mean_before >= 0.10
+
+
+@settings(max_examples=8, deadline=None)
 @given(st.integers(0, 2**20), st.lists(st.integers(1, 700), min_size=1, max_size=4))
 def test_a_big_rise_first_reported_small_is_raised_again_as_critical(
     seed: int, cuts: list[int]
@@ -45,14 +51,12 @@ def test_a_big_rise_first_reported_small_is_raised_again_as_critical(
     first = found[0].change
     measured = [d.change for d in found if d.change.detector.endswith(":measured")]
     assert len(measured) <= 1  # once per level, and critical is the last level
-    if first.mean_after - first.mean_before < 0.10 and first.mean_after < 2 * first.mean_before:
-        (m,) = measured  # first reported as a warning: raised again
+    for m in measured:  # measured over the outcomes after the first report
         assert m.n_after == MEASURE_AFTER and abs(m.mean_after - 0.20) < 0.09
         assert m.index > first.index and m.event_time_ms > first.event_time_ms
-    assert any(  # the page that matters says critical, whichever alert says it
-        c.mean_after >= 2 * c.mean_before or c.mean_after - c.mean_before >= 0.10
-        for c in (d.change for d in found)
-    )
+    if not big(first):  # first reported as a warning: raised again at the higher level,
+        # by its measurement or by another detector that saw the bigger rise first
+        assert any(big(d.change) and d.change.index > first.index for d in found), found
 
 
 @settings(max_examples=10, deadline=None)
