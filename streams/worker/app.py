@@ -593,6 +593,10 @@ class Pipeline:
                 sum(len(o.touched) for _, o in outputs),
             )
             await self._emit(outputs, save=True)
+        elif self._held_acks:
+            # the last batches (join marks, say) came after the last checkpoint and hold
+            # nothing to release: checkpoint anyway, or they stay unacked until new input
+            await self._save_tracks()
 
     async def _load_assigned_tracks(self) -> None:
         """Load every assigned outcomes partition, so that a restarted worker releases
