@@ -26,6 +26,8 @@ from .report import markdown
 SUITES = (
     "quality",
     "quality_signals",
+    "quality_versions",
+    "quality_features",
     "detector_overhead",
     "memory",
     "throughput",

@@ -55,7 +55,8 @@ import orjson
 import psutil
 from redis.asyncio import Redis
 
-from detectors.config import DetectorSettings
+from detectors.config import DetectorSettings, FeatureDriftConfig, SchemaChangeConfig
+from detectors.features import FeatureWatch
 from detectors.track import ModelTrack
 from streams.contract.events import parse_predictions
 from streams.dev.embedded import embedded_stack
@@ -250,6 +251,41 @@ def bank_bytes(models: int, fed: int, outcomes: int) -> dict[str, float]:
     return {"new": new, "after_outcomes": new + grown}
 
 
+FEATURE_EVENTS = 5_000  # events per model for the per-feature figures
+FEATURES = 20  # features per model of each kind
+
+
+def feature_bytes(events: int = FEATURE_EVENTS, features: int = FEATURES) -> dict[str, float]:
+    """Bytes per watched feature of a :class:`~detectors.features.FeatureWatch` after
+    ``events`` events (default settings): pickled, as the detector changelog holds it, and
+    tracemalloc, for numbers, few-valued categories and ids (a vocabulary at its cap)."""
+    rng = random.Random(13)
+    makers: dict[str, Callable[[int], Any]] = {
+        "number": lambda k: rng.gauss(50.0, 8.0),
+        "category": lambda k: rng.choice(("nl", "de", "fr", "be", "es")),
+        "id_like": lambda k: f"user-{rng.randrange(10**9)}",
+    }
+    out: dict[str, float] = {}
+    empty = len(pickle.dumps(FeatureWatch(FeatureDriftConfig(), SchemaChangeConfig())))
+    for kind, make in makers.items():
+        rows = [
+            (k + 1, T0_MS + 1000 * k, {f"{kind}_{f}": make(k) for f in range(features)})
+            for k in range(events)
+        ]
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        watch = FeatureWatch(FeatureDriftConfig(), SchemaChangeConfig())
+        for lo in range(0, events, 500):  # batches, as the detect step feeds them
+            watch.feed(rows[lo : lo + 500])
+        del rows
+        gc.collect()
+        out[f"{kind}_traced"] = (tracemalloc.get_traced_memory()[0] - before) / features
+        tracemalloc.stop()
+        out[f"{kind}_pickled"] = (len(pickle.dumps(watch)) - empty) / features
+    return out
+
+
 def in_fresh_process(fn: Callable[..., dict[str, float]], *args: Any) -> dict[str, float]:
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
@@ -440,6 +476,7 @@ def run(quick: bool = False) -> Suite:
             figures[f"{kind}_{mode}"] = in_fresh_process(held_bytes, kind, n, models, traced)
     fed = min(models, BANK_MODELS_FED)
     bank = in_fresh_process(bank_bytes, models, fed, 200 if quick else BANK_OUTCOMES)
+    feature = in_fresh_process(feature_bytes)
     worker = worker_memory(n, models)
 
     def per(key: str) -> float:
@@ -472,6 +509,10 @@ def run(quick: bool = False) -> Suite:
         Row("detector bank per model, new (in-process tracemalloc)", bank["new"], "B"),
         Row(f"detector bank per model after {200 if quick else BANK_OUTCOMES:,} outcomes "
             f"({fed:,} models, tracemalloc)", bank["after_outcomes"], "B"),
+        Row(f"feature watch per numeric feature after {FEATURE_EVENTS:,} events, pickled",
+            feature["number_pickled"], "B"),
+        Row(f"feature watch per categorical feature after {FEATURE_EVENTS:,} events, "
+            "pickled (5 categories; id-like values: see notes)", feature["category_pickled"], "B"),
         Row("worker RSS per pending prediction, after malloc_trim", trimmed, "B",
             "worker RSS per pending prediction", worker["bytes_per_pending"],
             trimmed / worker["bytes_per_pending"]),
@@ -481,6 +522,7 @@ def run(quick: bool = False) -> Suite:
         "models": models,
         "in_process": figures,
         "bank": bank,
+        "feature_watch": feature,
         "worker": worker,
     }
     b = figures["joiner_rss"]
@@ -498,6 +540,11 @@ def run(quick: bool = False) -> Suite:
         "called in the worker through gdb; the difference to the plain figure is memory "
         "the worker freed (per-batch buffers) but glibc kept resident"
         + ("" if trimmed == trimmed else " (gdb missing or not allowed to attach here)"),
+        f"feature watch per feature (detectors.features, {FEATURES} features of one kind "
+        f"per model): id-like categories (every value new, the vocabulary at its cap of "
+        f"200) {feature['id_like_pickled']:,.0f} B pickled; in memory (tracemalloc) numbers "
+        f"{feature['number_traced']:,.0f} B, categories {feature['category_traced']:,.0f} B, "
+        f"id-like {feature['id_like_traced']:,.0f} B",
         "the detector bank is measured in-process (tracemalloc of ModelTrack objects with "
         "the default detectors); a worker RSS delta over 10,000 new banks is smaller than "
         "the allocator noise around it",

@@ -147,16 +147,20 @@ class ModelMonitor:
                     )
         return self.feed(values, times_ms.__getitem__)
 
-    def feed(self, values: list[float], time_of: Callable[[int], int]) -> list[Change]:
+    def feed(
+        self, values: list[float], time_of: Callable[[int], int], *, clipped: bool = False
+    ) -> list[Change]:
         """:meth:`update_many` for a non-empty list of floats already known to be finite.
 
         Each detector takes the whole batch in one call (they are independent, so this
         equals feeding them value by value); the changes are then put back in stream
         order, then registry order. ``time_of(position)`` gives an outcome's event time;
         it is only asked where a change happened and for the last outcome. Regression
-        errors are clipped in place first.
+        errors are clipped in place first, unless the caller did (``clipped``: the clipper
+        has state, so each error is clipped once).
         """
-        values = self.clipper.clip(values)
+        if not clipped:
+            values = self.clipper.clip(values)
         first = self.n
         hits: list[tuple[int, int, str, Shift]] = []
         for order, detector in enumerate(self._detectors):

@@ -65,14 +65,17 @@ __all__ = [
     "DetectorSettings",
     "ErrorClipConfig",
     "EstimatedConfig",
+    "FeatureDriftConfig",
     "InputQualityConfig",
     "LabelsConfig",
     "MonitorConfig",
     "PageHinkleyConfig",
     "PageHinkleyMode",
     "PredictionDriftConfig",
+    "SchemaChangeConfig",
     "SilenceConfig",
     "Task",
+    "VersionRegressionConfig",
     "apply_overrides",
     "load_detector_settings",
     "parse_detector_settings",
@@ -472,6 +475,126 @@ class EstimatedConfig:
 
 
 @dataclass(frozen=True)
+class VersionRegressionConfig:
+    """``version_changed`` and ``version_regression`` (:mod:`detectors.versions`): a new
+    model version whose error is worse than the previous version's, compared on the
+    period both serve (canary, A/B) or else before and after the switch. One-sided test
+    (two-proportion z for 0/1 errors, else Welch's t) at ``z``, once both samples hold
+    ``min_outcomes``, and only for a rise of ``min_effect`` points (0/1 errors) or to
+    ``min_ratio`` x the old error. ``window``: outcomes compared at most per version;
+    ``max_versions``: versions whose statistics are kept per model."""
+
+    enabled: bool = True
+    min_outcomes: int = 200
+    z: float = 3.0
+    min_effect: float = 0.02
+    min_ratio: float = 1.25
+    window: int = 1000
+    max_versions: int = 4
+
+    def __post_init__(self) -> None:
+        _bool("version_regression.enabled", self.enabled)
+        _int("version_regression.min_outcomes", self.min_outcomes, 10)
+        window = _int("version_regression.window", self.window, 10)
+        if window < self.min_outcomes:
+            raise DetectorSettingsError(
+                "version_regression.window",
+                f"must be >= min_outcomes ({self.min_outcomes}), got {window!r}",
+            )
+        _int("version_regression.max_versions", self.max_versions, 2)
+        z = _float("version_regression.z", self.z, 0.0, math.inf, "(0, inf)")
+        object.__setattr__(self, "z", z)
+        effect = _float("version_regression.min_effect", self.min_effect, 0.0, 1.0, "[0, 1]")
+        object.__setattr__(self, "min_effect", effect)
+        ratio = _float("version_regression.min_ratio", self.min_ratio, 1.0, math.inf, "[1, inf)")
+        object.__setattr__(self, "min_ratio", ratio)
+
+
+@dataclass(frozen=True)
+class FeatureDriftConfig:
+    """``feature_drift`` (:mod:`detectors.features`): a feature of the prediction events
+    shifts. Each feature learns a reference from its first ``warmup`` values: a number's
+    mean and standard deviation, a category's vocabulary (at most ``max_categories``).
+    Then ADWIN runs on the value in reference standard deviations, or on 1 per category
+    not in the vocabulary; a change is measured over the next ``confirm`` values and
+    reported from ``warning_std`` (numbers) or ``warning_shift`` (share of unseen
+    categories) on, ``critical`` from ``critical_std`` / ``critical_shift``. At most
+    ``max_features`` features per model are watched, the first seen; values of others are
+    counted (``features_dropped``). ``delta`` is ADWIN's, smaller than prediction_drift's:
+    every watched feature is one more test."""
+
+    enabled: bool = True
+    delta: float = 0.0002
+    warmup: int = 500
+    confirm: int = 400
+    max_features: int = 50
+    max_categories: int = 200
+    warning_std: float = 0.5
+    critical_std: float = 2.0
+    warning_shift: float = 0.05
+    critical_shift: float = 0.20
+
+    def __post_init__(self) -> None:
+        _bool("feature_drift.enabled", self.enabled)
+        delta = _float("feature_drift.delta", self.delta, 0.0, 1.0, "(0, 1)")
+        object.__setattr__(self, "delta", delta)
+        _int("feature_drift.warmup", self.warmup, 32)
+        _int("feature_drift.confirm", self.confirm, 1)
+        _int("feature_drift.max_features", self.max_features, 0)
+        _int("feature_drift.max_categories", self.max_categories, 1)
+        for name, high, interval in (("std", math.inf, "(0, inf)"), ("shift", 1.0, "(0, 1]")):
+            warning = _float(
+                f"feature_drift.warning_{name}", getattr(self, f"warning_{name}"), 0.0, high,
+                interval,
+            )  # fmt: skip
+            critical = _float(
+                f"feature_drift.critical_{name}", getattr(self, f"critical_{name}"), 0.0, high,
+                interval,
+            )  # fmt: skip
+            if critical < warning:
+                raise DetectorSettingsError(
+                    f"feature_drift.critical_{name}",
+                    f"must be >= warning_{name} ({warning}), got {critical}",
+                )
+            object.__setattr__(self, f"warning_{name}", warning)
+            object.__setattr__(self, f"critical_{name}", critical)
+
+
+@dataclass(frozen=True)
+class SchemaChangeConfig:
+    """``schema_change`` (:mod:`detectors.features`): the keys or value types of the
+    features change. The first ``warmup`` events with features give the reference: keys
+    present in at least ``min_presence`` of them must stay, and every key seen has its
+    usual type. Then each ``window`` of events is judged: a required key present in fewer
+    than ``share`` of them is removed, a new key present in more than ``share`` is added,
+    a key whose values are of another type in more than ``share`` of them is retyped. A
+    window that shows a change is judged again with the next one (both together), so one
+    odd event or a change half way through a window gives one alert listing every key.
+    At most ``max_keys`` keys are tracked per model."""
+
+    enabled: bool = True
+    warmup: int = 500
+    window: int = 500
+    min_presence: float = 0.9
+    share: float = 0.5
+    max_keys: int = 256
+
+    def __post_init__(self) -> None:
+        _bool("schema_change.enabled", self.enabled)
+        _int("schema_change.warmup", self.warmup, 10)
+        _int("schema_change.window", self.window, 10)
+        _int("schema_change.max_keys", self.max_keys, 1)
+        share = _float("schema_change.share", self.share, 0.0, 1.0, "(0, 1)")
+        object.__setattr__(self, "share", share)
+        presence = _float("schema_change.min_presence", self.min_presence, 0.0, 1.0, "(0, 1]")
+        if presence <= share:
+            raise DetectorSettingsError(
+                "schema_change.min_presence", f"must be > share ({share}), got {presence}"
+            )
+        object.__setattr__(self, "min_presence", presence)
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     """Everything one model's monitor is built from; ``task=None`` means infer it."""
 
@@ -486,6 +609,9 @@ class MonitorConfig:
     silence: SilenceConfig = SilenceConfig()
     input_quality: InputQualityConfig = InputQualityConfig()
     estimated: EstimatedConfig = EstimatedConfig()
+    feature_drift: FeatureDriftConfig = FeatureDriftConfig()
+    schema_change: SchemaChangeConfig = SchemaChangeConfig()
+    version_regression: VersionRegressionConfig = VersionRegressionConfig()
 
     def __post_init__(self) -> None:
         if self.task is not None:
@@ -543,6 +669,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "silence": SilenceConfig,
     "input_quality": InputQualityConfig,
     "estimated": EstimatedConfig,
+    "feature_drift": FeatureDriftConfig,
+    "schema_change": SchemaChangeConfig,
+    "version_regression": VersionRegressionConfig,
 }
 _MONITOR_KEYS = ("task", *_SECTIONS)
 _TOP_LEVEL_KEYS = ("defaults", "models")

@@ -13,7 +13,9 @@ one ordered stream it derives:
 - ``input_quality``: ADWIN on 1 per dead-lettered and 0 per valid event;
 - ``estimated_degradation``: ADWIN on each prediction's expected error from its score
   (CBPE style), reconciled once the labels of later predictions are in;
-- the prediction counts behind ``labels_missing`` (:mod:`detectors.labels`).
+- the prediction counts behind ``labels_missing`` (:mod:`detectors.labels`);
+- ``feature_drift`` and ``schema_change`` from the events' features
+  (:mod:`detectors.features`), once a first event with features came.
 
 Each ADWIN change is measured before it is reported (:mod:`detectors.measured`). Pure and
 picklable, like the detector bank: live and replay feed the same stream.
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from detectors.config import MonitorConfig
+from detectors.features import FeatureRow, FeatureWatch
 from detectors.histogram import LogHistogram
 from detectors.labels import LabelWindows
 from detectors.measured import (
@@ -39,11 +42,17 @@ from detectors.measured import (
 from detectors.sequencer import Pending, Sequencer
 from detectors.signal import Signal
 from detectors.silence import Silence
+from detectors.versions import VersionWatch
 
 __all__ = ["SeenPayload", "SignalWatch"]
 
-SeenPayload = tuple[Any, float | None, str | None] | None
-"""(prediction, score, model_version) of a served prediction; None for a dead letter."""
+SeenPayload = (
+    tuple[Any, float | None, str | None]
+    | tuple[Any, float | None, str | None, dict[str, Any]]
+    | None
+)
+"""(prediction, score, model_version) of a served prediction, then its features when it
+had some; None for a dead letter."""
 
 _Z_CLIP = 10.0  # standardised regression values are bounded, like errors are clipped
 
@@ -64,6 +73,9 @@ def _is_label_like(value: object) -> bool:
 
 class SignalWatch:
     """Prediction-side signals of one model; see the module docstring."""
+
+    inputs: FeatureWatch | None = None  # from the first event with features (a class
+    # default: a watch pickled before features existed reads back without one)
 
     def __init__(self, model_id: str, config: MonitorConfig, *, lag_ms: int) -> None:
         self.model_id = model_id
@@ -90,6 +102,7 @@ class SignalWatch:
         # the estimate being reconciled: [index, from ms, before, after, outcomes, errors]
         self._reconciling: list[Any] | None = None
         self._pending: list[Signal] = []
+        self.versions = VersionWatch(config.version_regression)  # detectors.versions
 
     # --- input --------------------------------------------------------------------------
 
@@ -159,6 +172,7 @@ class SignalWatch:
         quality: list[float] = []
         positions: list[tuple[int, int]] = []  # (index, event ms) per item
         valid: list[tuple[int, int, Any, float | None]] = []
+        rows: list[FeatureRow] = []  # events with features
         index = self.seen
         served = self.served
         silence = self.silence.served
@@ -171,7 +185,13 @@ class SignalWatch:
                 quality.append(1.0)
                 continue
             quality.append(0.0)
-            prediction, score, self.version = payload
+            if payload[2] != self.version and (v := self.versions.served(index, te, payload[2])):
+                out.append(v)
+            if len(payload) == 3:
+                prediction, score, self.version = payload
+            else:  # with the event's features
+                prediction, score, self.version, row = payload
+                rows.append((index, te, row))
             w = te // width
             windows[w] = windows.get(w, 0) + 1
             if found := silence(te, served):  # counted after: the gap's start
@@ -182,9 +202,29 @@ class SignalWatch:
         self.labels.predicted_in(windows)
         if self._invalid is not None:
             out += self._quality(quality, positions)
+        if rows or self.inputs is not None:
+            out += self._inputs(valid, rows)
         if valid:
             out += self._predictions(valid)
         return out
+
+    def _inputs(
+        self, valid: list[tuple[int, int, Any, float | None]], rows: list[FeatureRow]
+    ) -> list[Signal]:
+        """``feature_drift`` and ``schema_change`` (:mod:`detectors.features`): every valid
+        event from the model's first one with features on."""
+        watch = self.inputs
+        first = 0
+        if watch is None:  # then ``rows`` holds the first event with features
+            c = self.config
+            if not (c.feature_drift.enabled or c.schema_change.enabled):
+                return []
+            watch = self.inputs = FeatureWatch(c.feature_drift, c.schema_change)
+            first = rows[0][0]
+        if len(rows) < len(valid):  # some came without: an empty row each
+            by_index = {index: row for index, _, row in rows}
+            rows = [(i, te, by_index.get(i)) for i, te, _, _ in valid if i >= first]
+        return watch.feed(rows)
 
     def _predictions(self, valid: list[tuple[int, int, Any, float | None]]) -> list[Signal]:
         warm = self._warm

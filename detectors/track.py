@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import itemgetter
 from typing import Any
 
@@ -20,6 +20,7 @@ from detectors.config import MonitorConfig
 from detectors.sequencer import Pending, Sequencer
 from detectors.signal import Signal
 from detectors.signals import SeenPayload, SignalWatch
+from detectors.versions import VersionWatch
 
 __all__ = ["Detection", "ModelTrack"]
 
@@ -31,6 +32,9 @@ class Detection:
     change: Change
     model_version: str | None
     prediction_id: str
+    versions: dict[str, Any] | None = None
+    """{"before", "after", "changed_at_ms"} when the model's version changed shortly
+    before (or during) the rise: the alert names both versions."""
 
 
 class ModelTrack:
@@ -57,6 +61,7 @@ class ModelTrack:
         # after an increase: [detector, mean before, count before, sum, count, squares]
         self.measuring: list[Any] | None = None
         self.reported = "info"  # the highest severity of the current rise
+        self.lifecycle: list[Signal] = []  # version regressions the outcomes decided
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -68,10 +73,16 @@ class ModelTrack:
         self.push = self.sequencer.push
         self.__dict__.setdefault("measuring", None)
         self.__dict__.setdefault("reported", "info")
+        self.__dict__.setdefault("lifecycle", [])
         if "watch" not in state:  # pickled before the label-free signals existed
             self.watch = SignalWatch(
                 self.model_id, self.monitor.config, lag_ms=self.sequencer.lag_ms
             )
+        if "versions" not in self.watch.__dict__:  # pickled before detectors.versions
+            versions = VersionWatch(self.monitor.config.version_regression)
+            if self.watch.version is not None:
+                versions.served(0, 0, self.watch.version)  # the one serving is not new
+            self.watch.versions = versions
 
     def see(self, event_ms: int, key: str, payload: SeenPayload) -> None:
         """Hold one served prediction (or a dead-lettered prediction event: ``None``)."""
@@ -85,7 +96,8 @@ class ModelTrack:
 
     def finish(self, bound: int | None) -> list[Signal]:
         """Signals decided after the outcomes up to ``bound`` ran (see :meth:`signals`)."""
-        return self.watch.finish(bound)
+        found, self.lifecycle = self.lifecycle, []
+        return found + self.watch.finish(bound)
 
     @property
     def config(self) -> MonitorConfig:
@@ -133,20 +145,44 @@ class ModelTrack:
         if not items:
             return []
         watch = self.watch
-        for completed, _, error, payload in items:
-            te = payload[1] if type(payload) is tuple else completed
-            watch.outcome(te, completed, error)
-        self.model_version = _version(items[-1][3])
+        versions = watch.versions
         first = self.monitor.n + 1
-        errors = list(map(_error, items))
-        changes = self.monitor.feed(errors, lambda i: items[i][0])
+        # clipped once, here: the versions compare the errors the detectors see (an absurd
+        # regression label must not make a version look worse), and the clipper has state
+        errors = self.monitor.clipper.clip(list(map(_error, items)))
+        for position, (completed, _, error, payload) in enumerate(items):
+            if type(payload) is tuple:
+                version, te = payload
+            else:
+                version, te = payload, completed
+            watch.outcome(te, completed, error)
+            if version is not None and (
+                s := versions.outcome(first + position, completed, te, version, errors[position])
+            ):
+                self.lifecycle.append(s)
+        self.model_version = _version(items[-1][3])
+        changes = self.monitor.feed(errors, lambda i: items[i][0], clipped=True)
         found: list[Detection] = []
         for change in changes:
             _, prediction_id, _, payload = items[change.index - first]
             found.append(Detection(change, _version(payload), prediction_id))
         if changes or self.measuring is not None:
             found += self._escalations(items, first, changes)
-        return found
+        return [self._named(d) for d in found] if found and versions.switches else found
+
+    def _named(self, d: Detection) -> Detection:
+        """A rise whose detector window (its outcomes before and after the change, at
+        most ``10 x version_regression.window``) spans a version switch names both
+        versions: a deliberate version change does not page as a plain degradation."""
+        c = d.change
+        if c.direction != "increase":
+            return d
+        switch = self.watch.versions.switch_before(c.index)
+        reach = min(c.n_before + c.n_after, 10 * self.config.version_regression.window)
+        if switch is None or switch[0] <= c.index - reach:
+            return d
+        versions = {"before": switch[2], "after": switch[3], "changed_at_ms": switch[1]}
+        return replace(d, versions=versions)
 
     def _escalations(
         self, items: list[Pending], first: int, changes: list[Change]

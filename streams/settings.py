@@ -101,6 +101,14 @@ class NotifySettings(BaseSettings):
         "refused otherwise); for receivers you run yourself",
     )
     dedup_ttl_s: float = Field(7 * 86_400.0, gt=0, description="how long delivery records live")
+    digest_every_s: float = Field(
+        7 * 86_400.0,
+        ge=0,
+        description="send each owner their maintenance scorecard (and the fallback channels "
+        "the whole report) once per period of this length, periods starting Monday 00:00 "
+        "UTC; the first goes out at the first period start after a notifier first ran "
+        "(0: off)",
+    )
     info_kinds: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="alert kinds treated as info whatever their severity: never paged, counted "
@@ -132,7 +140,8 @@ class NotifySettings(BaseSettings):
         known = (
             "performance_degradation", "performance_improvement", "prediction_drift",
             "labels_missing", "model_silent", "input_quality", "estimated_degradation",
-            "orphaned_model", "model_limit",
+            "orphaned_model", "model_limit", "maintenance_overdue", "version_changed",
+            "version_regression", "feature_drift", "schema_change",
         )  # fmt: skip
         if isinstance(value, str) and value.lstrip().startswith("["):
             import json  # a JSON list, as the other list settings take
@@ -353,6 +362,13 @@ class Settings(BaseSettings):
         ge=0,
         description="fleet model_silent alert when no prediction reaches the topic for this "
         "long (wall clock, live only; 0: off)",
+    )
+    maintenance_check_s: float = Field(
+        3600.0,
+        ge=0,
+        description="look for overdue ownership hygiene (owners not confirmed within "
+        "confirm_every, versions older than retrain_every) this often and raise "
+        "maintenance_overdue (wall clock, live only; 0: off)",
     )
     label_free: bool = Field(
         True,

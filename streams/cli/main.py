@@ -14,6 +14,7 @@ from streams.cli.alerts import add_alerts_command, run_alerts
 from streams.cli.notify import add_notify_commands, run_notify_command
 from streams.cli.owners import add_owner_commands, run_owners
 from streams.cli.replay import add_replay_command, run_replay
+from streams.cli.report import add_report_command, run_report
 from streams.cli.security import (
     REDIS_FLAG_FIELDS,
     add_kafka_flags,
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_notify_commands(sub, _connection_flags)
     add_status_command(sub, _connection_flags)
     add_alerts_command(sub, _connection_flags)
+    add_report_command(sub, _connection_flags)
     add_ui_command(sub, _connection_flags)
     return parser
 
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_status(args, settings_from(args))
         if args.command == "alerts":
             return run_alerts(args, settings_from(args))
+        if args.command == "report":
+            return run_report(args, settings_from(args))
         if args.command == "ui":
             return run_ui(args, settings_from(args))
         if args.command in ("notify", "ack", "silence", "unsilence"):

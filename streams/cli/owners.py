@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import math
 import sys
 import time
@@ -87,6 +88,30 @@ def add_owner_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore
         metavar="SPEC",
         help="KIND:TARGET paged on escalation; required with --escalate-after",
     )
+    put.add_argument(
+        "--confirm-every",
+        metavar="DURATION",
+        help="the owner confirms ownership this often, or maintenance_overdue is raised "
+        "(default 90d)",
+    )
+    put.add_argument(
+        "--retrain-every",
+        metavar="DURATION",
+        help="raise maintenance_overdue when one model version serves longer than this "
+        "(default: not judged)",
+    )
+
+    confirm = actions.add_parser(
+        "confirm",
+        parents=[common],
+        help="record that the owner still answers for a model",
+        description="Record who confirmed ownership of MODEL, and when. An owner not "
+        "confirmed within its confirm_every (default 90d) raises maintenance_overdue.",
+    )
+    confirm.add_argument("model", metavar="MODEL")
+    confirm.add_argument(
+        "--by", default=None, help="who confirms (default: the login name of this user)"
+    )
 
     listing = actions.add_parser("list", parents=[common], help="every registered owner")
     listing.add_argument("--json", action="store_true", help="print JSON (full channel specs)")
@@ -142,10 +167,39 @@ async def _set(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
         runbook=args.runbook,
         escalate_after=args.escalate_after,
         escalation_channels=args.escalation_channels,
+        confirm_every=args.confirm_every,
+        retrain_every=args.retrain_every,
     )
     created = await OwnerRegistry(redis, prefix, policy=args.policy).set(owner)
     print(f"{'registered' if created else 'replaced'} owner of {owner.model_id}: {owner.owner}")
     return 0
+
+
+async def _confirm(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
+    by = _confirmer(args.by)
+    now_ms = int(time.time() * 1000)
+    owner = await OwnerRegistry(redis, prefix).confirm(args.model, by=by, now_ms=now_ms)
+    if owner is None:
+        print(f"watchkeeper: no owner registered for {args.model!r}", file=sys.stderr)
+        return 1
+    due = _iso(now_ms + int(owner.confirm_every_s * 1000))
+    print(
+        f"confirmed {owner.owner} as owner of {owner.model_id} (by {owner.confirmed_by}); "
+        f"next confirmation due {due}"
+    )
+    return 0
+
+
+def _confirmer(by: str | None) -> str:
+    """``--by``, else the login name: a confirmation says who vouched."""
+    if by is None:
+        try:
+            by = getpass.getuser()
+        except (KeyError, OSError) as exc:
+            raise ConfigError("owners confirm: cannot tell who you are; pass --by NAME") from exc
+    if not by.strip():
+        raise ConfigError("owners confirm: --by must be a non-empty name")
+    return by.strip()
 
 
 async def _list(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
@@ -177,6 +231,12 @@ async def _show(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
         "escalate after": escalate,
         "escalation channels": _channels(owner.escalation_channels) or "-",
         "updated": _iso(owner.updated_at_ms),
+        "confirmed": _confirmation(owner),
+        "confirm every": f"{format_duration(owner.confirm_every_s)}, next due "
+        f"{_iso(owner.confirmed_since_ms + int(owner.confirm_every_s * 1000))}",
+        "retrain every": "-"
+        if owner.retrain_every_s is None
+        else format_duration(owner.retrain_every_s),
     }
     width = max(map(len, fields)) + 1
     for name, value in fields.items():
@@ -214,6 +274,7 @@ async def _orphans(args: argparse.Namespace, redis: Redis, prefix: str) -> int:
 
 _HANDLERS: dict[str, Handler] = {
     "set": _set,
+    "confirm": _confirm,
     "list": _list,
     "show": _show,
     "remove": _remove,
@@ -239,6 +300,12 @@ def _owner_row(owner: Owner) -> tuple[str, ...]:
             f"{format_duration(owner.escalate_after_s)} -> {_channels(owner.escalation_channels)}"
         )
     return (owner.model_id, owner.owner, _channels(owner.channels), escalation, owner.runbook)
+
+
+def _confirmation(owner: Owner) -> str:
+    if owner.confirmed_at_ms is None:
+        return "never"
+    return f"{_iso(owner.confirmed_at_ms)} by {owner.confirmed_by}"
 
 
 def _orphan_row(orphan: Orphan, now_ms: int) -> tuple[str, ...]:

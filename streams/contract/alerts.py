@@ -19,9 +19,11 @@ __all__ = [
     "ALERT_SCHEMA_VERSION",
     "AlertKind",
     "LABEL_FREE_KINDS",
+    "LIFECYCLE_KINDS",
     "alert_id",
     "build_alert",
     "build_signal_alert",
+    "build_maintenance_alert",
     "build_model_limit_alert",
     "build_orphan_alert",
     "owner_hint",
@@ -38,8 +40,13 @@ AlertKind = Literal[
     "model_silent",
     "input_quality",
     "estimated_degradation",
+    "feature_drift",
+    "schema_change",
+    "version_changed",
+    "version_regression",
     "orphaned_model",
     "model_limit",
+    "maintenance_overdue",
 ]
 Severity = Literal["info", "warning", "critical"]
 LABEL_FREE_KINDS = (
@@ -48,8 +55,14 @@ LABEL_FREE_KINDS = (
     "model_silent",
     "input_quality",
     "estimated_degradation",
+    "feature_drift",
+    "schema_change",
 )
-"""The kinds the label-free and liveness signals raise (:mod:`detectors.signals`)."""
+"""The kinds the label-free and liveness signals raise (:mod:`detectors.signals`; the
+input signals, ``feature_drift`` and ``schema_change``, in :mod:`detectors.features`)."""
+LIFECYCLE_KINDS = ("version_changed", "version_regression")
+"""The kinds of the model lifecycle (:mod:`detectors.versions`): a new version serving
+(info), a new version worse than the previous one (pages, with a rollback suggestion)."""
 
 
 def alert_id(model_id: str, kind: str, detector: str, index: int) -> str:
@@ -78,12 +91,17 @@ def build_alert(
     model_version: str | None,
     detected_at: datetime,
     config_fingerprint: str,
+    versions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The alert event for one change (contract in DESIGN.md, schema_version 1)."""
+    """The alert event for one change (contract in DESIGN.md, schema_version 1).
+
+    ``versions`` (``before``, ``after``, ``changed_at_ms``): the model's version changed
+    shortly before the rise; the alert names both, so a deliberate version change does
+    not page as a plain degradation. The id is the same with or without it."""
     kind = (
         "performance_degradation" if change.direction == "increase" else "performance_improvement"
     )
-    return {
+    alert = {
         "schema_version": ALERT_SCHEMA_VERSION,
         "alert_id": alert_id(model_id, kind, change.detector, change.index),
         "kind": kind,
@@ -106,6 +124,16 @@ def build_alert(
         "owner": None,
         "runbook": None,
     }
+    if versions is not None:
+        old, new = versions["before"], versions["after"]
+        changed_at = rfc3339_ms(versions["changed_at_ms"])
+        alert["versions"] = {"before": old, "after": new, "changed_at": changed_at}
+        alert["message"] = (
+            f"the error rate rose from {change.mean_before:.1%} to {change.mean_after:.1%} "
+            f"after model_version {new} replaced {old} (first outcome of a prediction at "
+            f"{changed_at}): compare the versions, or roll back to {old}"
+        )
+    return alert
 
 
 def build_signal_alert(
@@ -269,3 +297,37 @@ def build_stream_silent_alert(
         message=message,
         status="resolved" if resolved else "firing",
     )
+
+
+def build_maintenance_alert(
+    model_id: str,
+    *,
+    reason: str,
+    since_ms: int,
+    period_index: int,
+    detected_at: datetime,
+    message: str,
+    owner: str | None = None,
+    runbook: str | None = None,
+) -> dict[str, Any]:
+    """``maintenance_overdue`` (severity info): ownership not confirmed, or a version
+    not retrained, for longer than the owner's period (streams.store.maintenance).
+
+    The id hashes the model, the reason, what the period counts from and the period's
+    index, so every worker raises the same alert once per period, and a confirmation or
+    a new version starts a new series."""
+    alert = _wall_clock_alert(
+        model_id,
+        "maintenance_overdue",
+        detector="maintenance",
+        signal=reason,
+        severity="info",
+        detected_at=detected_at,
+        window_s=1.0,
+        message=message,
+    )
+    alert["alert_id"] = alert_id(
+        model_id, "maintenance_overdue", f"maintenance:{reason}:{since_ms}", period_index
+    )
+    alert["owner"], alert["runbook"] = owner, runbook
+    return alert

@@ -27,12 +27,13 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import orjson
 
+from streams.contract.features import Features, normalise_features
 from streams.contract.ids import MAX_ID_LENGTH, id_problem, is_valid_id
 
 __all__ = [
@@ -102,7 +103,10 @@ MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One model output, as the join needs it (``features`` are validated but not kept)."""
+    """One model output, as the join needs it, with its ``features`` normalised and bounded
+    (:mod:`streams.contract.features`; None when the event has none). ``features_cut``
+    counts the feature keys and values not kept as sent. Neither takes part in equality:
+    they ride along with the prediction, for the input signals."""
 
     prediction_id: str
     model_id: str
@@ -111,6 +115,8 @@ class Prediction:
     prediction: Scalar
     score: float | None
     segment: str | None
+    features: Features | None = field(default=None, compare=False)
+    features_cut: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +401,9 @@ def _slot_setters(cls: type[Any]) -> tuple[Callable[[Any, Any], None], ...]:
 
 
 _new = object.__new__
-_p_id, _p_model, _p_version, _p_ts, _p_pred, _p_score, _p_segment = _slot_setters(Prediction)
+(_p_id, _p_model, _p_version, _p_ts, _p_pred, _p_score, _p_segment, _p_features, _p_cut) = (
+    _slot_setters(Prediction)
+)
 _g_id, _g_label, _g_ts = _slot_setters(GroundTruth)
 _intern = sys.intern
 _isfinite = math.isfinite
@@ -485,10 +493,13 @@ def _prediction(obj: object, record_ms: int, earliest: int, latest: int) -> Pred
     if segment is not None and (type(segment) is not str or len(segment) > MAX_TAG_LENGTH):
         segment = _optional_str(segment, "segment")
     features = get("features")
-    if features is not None and not isinstance(features, dict):
-        raise InvalidEvent(
-            "wrong_type", f"field 'features' must be an object, got {_json_type(features)}"
-        )
+    cut = 0
+    if features is not None:
+        if not isinstance(features, dict):
+            raise InvalidEvent(
+                "wrong_type", f"field 'features' must be an object, got {_json_type(features)}"
+            )
+        features, cut = normalise_features(features)
     p = _new(Prediction)  # == Prediction(pid, model_id, ...), see _slot_setters
     _p_id(p, pid)
     _p_model(p, _intern(model_id))
@@ -497,6 +508,8 @@ def _prediction(obj: object, record_ms: int, earliest: int, latest: int) -> Pred
     _p_pred(p, prediction)
     _p_score(p, score)
     _p_segment(p, segment)
+    _p_features(p, features)
+    _p_cut(p, cut)
     return p
 
 

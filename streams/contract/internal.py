@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, NamedTuple
 import orjson
 
 from streams.contract.events import (
+    Features,
     GroundTruth,
     Outcome,
     Prediction,
@@ -36,6 +37,7 @@ from streams.contract.events import (
     ground_truth_from_dict,
     prediction_from_dict,
 )
+from streams.contract.features import normalise_features
 
 __all__ = [
     "MAX_INTERNAL_BYTES",
@@ -81,6 +83,7 @@ class Seen(NamedTuple):
     score: float | None = None
     model_version: str | None = None
     valid: bool = True
+    features: Features | None = None  # normalised (streams.contract.features), when sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ class JoinMark:
 
 
 def _prediction(p: Prediction) -> dict[str, Any]:
-    return {
+    event: dict[str, Any] = {
         "prediction_id": p.prediction_id,
         "model_id": p.model_id,
         "model_version": p.model_version,
@@ -125,6 +128,9 @@ def _prediction(p: Prediction) -> dict[str, Any]:
         "score": p.score,
         "segment": p.segment,
     }
+    if p.features is not None:  # already bounded: read back unchanged
+        event["features"] = p.features
+    return event
 
 
 def _label(g: GroundTruth) -> dict[str, Any]:
@@ -170,13 +176,16 @@ def encode_forwarded(f: Forwarded) -> list[bytes]:
 
 
 def _seen(s: Seen) -> list[Any]:
-    """``[key, te, prediction, score, version]``, or ``[key, te]`` for a dead letter: an
-    array, not an object, as there is one per prediction (the model is the message's)."""
+    """``[key, te, prediction, score, version]``, then the features when the event had
+    some, or ``[key, te]`` for a dead letter: an array, not an object, as there is one per
+    prediction (the model is the message's)."""
     if not s.valid:
         return [s.key, s.event_time_ms]
     score = s.score
     if score is not None and not math.isfinite(score):
         score = None
+    if s.features is not None:
+        return [s.key, s.event_time_ms, s.prediction, score, s.model_version, s.features]
     return [s.key, s.event_time_ms, s.prediction, score, s.model_version]
 
 
@@ -329,18 +338,24 @@ def decode_outcomes_message(raw: bytes | None) -> JoinedOutcomes | JoinMark:
 
 
 def _decode_seen(obj: object, index: int, model_id: str) -> Seen:
-    if type(obj) is not list or len(obj) not in (2, 5):
-        raise ValueError(f"seen {index} must be an array of 2 or 5 items, got {_json_type(obj)}")
+    if type(obj) is not list or len(obj) not in (2, 5, 6):
+        raise ValueError(f"seen {index} must be an array of 2, 5 or 6 items, got {_json_type(obj)}")
     key, te = obj[0], obj[1]
     if type(key) is not str or type(te) is not int:
         raise ValueError(f"seen {index}: the key must be a string and the time an integer")
     if len(obj) == 2:
         return Seen(key, model_id, te, valid=False)
-    _, _, prediction, score, version = obj
+    prediction, score, version = obj[2:5]
+    features = None
+    if len(obj) == 6:  # written by a version that keeps features
+        if type(obj[5]) is not dict:
+            raise ValueError(f"seen {index}: the features must be an object")
+        features = normalise_features(obj[5])[0]
     if type(prediction) not in _SCALAR_TYPES:
         raise ValueError(f"seen {index}: the prediction must be a string, number or boolean")
     if score is not None and type(score) is not float and type(score) is not int:
         raise ValueError(f"seen {index}: the score must be a number or null")
     if version is not None and type(version) is not str:
         raise ValueError(f"seen {index}: the version must be a string or null")
-    return Seen(key, model_id, te, prediction, None if score is None else float(score), version)
+    score = None if score is None else float(score)
+    return Seen(key, model_id, te, prediction, score, version, True, features)

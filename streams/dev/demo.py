@@ -80,6 +80,7 @@ async def produce_scenario(
                     timestamp=event.get("timestamp"),
                     score=event.get("score"),
                     segment=event.get("segment"),
+                    features=event.get("features"),
                 )
             else:
                 await producer.label(

@@ -88,6 +88,7 @@ class DetectOutput:
                 model_version=f.detection.model_version,
                 detected_at=detected_at,
                 config_fingerprint=f.config_fingerprint,
+                versions=f.detection.versions,
             )
             for f in self.found
         ] + [
@@ -342,7 +343,10 @@ class DetectStep:
                     hi = lo + width
                     counts = buckets.get(lo) or buckets.setdefault(lo, [0, 0, 0.0])
                 counts[0] += 1
-                push(at, key, 0.0, (s.prediction, s.score, s.model_version))
+                if s.features is None:
+                    push(at, key, 0.0, (s.prediction, s.score, s.model_version))
+                else:  # the input signals' too (detectors.features)
+                    push(at, key, 0.0, (s.prediction, s.score, s.model_version, s.features))
             else:
                 push(at, key, 0.0, None)
         if duplicates:
@@ -410,7 +414,9 @@ class DetectStep:
             out.found.append(Found(model_id, d, fingerprint))
         version = track.model_version or track.watch.version
         for signal in signals:
-            out.signals.append(FoundSignal(model_id, signal, version, fingerprint))
+            # a lifecycle signal is about the version it names (detectors.versions)
+            named = signal.after.get("model_version", version)
+            out.signals.append(FoundSignal(model_id, signal, named, fingerprint))
         if signals:
             counters = out.per_model[model_id]
             for signal in signals:

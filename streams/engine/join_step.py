@@ -223,7 +223,7 @@ class JoinStep:
         for p in accepted:
             by_model.setdefault(p.model_id, []).append(
                 Seen(p.prediction_id, p.model_id, p.timestamp_ms, p.prediction, p.score,
-                     p.model_version)
+                     p.model_version, True, p.features)
             )  # fmt: skip
         for bad in self._bad:
             by_model.setdefault(bad.model_id, []).append(bad)
@@ -249,6 +249,8 @@ class JoinStep:
             newest = max(e.timestamp_ms for e in events)
             if self._newest_p is None or newest > self._newest_p:
                 self._newest_p = newest
+            if cut := sum(e.features_cut for e in events):  # keys or values not kept
+                out.counts["features_cut"] += cut
         return events
 
     def _note_bad(self, rec: InputRecord, rejected: list[Any]) -> None:

@@ -82,6 +82,10 @@ from streams.store.session import redis_session
 
 __all__ = ["Notifier", "Sender", "parse_alert", "run_notifier"]
 
+NOTICE_KINDS = frozenset({"maintenance_overdue"})
+"""Info kinds delivered to the model's owner as a notice (no incident, no escalation,
+never PagerDuty): the owner is the one who can confirm or retrain."""
+
 log = logging.getLogger(__name__)
 log.addFilter(RedactingFilter())
 
@@ -345,6 +349,14 @@ class Notifier:
                 )
                 for a in note.alerts:
                     await self.store.remember(a)
+                if note.primary["kind"] in NOTICE_KINDS:
+                    # a notice to the owner: no incident, no escalation, never PagerDuty
+                    targets = tuple(c for c in channels if c.kind != "pagerduty")
+                    if targets:
+                        await self._send_to(note, targets, hold)
+                    else:
+                        await self.store.count(suppressed_info=len(note.alerts))
+                    continue
                 await self.store.open_incident(
                     model_id,
                     note.dedup_key,
@@ -380,7 +392,8 @@ class Notifier:
             if _resolving(a):
                 resolving.append(a)
                 continue
-            if a["severity"] == "info" or a["kind"] in self.info_kinds:
+            notice = a["kind"] in NOTICE_KINDS and owner is not None
+            if (a["severity"] == "info" and not notice) or a["kind"] in self.info_kinds:
                 await self.store.remember(a)  # never a page, but `ack` and lookups know it
                 suppressed["info"] += 1
                 continue
@@ -1050,6 +1063,10 @@ async def run_notifier(
         notifier = Notifier(settings, redis=redis, sender=sender, dead_letter=to_dlq, clock=clock)
         with contextlib.suppress(RedisError, OSError):
             await notifier.warn_unsigned()
+        if settings.notify.digest_every_s:  # the weekly scorecard pages
+            from streams.notify.digest import start_digests
+
+            stack.push_async_callback(start_digests(notifier, settings, stop=stop, clock=clock))
         tracker: OffsetTracker[Any] = OffsetTracker()
         consumer = AIOKafkaConsumer(
             **aiokafka_kwargs(settings.bootstrap_servers, settings.kafka),

@@ -21,6 +21,13 @@ problems are reported together, each naming its model and field::
         runbook: https://wiki.example.com/runbooks/fraud-eu
         escalate_after: 30m                                # optional
         escalation_channels: ["email:head-of-fraud@example.com"]  # required with escalate_after
+        confirm_every: 90d     # optional (default 90d): how often the owner must confirm
+        retrain_every: 30d     # optional: how long one model version may serve
+
+Ownership goes stale silently (people move on), so an owner confirms it with ``watchkeeper
+owners confirm`` (:meth:`OwnerRegistry.confirm`), and the worker raises
+``maintenance_overdue`` when that is older than ``confirm_every`` (streams.store.maintenance).
+Replacing an entry keeps its confirmation unless the owner's name changes.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -39,6 +46,7 @@ from urllib.parse import urlsplit
 import orjson
 import yaml
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from streams.contract.ids import id_problem
 from streams.contract.notification import Channel, InvalidChannel, parse_channel
@@ -49,6 +57,7 @@ from streams.settings import DAY_MS
 from streams.store.health import HealthStore
 
 __all__ = [
+    "DEFAULT_CONFIRM_EVERY_S",
     "OWNER_FILE_KEYS",
     "Orphan",
     "Owner",
@@ -61,7 +70,17 @@ __all__ = [
     "policy_problems",
 ]
 
-OWNER_FILE_KEYS = ("owner", "channels", "runbook", "escalate_after", "escalation_channels")
+OWNER_FILE_KEYS = (
+    "owner",
+    "channels",
+    "runbook",
+    "escalate_after",
+    "escalation_channels",
+    "confirm_every",
+    "retrain_every",
+)
+DEFAULT_CONFIRM_EVERY_S = 90 * 86_400.0
+"""How often an owner confirms ownership unless their entry says otherwise."""
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _SECONDS = re.compile(_NUMBER)
@@ -144,6 +163,10 @@ class Owner:
     escalate_after_s: float | None = None
     escalation_channels: tuple[Channel, ...] = ()
     updated_at_ms: int
+    confirm_every_s: float = DEFAULT_CONFIRM_EVERY_S
+    retrain_every_s: float | None = None
+    confirmed_at_ms: int | None = None
+    confirmed_by: str | None = None
 
     def __post_init__(self) -> None:
         entry = {
@@ -152,12 +175,14 @@ class Owner:
             "runbook": self.runbook,
             "escalate_after": self.escalate_after_s,
             "escalation_channels": self.escalation_channels,
+            "confirm_every": self.confirm_every_s,
+            "retrain_every": self.retrain_every_s,
         }
         clean, problems = _check_entry(self.model_id, entry, esc_field="escalate_after_s")
-        if isinstance(self.escalate_after_s, str):
-            problems.append(
-                OwnerProblem(self.model_id, "escalate_after_s", "must be a number of seconds")
-            )
+        for name in ("escalate_after_s", "confirm_every_s", "retrain_every_s"):
+            if isinstance(getattr(self, name), str):
+                problems.append(OwnerProblem(self.model_id, name, "must be a number of seconds"))
+        problems += _confirmation_problems(self.model_id, self.confirmed_at_ms, self.confirmed_by)
         stamp = self.updated_at_ms
         if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp < 0:
             problems.append(
@@ -168,8 +193,17 @@ class Owner:
         if problems:
             raise _invalid("invalid owner", problems)
         # Normalised forms: trimmed name, parsed channels without duplicates, float seconds.
-        for name in ("owner", "channels", "escalation_channels", "escalate_after_s"):
+        for name in (
+            "owner",
+            "channels",
+            "escalation_channels",
+            "escalate_after_s",
+            "confirm_every_s",
+            "retrain_every_s",
+        ):
             object.__setattr__(self, name, clean[name])
+        if self.confirmed_by is not None:
+            object.__setattr__(self, "confirmed_by", self.confirmed_by.strip())
 
     @classmethod
     def from_specs(
@@ -181,6 +215,8 @@ class Owner:
         runbook: str,
         escalate_after: str | float | None = None,
         escalation_channels: Iterable[str | Channel] = (),
+        confirm_every: str | float | None = None,
+        retrain_every: str | float | None = None,
         updated_at_ms: int | None = None,
     ) -> Owner:
         """From what a person types (channel specs, ``30m``); ``updated_at_ms`` defaults to now."""
@@ -190,8 +226,28 @@ class Owner:
             "runbook": runbook,
             "escalate_after": escalate_after,
             "escalation_channels": builtins.list(escalation_channels),
+            "confirm_every": confirm_every,
+            "retrain_every": retrain_every,
         }
         return _owner_or_problems(model_id, entry, updated_at_ms, "invalid owner")
+
+    @property
+    def confirmed_since_ms(self) -> int:
+        """Since when ownership counts as confirmed: the last confirmation, or, never
+        confirmed, the time the entry was written (registering is the first claim)."""
+        return self.updated_at_ms if self.confirmed_at_ms is None else self.confirmed_at_ms
+
+    def confirmed(self, *, by: str, at_ms: int) -> Owner:
+        """This entry confirmed by ``by`` at ``at_ms`` (validated like any entry)."""
+        return replace(self, confirmed_at_ms=at_ms, confirmed_by=by)
+
+    def keeping_confirmation_of(self, old: Owner | None) -> Owner:
+        """This new entry with ``old``'s confirmation, when the same owner answers for the
+        model: replacing channels or a runbook does not say the owner is still there, but
+        it must not undo their confirmation either. A new owner starts unconfirmed."""
+        if old is None or old.owner != self.owner or old.confirmed_at_ms is None:
+            return self
+        return replace(self, confirmed_at_ms=old.confirmed_at_ms, confirmed_by=old.confirmed_by)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +258,10 @@ class Owner:
             "escalate_after_s": self.escalate_after_s,
             "escalation_channels": [str(c) for c in self.escalation_channels],
             "updated_at_ms": self.updated_at_ms,
+            "confirm_every_s": self.confirm_every_s,
+            "retrain_every_s": self.retrain_every_s,
+            "confirmed_at_ms": self.confirmed_at_ms,
+            "confirmed_by": self.confirmed_by,
         }
 
     def to_json(self) -> bytes:
@@ -210,16 +270,26 @@ class Owner:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Owner:
         """The inverse of :meth:`to_dict`. Unknown keys are ignored, so a record written by a
-        newer version that added a field still reads."""
+        newer version that added a field still reads; missing optional keys take their
+        defaults, so a record written before a field existed reads too."""
         entry = {
             "owner": data.get("owner"),
             "channels": data.get("channels"),
             "runbook": data.get("runbook"),
             "escalate_after": data.get("escalate_after_s"),
             "escalation_channels": data.get("escalation_channels") or [],
+            "confirm_every": data.get("confirm_every_s"),
+            "retrain_every": data.get("retrain_every_s"),
         }
         stamp = data.get("updated_at_ms", 0)
-        return _owner_or_problems(data.get("model_id"), entry, stamp, "invalid owner record")
+        owner = _owner_or_problems(data.get("model_id"), entry, stamp, "invalid owner record")
+        confirmed_at, confirmed_by = data.get("confirmed_at_ms"), data.get("confirmed_by")
+        if confirmed_at is None and confirmed_by is None:
+            return owner
+        problems = _confirmation_problems(owner.model_id, confirmed_at, confirmed_by)
+        if problems:
+            raise _invalid("invalid owner record", problems)
+        return replace(owner, confirmed_at_ms=confirmed_at, confirmed_by=confirmed_by)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Owner:
@@ -240,6 +310,22 @@ def _owner_or_problems(
         raise _invalid(header, problems)
     stamp = int(time.time() * 1000) if updated_at_ms is None else updated_at_ms
     return Owner(updated_at_ms=stamp, **clean)
+
+
+def _confirmation_problems(model_id: str, at_ms: object, by: object) -> builtins.list[OwnerProblem]:
+    """A confirmation is a time and a name, both or neither."""
+    problems = []
+    if at_ms is not None and (isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms < 0):
+        problems.append(
+            OwnerProblem(model_id, "confirmed_at_ms", f"must be epoch ms >= 0, got {at_ms!r}")
+        )
+    if by is not None and (not isinstance(by, str) or not by.strip()):
+        problems.append(OwnerProblem(model_id, "confirmed_by", f"must be a name, got {by!r}"))
+    if (at_ms is None) != (by is None):
+        problems.append(
+            OwnerProblem(model_id, "confirmed_by", "a confirmation needs both a time and a name")
+        )
+    return problems
 
 
 Report = Callable[[str, str], None]
@@ -295,6 +381,20 @@ def _check_entry(
         )
     if esc_raw is None and has_escalation:
         bad(esc_field, "required when escalation_channels are given: how long to wait first")
+    # named as the person wrote them: confirm_every in a file, confirm_every_s in code
+    suffix = "_s" if esc_field.endswith("_s") else ""
+    confirm_raw = entry.get("confirm_every")
+    confirm_every_s = (
+        DEFAULT_CONFIRM_EVERY_S
+        if confirm_raw is None
+        else _positive_seconds(confirm_raw, "confirm_every" + suffix, bad)
+    )
+    retrain_raw = entry.get("retrain_every")
+    retrain_every_s = (
+        None
+        if retrain_raw is None
+        else _positive_seconds(retrain_raw, "retrain_every" + suffix, bad)
+    )
 
     clean = {
         "model_id": model_id,
@@ -303,6 +403,8 @@ def _check_entry(
         "runbook": runbook,
         "escalate_after_s": escalate_after_s,
         "escalation_channels": escalation,
+        "confirm_every_s": confirm_every_s,
+        "retrain_every_s": retrain_every_s,
     }
     return clean, problems
 
@@ -469,9 +571,46 @@ class OwnerRegistry:
             raise _invalid(header, problems)
 
     async def set(self, owner: Owner) -> bool:
-        """Register or replace; True when the model had no owner before."""
+        """Register or replace; True when the model had no owner before. A replacement
+        keeps the confirmation of the same owner (:meth:`Owner.keeping_confirmation_of`)."""
         self._check([owner], "invalid owner")
-        return bool(await self.redis.hset(self.key, owner.model_id, owner.to_json()))
+        written = await self._merge([owner], lambda new, old: new.keeping_confirmation_of(old))
+        return not written[0][1]
+
+    async def confirm(self, model_id: str, *, by: str, now_ms: int) -> Owner | None:
+        """Record that ``by`` confirmed ownership of ``model_id`` at ``now_ms``; the
+        confirmed entry, or None when the model has no owner."""
+        await self.get(model_id)  # an entry that no longer validates is an error, not "none"
+        confirmed = await self._merge(
+            [model_id], lambda _id, old: None if old is None else old.confirmed(by=by, at_ms=now_ms)
+        )
+        return confirmed[0][0]
+
+    async def _merge(
+        self, items: builtins.list[Any], merge: Callable[[Any, Owner | None], Owner | None]
+    ) -> builtins.list[tuple[Owner | None, bool]]:
+        """Read the current entries of ``items`` (owners or model ids), write what ``merge``
+        makes of each, atomically against any other writer (WATCH, retried on conflict):
+        a confirmation and a replacement at the same moment must not undo each other.
+        Returns each written entry and whether the model had an owner before."""
+        ids = [i.model_id if isinstance(i, Owner) else i for i in items]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.key)
+                    raws = await pipe.hmget(self.key, ids)
+                    olds = [None if r is None else _lenient(r) for r in raws]
+                    merged = [merge(i, old) for i, old in zip(items, olds, strict=True)]
+                    writes: dict[Any, Any] = {
+                        o.model_id: o.to_json() for o in merged if o is not None
+                    }
+                    pipe.multi()
+                    if writes:
+                        pipe.hset(self.key, mapping=writes)
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return [(o, r is not None) for o, r in zip(merged, raws, strict=True)]
 
     async def get(self, model_id: str) -> Owner | None:
         raw = await self.redis.hget(self.key, model_id)
@@ -502,9 +641,7 @@ class OwnerRegistry:
         self._check(batch, "import refused")
         if not batch:
             return 0
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key, mapping={o.model_id: o.to_json() for o in batch})
-            await pipe.execute()
+        await self._merge(batch, lambda new, old: new.keeping_confirmation_of(old))
         return len(batch)
 
     async def list(self) -> builtins.list[Owner]:
@@ -573,6 +710,14 @@ async def find_orphans(
         )
     ]
     return sorted(orphans, key=lambda o: (-o.predictions, o.model_id))
+
+
+def _lenient(raw: bytes | str) -> Owner | None:
+    """A stored entry, or None when it no longer validates (it is replaced, not merged)."""
+    try:
+        return Owner.from_json(raw)
+    except InvalidOwner:
+        return None
 
 
 def _text(value: bytes | str) -> str:

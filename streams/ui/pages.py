@@ -20,6 +20,8 @@ from streams.store.health import SeriesPoint
 from streams.ui.charts import ChartMark, health_chart, sparkline
 from streams.views.fleet import ModelStatus
 from streams.views.history import PAGE_STATES, AlertEntry
+from streams.views.report import NOBODY, ModelCard, Report, Scorecard
+from streams.views.report_text import duration_text, totals_text, watch_lines
 
 __all__ = [
     "FLEET_COLUMNS",
@@ -30,6 +32,7 @@ __all__ = [
     "model_href",
     "model_page",
     "not_found_page",
+    "report_page",
 ]
 
 BUCKET_TEXT = "hour" if SERIES_BUCKET_MS == 3_600_000 else f"{SERIES_BUCKET_MS // 60_000} minutes"
@@ -52,6 +55,21 @@ DASH = "\u2014"
 _STATES = ("critical", "warning", "ok", "unknown")
 SEVERITIES = ("critical", "warning", "info")
 SHORT_ID = 32  # model ids up to this long stay on one line in the tables
+REPORT_LINK = (
+    '<p class="nav"><a href="/report" id="report-link">Maintenance scorecard</a> '
+    '<span class="muted">who watched each model this week</span></p>'
+)
+REPORT_COLUMNS = (
+    "Model",
+    "Incidents open / resolved",
+    "Time to ack (median)",
+    "Unacked pages",
+    "Error now / baseline",
+    "Label coverage",
+    "Versions shipped",
+    "Overdue",
+    "Watched by",
+)
 
 _CSS = """
 :root { color-scheme: light; }
@@ -223,6 +241,7 @@ def fleet_page(models: Sequence[ModelStatus], *, now_ms: int) -> str:
     if not models:
         body = (
             "<h1>Fleet</h1>"
+            f"{REPORT_LINK}"
             '<p class="empty" id="no-models">No models yet: no worker has written a health '
             "snapshot and no owner is registered. Start a worker (<code>watchkeeper worker"
             "</code>) and send predictions, or register owners (<code>watchkeeper owners "
@@ -239,6 +258,7 @@ def fleet_page(models: Sequence[ModelStatus], *, now_ms: int) -> str:
     rows = "\n".join(_row(m, now_ms) for m in models)
     body = (
         "<h1>Fleet</h1>"
+        f"{REPORT_LINK}"
         f'<p class="summary">{len(models)} model{"s" if len(models) != 1 else ""}: '
         f"{_e(counts)}{_e(extra)}. Worst first.</p>\n"
         f'<table id="fleet">{_head(FLEET_COLUMNS)}<tbody>\n{rows}\n</tbody></table>'
@@ -422,6 +442,65 @@ def alert_page(entry: AlertEntry, *, now_ms: int) -> str:
         refresh=False,
         where=f"alert {str(a.get('alert_id', ''))[:12]}",
     )
+
+
+def _report_row(m: ModelCard) -> str:
+    name = _e(m.model_id)
+    if m.model_id:
+        name = f'<a href="{_e(model_href(m.model_id))}">{name}</a>'
+    if m.orphan:
+        name += " " + _badge("ORPHAN", "orphan")
+    overdue = "<br>\n".join(f"{_e(o.reason)}: {_e(o.message)}" for o in m.overdue) or DASH
+    ack = DASH
+    if m.ack_seconds:
+        ack = f"{_e(duration_text(m.ack_median_s))} ({len(m.ack_seconds)} acked)"
+    watched = "<br>\n".join(_e(w) for w in watch_lines(m))
+    cells = (
+        ("model short" if len(m.model_id) <= SHORT_ID else "model", name),
+        ("num incidents", f"{m.open_incidents} / {m.resolved_incidents}"),
+        ("num ack", ack),
+        ("num unacked", f"{m.unacked} of {m.pages}"),
+        ("num error", f"{_pct(m.error_rate)} / {_pct(m.baseline_error_rate)}"),
+        ("num coverage", _pct(m.label_coverage)),
+        ("versions", _e(", ".join(m.versions)) or DASH),
+        ("overdue", overdue),
+        ("watched", watched),
+    )
+    tds = "".join(f'<td class="{cls}">{html}</td>' for cls, html in cells)
+    state = "critical" if m.orphan else "warning" if m.open_incidents or m.overdue else "ok"
+    return f'<tr class="state-{state}" data-model="{_e(m.model_id)}">{tds}</tr>'
+
+
+def _scorecard(card: Scorecard, index: int) -> str:
+    title = "nobody (no registered owner)" if card.owner == NOBODY else card.owner
+    rows = "\n".join(_report_row(m) for m in card.models)
+    return (
+        f'<section class="scorecard" id="owner-{index}" data-owner="{_e(card.owner)}">'
+        f"<h2>{_e(title)}</h2>"
+        f'<p class="summary">{_e(totals_text(card))}</p>'
+        f"<table>{_head(REPORT_COLUMNS)}<tbody>\n{rows}\n</tbody></table></section>"
+    )
+
+
+def report_page(report: Report, *, now_ms: int) -> str:
+    """The maintenance scorecard (:mod:`streams.views.report`): per owner, nobody's
+    first, a totals line and a row per model; also ``watchkeeper report --format html``."""
+    notes = "".join(f'<p class="empty note">{_e(n)}</p>' for n in report.notes)
+    if report.scorecards:
+        cards = "\n".join(_scorecard(c, i) for i, c in enumerate(report.scorecards))
+    else:
+        cards = (
+            '<p class="empty" id="no-models">No models: no worker has seen traffic and no '
+            "owner is registered.</p>"
+        )
+    body = (
+        '<p><a href="/">\u2190 fleet</a></p>'
+        "<h1>Maintenance scorecard</h1>"
+        f'<p class="summary" id="window">From {_time(report.since_ms)} to '
+        f"{_time(report.now_ms)} UTC. Who was watching each model, nobody's first.</p>"
+        f"{notes}{cards}"
+    )
+    return _page("Scorecard", body, now_ms=now_ms, refresh=False, where="scorecard")
 
 
 def not_found_page(what: str, *, now_ms: int) -> str:

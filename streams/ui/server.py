@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -30,7 +30,8 @@ from streams.store.health import HealthStore, SeriesPoint
 from streams.store.session import redis_session
 from streams.ui import pages
 from streams.views.fleet import ModelStatus, fleet_status
-from streams.views.history import AlertEntry, alert_history, find_alert
+from streams.views.history import AlertEntry, alert_history, find_alert, parse_since
+from streams.views.report import Report, read_report
 
 __all__ = ["RedisSource", "UiSource", "build_app", "serve"]
 
@@ -66,6 +67,13 @@ class UiSource(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportSource(Protocol):
+    """A source that can also assemble the maintenance scorecard (``/report``)."""
+
+    async def report(self, since_ms: int) -> Report: ...
+
+
 class RedisSource:
     """The views over a live Redis and the alerts topic."""
 
@@ -87,13 +95,16 @@ class RedisSource:
     async def alert(self, alert_id: str) -> AlertEntry:
         return await find_alert(self.settings, self.redis, alert_id)
 
+    async def report(self, since_ms: int) -> Report:
+        return await read_report(self.redis, self.settings, since_ms=since_ms)
+
 
 def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
 def build_app(source: UiSource, *, clock: Callable[[], float] = time.time) -> web.Application:
-    """The application: ``/``, ``/models/{id}``, ``/alerts/{id}``, ``/healthz``."""
+    """The application: ``/``, ``/models/{id}``, ``/alerts/{id}``, ``/report``, ``/healthz``."""
 
     def now_ms() -> int:
         return int(clock() * 1000)
@@ -157,6 +168,25 @@ def build_app(source: UiSource, *, clock: Callable[[], float] = time.time) -> we
             return _html(pages.not_found_page(str(exc), now_ms=now_ms()), 404)
         return _html(pages.alert_page(entry, now_ms=now_ms()))
 
+    async def report(request: web.Request) -> web.Response:
+        """``/report?since=7d&owner=NAME``: the maintenance scorecard."""
+        if not isinstance(source, ReportSource):
+            raise web.HTTPNotFound()
+        since_text = request.query.get("since", "7d")
+        try:
+            since_ms = parse_since(since_text, now_ms())
+        except ConfigError as exc:
+            return _html(pages.not_found_page(str(exc), now_ms=now_ms()), 400)
+        what = "reading the scorecard from Redis and the alerts topic"
+        built = await read(what, source.report(since_ms))
+        owner = request.query.get("owner")
+        if owner:
+            try:
+                built = built.for_owner(owner)
+            except ConfigError as exc:
+                return _html(pages.not_found_page(str(exc), now_ms=now_ms()), 404)
+        return _html(pages.report_page(built, now_ms=now_ms()))
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -188,6 +218,7 @@ def build_app(source: UiSource, *, clock: Callable[[], float] = time.time) -> we
     app.router.add_get("/models/{model_id:.+}", model)
     app.router.add_get("/models", model)  # ?id=: ids a path cannot carry (".", "..")
     app.router.add_get("/alerts/{alert_id}", alert)
+    app.router.add_get("/report", report)
     app.router.add_get("/healthz", healthz)
     return app
 

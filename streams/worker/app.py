@@ -42,6 +42,7 @@ from streams.metrics import ALERTS, BATCH_DURATION, DEAD_LETTERS, EVENTS
 from streams.settings import Settings
 from streams.store.breaker import OUTAGE_ERRORS, worker_redis
 from streams.store.health import HealthBuffer, HealthStore
+from streams.store.maintenance import MaintenanceWatch, VersionLog
 from streams.store.orphans import OrphanWatch
 from streams.topology import changelog_topic_names, join_topic_names
 from streams.worker.batches import RecordBatches
@@ -70,6 +71,7 @@ DISORDER_LOG_EVERY_S = 10.0
 MODEL_LIMIT_ALERT_EVERY_S = 3600.0  # one fleet alert per hour while models are refused
 BROKER_PROBE_S = 2.0  # a metadata request this often tells a silent broker (BrokerWatch)
 OBSERVE_S = 3.0  # lag and per-model gauges this often (with --metrics-port)
+MAINTENANCE_TICK_S = 60.0  # a worker restarted more often than maintenance_check_s still checks
 REDIS_PROBE_S = 15.0  # ping Redis when no other call told whether it answers (redis_up)
 
 # children bound once: a batch increments each with its aggregated count
@@ -170,6 +172,9 @@ class Pipeline:
         self._health: HealthStore | None = None
         self._counts: HealthBuffer | None = None
         self._orphans: OrphanWatch | None = None
+        self._maintenance: MaintenanceWatch | None = None
+        self._versions: VersionLog | None = None
+        self._maintenance_due = 0.0  # monotonic
         self.redis_breaker = GaugedBreaker()
         self.model_gauges = ModelGauges(s.max_models, s.model_retention_ms)
         self.lag_gauges = LagGauges()
@@ -191,6 +196,9 @@ class Pipeline:
             self.app.timer(every, on_leader=False)(self._check_stream)
         if s.metrics_port:
             self.app.timer(OBSERVE_S, on_leader=False)(self._observe)
+        if s.maintenance_check_s > 0:  # ticks often, checks when due: the first soon after start
+            every = min(s.maintenance_check_s, MAINTENANCE_TICK_S)
+            self.app.timer(every, on_leader=False)(self._check_maintenance)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.on_before_shutdown.connect(self._on_shutdown)
@@ -207,6 +215,27 @@ class Pipeline:
                 breaker=self.redis_breaker,
             )
         return self._orphans
+
+    @property
+    def maintenance(self) -> MaintenanceWatch:
+        if self._maintenance is None:
+            self._maintenance = MaintenanceWatch(
+                self.health.redis, self.settings.redis_prefix, breaker=self.redis_breaker
+            )
+        return self._maintenance
+
+    @property
+    def versions(self) -> VersionLog:
+        """When each model's version became current (``not_retrained``)."""
+        if self._versions is None:
+            self._versions = VersionLog(
+                self.health.redis,
+                self.settings.redis_prefix,
+                retention_ms=self.settings.model_retention_ms,
+                max_models=self.settings.max_models,
+                breaker=self.redis_breaker,
+            )
+        return self._versions
 
     @property
     def health(self) -> HealthStore:
@@ -457,6 +486,23 @@ class Pipeline:
         await self.orphans.raised(alerts)
         self.counts.put_health({}, {a["model_id"]: Counter(orphaned_model=1) for a in alerts})
 
+    async def _check_maintenance(self) -> None:
+        """``maintenance_overdue`` for owners not confirmed and versions not retrained in
+        time, once per model, reason and period across workers (MaintenanceWatch)."""
+        now = time.monotonic()
+        if self.fatal is not None or now < self._maintenance_due:
+            return
+        self._maintenance_due = now + self.settings.maintenance_check_s
+        alerts = await self.maintenance.due()
+        if not alerts:
+            return
+        try:
+            await self._publish_alerts(alerts)
+        except BaseException:
+            await self.maintenance.release(alerts)
+            raise
+        log.info("raised %d maintenance_overdue alerts", len(alerts))
+
     async def _publish_alerts(self, alerts: list[dict[str, Any]]) -> None:
         sends = [
             await self.alerts.send(key=a["model_id"].encode(), value=orjson.dumps(a))
@@ -528,6 +574,8 @@ class Pipeline:
             if out.series:
                 self.counts.add_series(out.series)
         self.model_gauges.note(snapshots, touched)
+        self.versions.note({m: snap["model_version"] for m, snap in snapshots.items()})
+        await self.versions.flush()
         if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
             owners = await self.orphans.owners_of({a["model_id"] for a in alerts})
             for alert in alerts:

@@ -501,7 +501,7 @@ def valid_traffic(
             if rng.random() < 0.3:
                 event["segment"] = rng.choice(("eu", "us", "apac"))
             if rng.random() < 0.2:
-                event["features"] = {"amount": round(rng.uniform(1, 900), 2), "n": i}
+                event["features"] = {"amount": round(rng.uniform(1, 900), 2), "n": i % 100}
             if event["timestamp"] is None:
                 del event["timestamp"]
             pos = t + (rng.randrange(2000) if rng.random() < jitter else 0)

@@ -274,3 +274,24 @@ def test_an_alert_with_an_unknown_status_is_refused() -> None:
     assert parse_alert(orjson.dumps(signal("m", "model_silent", 1, status="resolved")))[0]
     found, why = parse_alert(orjson.dumps(signal("m", "model_silent", 1, status="ok")))
     assert found is None and "status" in why
+
+
+async def test_maintenance_overdue_reaches_the_owner_as_a_notice_never_paging_duty(
+    make_harness: Any, http: HttpReceiver
+) -> None:
+    """Info, yet delivered: the owner is the one who can confirm or retrain. No incident
+    is opened (nothing to resolve or escalate) and PagerDuty is not woken for it."""
+    h = await make_harness()
+    await h.own("fraud", f"pagerduty:{ROUTING_KEY}", f"webhook:{http.url}/hook")
+    overdue = signal("fraud", "maintenance_overdue", 1, severity="info")
+    await h.run(overdue)
+    (page,) = http.at("/hook")
+    assert page.json()["kind"] == "maintenance_overdue" and page.json()["owner"] == "team-fraud"
+    assert events(http) == []  # no PagerDuty event
+    assert not await is_open(h, "fraud", "maintenance_overdue")
+    await h.run(overdue)  # read again (a restart): not sent twice
+    assert len(http.at("/hook")) == 1
+
+    # a model nobody owns: nobody to remind, the orphan alert covers it
+    await h.run(signal("ghost", "maintenance_overdue", 2, severity="info"))
+    assert len(http.at("/hook")) == 1

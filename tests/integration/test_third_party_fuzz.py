@@ -135,12 +135,14 @@ def test_a_hostile_third_party_stream_joins_every_valid_pair_once_and_dead_lette
         f"{len(too_big)} dead-letter records over {MAX_DLQ_RECORD_BYTES:,} bytes: {too_big[:5]}",
     )
 
-    # absurd regression labels are valid pairs, and no reason to page anybody
+    # absurd regression labels are valid pairs, and no reason to page anybody (every
+    # model serves a 10 % canary of 2.2.0, as good as 2.1.0: its version_changed is the
+    # info record of a real event; a version_regression would be noise)
     for model in sorted(expected.quiet):
         noisy = [
             (a["kind"], a.get("detector"), a.get("after"))
             for a in alerts
-            if a["model_id"] == model and a["kind"] != "orphaned_model"
+            if a["model_id"] == model and a["kind"] not in ("orphaned_model", "version_changed")
         ]
         promises.check(
             not noisy,

@@ -136,8 +136,8 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     (
         {"defaults": {"adwinn": {}}},
         "defaults.adwinn",
-        "valid keys: adwin, error_clip, estimated, input_quality, labels, page_hinkley, "
-        "prediction_drift, silence, task",
+        "valid keys: adwin, error_clip, estimated, feature_drift, input_quality, labels, "
+        "page_hinkley, prediction_drift, schema_change, silence, task, version_regression",
     ),
     ({"defaults": {"adwin": {"dleta": 0.1}}}, "defaults.adwin.dleta", "clock, delta, enabled"),
     (
@@ -734,6 +734,35 @@ SIGNAL_FIELD_CHANGES: dict[str, dict[str, Any]] = {
         "min_rise": 0.05,
         "reconcile_after": 300,
         "confirm": 50,
+    },
+    "feature_drift": {
+        "enabled": False,
+        "delta": 0.001,
+        "warmup": 100,
+        "confirm": 50,
+        "max_features": 10,
+        "max_categories": 20,
+        "warning_std": 0.7,
+        "critical_std": 3.0,
+        "warning_shift": 0.1,
+        "critical_shift": 0.3,
+    },
+    "schema_change": {
+        "enabled": False,
+        "warmup": 100,
+        "window": 200,
+        "min_presence": 0.95,
+        "share": 0.4,
+        "max_keys": 64,
+    },
+    "version_regression": {
+        "enabled": False,
+        "min_outcomes": 300,
+        "z": 4.0,
+        "min_effect": 0.05,
+        "min_ratio": 1.5,
+        "window": 2000,
+        "max_versions": 6,
     },
 }
 
