@@ -202,7 +202,7 @@ def summarize(
     totals: dict[str, int],
     paging: dict[str, int] | None = None,
     pages: int = 0,
-) -> tuple[Table, Table, Table]:
+) -> tuple[Table, Table, Table, Table]:
     """Totals, and per degraded model: detected or not, and the delay in event time."""
     counts = Table(title="Watchkeeper demo summary")
     counts.add_column("what")
@@ -261,10 +261,39 @@ def summarize(
             _hours(first["event_time_ms"] - spec.change_at_ms) if first else "-",
             first["detector"] if first else "-",
         )
-    stable = {m.model_id for m in scenario.models if m.change_at_ms is None}
+    canaries = {m.model_id for m in scenario.canaries}  # a worse canary raises its error
+    stable = {m.model_id for m in scenario.models if m.change_at_ms is None} - canaries
     false_alarms = sum(a["model_id"] in stable for a in degradations)
     delays.caption = f"degradation alerts on the {len(stable)} stable models: {false_alarms}"
-    return counts, delays, label_free_table(scenario, alerts)
+    return counts, delays, label_free_table(scenario, alerts), lifecycle_table(scenario, alerts)
+
+
+def lifecycle_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:
+    """The canary that regresses and the upstream rename: what caught them, and when."""
+    table = Table(title="Model lifecycle: versions and inputs")
+    for col in ("model", "what happened", "at", "alert", "first fired", "after"):
+        table.add_column(col)
+    cases = [
+        (m.model_id, "canary 2.0.0-canary on 20 %, +10 points", m.canary_from_ms, k)
+        for m in scenario.canaries
+        for k in ("version_changed", "version_regression")
+    ] + [
+        (m.model_id, "upstream renames amount → amount_eur", m.renamed_from_ms, "schema_change")
+        for m in scenario.renamed
+    ]
+    for model_id, what, at, kind in cases:
+        assert at is not None
+        mine = [a for a in alerts if a["model_id"] == model_id and a["kind"] == kind]
+        found = min(mine, key=lambda a: a["event_time_ms"]) if mine else None
+        table.add_row(
+            model_id,
+            what,
+            _hours(at - scenario.start_ms),
+            kind,
+            _hours(found["event_time_ms"] - scenario.start_ms) if found else "not detected",
+            _hours(found["event_time_ms"] - at) if found else "-",
+        )
+    return table
 
 
 LABEL_FREE = LABEL_FREE_KINDS
@@ -317,7 +346,11 @@ def label_free_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:
     stable = {
         m.model_id
         for m in scenario.models
-        if m.change_at_ms is None and m.labels_stop_ms is None and m.silent_from_ms is None
+        if m.change_at_ms is None
+        and m.labels_stop_ms is None
+        and m.silent_from_ms is None
+        and m.canary_from_ms is None
+        and m.renamed_from_ms is None
     }
     noise = sum(
         a["model_id"] in stable and a["kind"] in LABEL_FREE and a["severity"] != "info"
@@ -580,6 +613,9 @@ def run_demo(
         degraded=min(3, models),
         labels_stop=1 if models >= 6 else 0,
         silent=1 if models >= 6 else 0,
+        canary=1 if models >= 8 else 0,
+        renamed=1 if models >= 8 else 0,
+        features=True,
     )
     with embedded_stack() as (broker, redis), tempfile.TemporaryDirectory() as tmp:
         console.print(f"embedded broker {broker.url}  redis {redis.url}")

@@ -30,6 +30,12 @@ HOUR_MS = 3_600_000
 Kind = Literal["p", "g"]
 
 
+CANARY = "2.0.0-canary"
+CANARY_SHARE = 0.2
+CANARY_WORSE = 0.10  # error points the canary adds
+COUNTRIES = ("de", "fr", "es", "it", "nl")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One simulated model; ``change_at_ms`` is None for a stable model."""
@@ -42,6 +48,8 @@ class ModelSpec:
     labels_stop_ms: int | None = None  # no label arrives from then on
     shifted_rate_ms: int | None = None  # the positive rate moves from 0.3 to 0.5 then
     silent_from_ms: int | None = None  # no prediction from then on
+    canary_from_ms: int | None = None  # then a fifth of its predictions come from CANARY
+    renamed_from_ms: int | None = None  # then its feature "amount" arrives as "amount_eur"
 
 
 @dataclass
@@ -69,6 +77,14 @@ class Scenario:
     def silenced(self) -> list[ModelSpec]:
         return [m for m in self.models if m.silent_from_ms is not None]
 
+    @property
+    def canaries(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.canary_from_ms is not None]
+
+    @property
+    def renamed(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.renamed_from_ms is not None]
+
 
 DEGRADATIONS = (
     ("fraud-eu", 0.04, 0.20),
@@ -93,13 +109,23 @@ def build_scenario(
     duplicate: float = 0.05,
     labels_stop: int = 0,
     silent: int = 0,
+    canary: int = 0,
+    renamed: int = 0,
+    features: bool = False,
 ) -> Scenario:
     """Build a deterministic scenario; ``degraded`` models change at ``change_fraction``,
-    and so do the ``labels_stop`` and ``silent`` ones (taken from the stable models)."""
+    and so do the ``labels_stop``, ``silent``, ``canary`` (a new version on a fifth of the
+    traffic, 10 points worse) and ``renamed`` (an upstream rename of a feature) ones, taken
+    from the stable models. ``features`` adds three features to every prediction; they
+    and the canary draw from a second generator, so the rest of a seed's events stay the
+    same with or without them."""
     if not 0 <= degraded <= min(models, len(DEGRADATIONS)):
         raise ValueError(f"degraded must be between 0 and {min(models, len(DEGRADATIONS))}")
-    if labels_stop < 0 or silent < 0 or degraded + labels_stop + silent > models:
-        raise ValueError("labels_stop and silent models must fit among the stable ones")
+    changed = degraded + labels_stop + silent + canary + renamed
+    if min(labels_stop, silent, canary, renamed) < 0 or changed > models:
+        raise ValueError("labels_stop, silent, canary and renamed must fit among the stable")
+    if renamed and not features:
+        raise ValueError("a renamed feature needs features=True")
     rng = random.Random(seed)  # noqa: S311 - seeded simulation, not security
     span_ms = int(span_hours * HOUR_MS)
     change_at = start_ms + int(span_ms * change_fraction)
@@ -122,6 +148,13 @@ def build_scenario(
     for k in range(silent):
         at = first + labels_stop + k
         specs[at] = replace(specs[at], silent_from_ms=change_at)
+    for k in range(canary):
+        at = first + labels_stop + silent + k
+        specs[at] = replace(specs[at], canary_from_ms=change_at)
+    for k in range(renamed):
+        at = first + labels_stop + silent + canary + k
+        specs[at] = replace(specs[at], renamed_from_ms=change_at)
+    side = random.Random(seed * 7919 + 1)  # noqa: S311 - features and canary draws
 
     timed: list[tuple[int, int, Kind, dict[str, Any]]] = []
     sc = Scenario(specs, start_ms, start_ms + span_ms)
@@ -134,18 +167,31 @@ def build_scenario(
             prediction = rng.random() < (0.5 if shifted else 0.3)
             degraded_now = spec.change_at_ms is not None and ts >= spec.change_at_ms
             rate = spec.degraded_error if degraded_now and spec.degraded_error else spec.base_error
+            version = spec.version
+            if spec.canary_from_ms is not None and ts >= spec.canary_from_ms:
+                if side.random() < CANARY_SHARE:
+                    version, rate = CANARY, min(rate + CANARY_WORSE, 1.0)
             draw, w = rng.random(), min(2 * rate * rng.random(), 1.0)
             wrong = draw < w  # calibrated: wrong with probability w, which the score shows
             label = (not prediction) if wrong else prediction
             event = {
                 "prediction_id": pid,
                 "model_id": spec.model_id,
-                "model_version": spec.version,
+                "model_version": version,
                 "timestamp": ts,
                 "prediction": int(prediction),
                 "score": round(1.0 - w if prediction else w, 4),
                 "segment": spec.model_id.rsplit("-", 1)[-1],
             }
+            if features:
+                renamed_now = spec.renamed_from_ms is not None and ts >= spec.renamed_from_ms
+                event["features"] = {
+                    "amount_eur" if renamed_now else "amount": round(
+                        math.exp(side.gauss(3.5, 0.8)), 2
+                    ),
+                    "country": side.choice(COUNTRIES),
+                    "channel": side.choice(("web", "app", "store")),
+                }
             fate = rng.random()
             if spec.silent_from_ms is not None and ts >= spec.silent_from_ms:
                 continue

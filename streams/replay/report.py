@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.table import Table
 
-from streams.contract.alerts import LABEL_FREE_KINDS, rfc3339_ms
+from streams.contract.alerts import LABEL_FREE_KINDS, LIFECYCLE_KINDS, rfc3339_ms
 from streams.errors import ConfigError
 from streams.replay.backtest import HOUR_MS, BacktestResult, ModelSummary
 from streams.replay.times import parse_time
@@ -41,7 +41,7 @@ __all__ = [
 DEGRADATION = "performance_degradation"
 IMPROVEMENT = "performance_improvement"
 CHANGE_KINDS = (DEGRADATION, IMPROVEMENT)
-SIGNAL_KINDS = LABEL_FREE_KINDS
+SIGNAL_KINDS = (*LABEL_FREE_KINDS, *LIFECYCLE_KINDS)
 SCORED_KINDS = (DEGRADATION, *SIGNAL_KINDS)
 EXPECTED_COLUMNS = ("model_id", "change_at")
 ALERT_COLUMNS = (
@@ -87,7 +87,8 @@ class ExpectedChange:
 
 def load_expected(path: Path) -> list[ExpectedChange]:
     """Read ``model_id,change_at[,kind]`` rows (RFC 3339 or epoch ms) from a CSV file;
-    ``kind`` defaults to performance_degradation and may be any label-free kind.
+    ``kind`` defaults to performance_degradation and may be any label-free, input or
+    lifecycle kind.
 
     Errors name the file, line and column, so a typo in a long file is found at once
     instead of silently scoring against a wrong change point."""

@@ -38,6 +38,7 @@ def test_throughput_smoke_times_every_pair_and_reports_ratios() -> None:
         assert d["worker_rss_end_mib"] >= 50
 
 
+@pytest.mark.separate  # with the throughput smoke, in .ci/run's own step
 @pytest.mark.timeout(300)
 def test_latency_smoke_measures_alerts_after_their_label() -> None:
     suite = latency.run(quick=True, rate=800, seconds=6, reorder_lag_ms=200)

@@ -67,6 +67,13 @@ def test_the_demo_stack_stays_up_for_the_commands_until_ctrl_c(tmp_path: Path) -
         )  # fmt: skip
         listed = json.loads(alerts.stdout)
         assert any(e["alert"]["kind"] == "orphaned_model" for e in listed)
+        report = subprocess.run(
+            [sys.executable, "-m", "streams", "report", "--since", "30d", "--format", "json"],
+            env=env, capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        cards = json.loads(report.stdout)["scorecards"]
+        assert cards[0]["models"][0]["orphan"]  # nobody's models first, the orphan on top
+        assert sum(len(c["models"]) for c in cards) == 6
         with urllib.request.urlopen(page.group(1), timeout=10) as response:
             html = response.read().decode()
         assert all(m["model_id"] in html for m in models)

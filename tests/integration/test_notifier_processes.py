@@ -94,6 +94,7 @@ def pages_by_delivery_id(http: HttpReceiver) -> dict[str, set[str]]:
     return pages
 
 
+@pytest.mark.separate  # a SIGKILL and a second replica: with the kill soaks, in .ci/run's step
 async def test_each_alert_is_paged_through_a_kill_a_second_replica_and_duplicates(
     embedded_broker: EmbeddedBroker,
     redis_url: str,

@@ -500,3 +500,24 @@ def test_expect_reads_times_as_from_and_to_do(tmp_path: Path) -> None:
     path = tmp_path / "changes.csv"
     path.write_text("model_id,change_at\nm,2026-11-19T12:00Z\n")
     assert load_expected(path) == [ExpectedChange("m", T)] and parse_time("2026-11-19T12:00Z") == T
+
+
+def test_expect_scores_the_lifecycle_and_input_kinds(tmp_path: Path) -> None:
+    """A canary's version_regression and a rename's schema_change are scored like any kind;
+    version_changed (info) is a real event, yet never a detection of a regression."""
+    path = tmp_path / "changes.csv"
+    path.write_text(
+        "model_id,change_at,kind\n"
+        "m1,2026-11-19T12:00:00Z,version_regression\n"
+        "m2,2026-11-19T12:00:00Z,schema_change\n"
+    )
+    expected = load_expected(path)
+    alerts = [
+        signal_alert("m1", T + 10 * MIN_MS, "version_changed"),
+        signal_alert("m1", T + HOUR_MS, "version_regression"),
+        signal_alert("m2", T + 2 * HOUR_MS, "schema_change"),
+    ]
+    (score, _) = evaluate(hand_made(alerts, []), expected)
+    assert (score.detected, score.missed, score.false_alarms) == (2, 0, 0)
+    by_model = {(m.model_id, m.kind): m.delay_ms for m in score.matches}
+    assert by_model == {("m1", "version_regression"): HOUR_MS, ("m2", "schema_change"): 2 * HOUR_MS}
