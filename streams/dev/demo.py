@@ -285,15 +285,22 @@ def lifecycle_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:
         assert at is not None
         mine = [a for a in alerts if a["model_id"] == model_id and a["kind"] == kind]
         found = min(mine, key=lambda a: a["event_time_ms"]) if mine else None
-        table.add_row(
-            model_id,
-            what,
-            _hours(at - scenario.start_ms),
-            kind,
-            _hours(found["event_time_ms"] - scenario.start_ms) if found else "not detected",
-            _hours(found["event_time_ms"] - at) if found else "-",
-        )
+        table.add_row(*_case_row(scenario, model_id, what, at, kind, found))
     return table
+
+
+def _case_row(
+    scenario: Scenario, model_id: str, what: str, at: int, kind: str, found: dict[str, Any] | None
+) -> tuple[str, ...]:
+    """A cause and the first alert that caught it, in event hours from the start."""
+    return (
+        model_id,
+        what,
+        _hours(at - scenario.start_ms),
+        kind,
+        _hours(found["event_time_ms"] - scenario.start_ms) if found else "not detected",
+        _hours(found["event_time_ms"] - at) if found else "-",
+    )
 
 
 LABEL_FREE = LABEL_FREE_KINDS
@@ -334,15 +341,7 @@ def label_free_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:
             (m.model_id, "error rises (scores show it)", m.change_at_ms, "estimated_degradation")
         )
     for model_id, what, at, kind in cases:
-        found = first(model_id, kind, at)
-        table.add_row(
-            model_id,
-            what,
-            _hours(at - scenario.start_ms),
-            kind,
-            _hours(found["event_time_ms"] - scenario.start_ms) if found else "not detected",
-            _hours(found["event_time_ms"] - at) if found else "-",
-        )
+        table.add_row(*_case_row(scenario, model_id, what, at, kind, first(model_id, kind, at)))
     stable = {
         m.model_id
         for m in scenario.models

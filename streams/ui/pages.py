@@ -21,7 +21,7 @@ from streams.ui.charts import ChartMark, health_chart, sparkline
 from streams.views.fleet import ModelStatus
 from streams.views.history import PAGE_STATES, AlertEntry
 from streams.views.report import NOBODY, ModelCard, Report, Scorecard
-from streams.views.report_text import duration_text, totals_text, watch_lines
+from streams.views.report_text import REPORT_COLUMNS, duration_text, totals_text, watch_lines
 
 __all__ = [
     "FLEET_COLUMNS",
@@ -58,17 +58,6 @@ SHORT_ID = 32  # model ids up to this long stay on one line in the tables
 REPORT_LINK = (
     '<p class="nav"><a href="/report" id="report-link">Maintenance scorecard</a> '
     '<span class="muted">who watched each model this week</span></p>'
-)
-REPORT_COLUMNS = (
-    "Model",
-    "Incidents open / resolved",
-    "Time to ack (median)",
-    "Unacked pages",
-    "Error now / baseline",
-    "Label coverage",
-    "Versions shipped",
-    "Overdue",
-    "Watched by",
 )
 
 _CSS = """

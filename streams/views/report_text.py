@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from streams.views.report import NOBODY, ModelCard, Report, Scorecard
 
 __all__ = [
+    "REPORT_COLUMNS",
     "digest_text",
     "duration_text",
     "fleet_digest_text",
@@ -97,7 +98,7 @@ def watch_lines(m: ModelCard) -> list[str]:
     return parts
 
 
-_COLUMNS = (
+REPORT_COLUMNS = (
     "Model",
     "Incidents open / resolved",
     "Time to ack (median)",
@@ -143,8 +144,8 @@ def to_markdown(report: Report) -> str:
         return "\n".join(lines) + "\n"
     for card in report.scorecards:
         lines += [f"## {md_cell(owner_label(card))}", "", totals_text(card), ""]
-        lines.append("| " + " | ".join(_COLUMNS) + " |")
-        lines.append("|" + "---|" * len(_COLUMNS))
+        lines.append("| " + " | ".join(REPORT_COLUMNS) + " |")
+        lines.append("|" + "---|" * len(REPORT_COLUMNS))
         for m in card.models:
             lines.append("| " + " | ".join(md_cell(c) for c in _row(m)) + " |")
         lines.append("")
