@@ -799,8 +799,10 @@ class Notifier:
                 continue
             page = build(window, found)
             busy = await asyncio.gather(*(self._deliver(page, ch, None, "") for ch in channels))
-            if not any(busy):  # else another replica is on it: look again next tick
-                await self.store.window_done(window)
+            # else another replica is on it: look again next tick. Both replicas may get
+            # here for one window (one sent, one found it sent): the one that retires it
+            # counts it, so the count is one per window
+            if not any(busy) and await self.store.window_done(window):
                 await self.store.count(**{stat: 1})
 
     async def _summary_channels(self, window: Window) -> tuple[Channel, ...]:

@@ -670,8 +670,9 @@ class PagingStore:
         order = sorted(range(0, len(named), 2), key=lambda i: int(named[i + 1]))
         return WindowCounts(counts, tuple(named[i] for i in order))
 
-    async def window_done(self, window: Window) -> None:
-        await self.redis.zrem(self.key(f"{window.family}-windows"), window.id)
+    async def window_done(self, window: Window) -> bool:
+        """Whether this call retired the window (False: another replica did first)."""
+        return bool(await self.redis.zrem(self.key(f"{window.family}-windows"), window.id))
 
     # the fallback's summary of dead letters (family "dead")
 
