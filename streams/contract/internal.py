@@ -35,6 +35,7 @@ from streams.contract.events import (
     Prediction,
     _json_type,
     ground_truth_from_dict,
+    new_outcome,
     prediction_from_dict,
 )
 from streams.contract.features import normalise_features
@@ -300,7 +301,7 @@ def _decode_outcome(obj: object, index: int) -> Outcome:
         raise ValueError(
             f"outcome {index}: key {key!r} must be {expected}, got {_json_type(obj[key])}"
         )
-    return Outcome(pid, _intern(model_id), version, te, tl, prediction, label, float(error))
+    return new_outcome(pid, _intern(model_id), version, te, tl, prediction, label, float(error))
 
 
 def decode_outcomes_message(raw: bytes | None) -> JoinedOutcomes | JoinMark:

@@ -44,7 +44,7 @@ from typing import Any
 
 from detectors.config import Task
 from detectors.task import error_of, infer_task
-from streams.contract.events import GroundTruth, Outcome, Prediction, Scalar
+from streams.contract.events import GroundTruth, Outcome, Prediction, Scalar, new_outcome
 
 __all__ = ["JoinStats", "Joiner", "Unscorable"]
 
@@ -266,7 +266,7 @@ class Joiner:
             self.unscorable.append(Unscorable(pid, model_id, prediction, label, str(exc)))
             return None
         self.stats.joined[model_id] += 1
-        return Outcome(pid, model_id, version, ts_ms, label_ms, prediction, label, error)
+        return new_outcome(pid, model_id, version, ts_ms, label_ms, prediction, label, error)
 
     def _index(self, pid: str, ts_ms: int) -> None:
         bucket = ts_ms // self._grain

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from streams.contract.events import (
@@ -180,7 +181,7 @@ class JoinStep:
                 continue
             kind = rec.kind
             add = joiner.add_prediction if kind == "p" else joiner.add_label
-            mine = [(e, next(homes)) for e in events]
+            mine = list(zip(events, islice(homes, len(events)), strict=True))
             try:
                 for e, home in mine:
                     if home != here:
@@ -220,10 +221,11 @@ class JoinStep:
         if accepted is None:
             return {}
         by_model: dict[str, list[Seen]] = {}
+        make = tuple.__new__  # == Seen(...), without the named tuple's Python-level __new__
         for p in accepted:
             by_model.setdefault(p.model_id, []).append(
-                Seen(p.prediction_id, p.model_id, p.timestamp_ms, p.prediction, p.score,
-                     p.model_version, True, p.features)
+                make(Seen, (p.prediction_id, p.model_id, p.timestamp_ms, p.prediction, p.score,
+                            p.model_version, True, p.features))
             )  # fmt: skip
         for bad in self._bad:
             by_model.setdefault(bad.model_id, []).append(bad)

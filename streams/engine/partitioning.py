@@ -70,12 +70,17 @@ def partitions_for(keys: Sequence[str], partitions: int) -> list[int]:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     if len(keys) < 16:  # numpy's fixed cost is larger than a few scalar hashes
         return [partition_for(key, partitions) for key in keys]
-    out = [0] * len(keys)
     if partitions == 1:
-        return out
+        return [0] * len(keys)
+    encoded = [key.encode() for key in keys]
+    sizes = set(map(len, encoded))
+    if len(sizes) == 1:  # the usual case: ids of one shape, hashed in one go
+        (length,) = sizes
+        rows = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(encoded), length)
+        return (_murmur2_rows(rows, length) % partitions).tolist()  # type: ignore[no-any-return]
+    out = [0] * len(keys)
     by_length: dict[int, tuple[list[int], list[bytes]]] = {}
-    for i, key in enumerate(keys):
-        data = key.encode()
+    for i, data in enumerate(encoded):
         slot = by_length.get(len(data))
         if slot is None:
             slot = by_length[len(data)] = ([], [])
@@ -83,8 +88,9 @@ def partitions_for(keys: Sequence[str], partitions: int) -> list[int]:
         slot[1].append(data)
     for length, (where, datas) in by_length.items():
         rows = np.frombuffer(b"".join(datas), dtype=np.uint8).reshape(len(datas), length)
-        for i, h in zip(where, _murmur2_rows(rows, length) % partitions, strict=True):
-            out[i] = int(h)
+        hashed = (_murmur2_rows(rows, length) % partitions).tolist()
+        for i, h in zip(where, hashed, strict=True):
+            out[i] = h
     return out
 
 
