@@ -110,6 +110,7 @@ class JoinStep:
         self.observe_predictions = observe_predictions
         self._bad: list[Seen] = []  # dead-lettered prediction events, for the signals
         self._newest_p: int | None = None  # newest prediction time read, in offset order
+        self._model_homes: dict[str, int] = {}  # model -> its detect partition
         self.admission = ModelAdmission(
             {} if models is None else models,
             meta,
@@ -161,6 +162,15 @@ class JoinStep:
                 out.dead_letters.append(DeadLetter.processing_error(exc, _source(rec), rec.value))
                 continue
             if events:
+                if len(events) == 1:  # one event per message: no list built per record
+                    (e,) = events
+                    read[rec.kind].append(e.timestamp_ms)
+                    if rec.kind == "p" and not self._admit_one(rec, e, out):
+                        events = []
+                    else:
+                        ids.append(e.prediction_id)
+                    steps.append((rec, events))
+                    continue
                 read[rec.kind] += [e.timestamp_ms for e in events]
                 if rec.kind == "p":
                     events = self._admitted(rec, events, out)
@@ -181,7 +191,10 @@ class JoinStep:
                 continue
             kind = rec.kind
             add = joiner.add_prediction if kind == "p" else joiner.add_label
-            mine = list(zip(events, islice(homes, len(events)), strict=True))
+            if len(events) == 1:
+                mine = [(events[0], next(homes))]
+            else:
+                mine = list(zip(events, islice(homes, len(events)), strict=True))
             try:
                 for e, home in mine:
                     if home != here:
@@ -202,8 +215,11 @@ class JoinStep:
         n = self.partitions
         at = dict(offsets)
         seen = self._seen(joiner)
+        homes_of = self._model_homes
         for model_id in joined.keys() | seen.keys():
-            out.outcomes.setdefault(partition_for(model_id, n), []).append(
+            if (model_home := homes_of.get(model_id)) is None:
+                model_home = homes_of[model_id] = partition_for(model_id, n)
+            out.outcomes.setdefault(model_home, []).append(
                 JoinedOutcomes(here, joined.get(model_id, []), at, seen.get(model_id, ()))
             )
         for u in joiner.drain_unscorable():
@@ -248,10 +264,14 @@ class JoinStep:
             if rec.kind == "p" and self.rules.label_free:
                 self._note_bad(rec, rejected)
         if events and rec.kind == "p":
-            newest = max(e.timestamp_ms for e in events)
+            if len(events) == 1:
+                newest, cut = events[0].timestamp_ms, events[0].features_cut
+            else:
+                newest = max(e.timestamp_ms for e in events)
+                cut = sum(e.features_cut for e in events)
             if self._newest_p is None or newest > self._newest_p:
                 self._newest_p = newest
-            if cut := sum(e.features_cut for e in events):  # keys or values not kept
+            if cut:  # keys or values not kept
                 out.counts["features_cut"] += cut
         return events
 
@@ -266,6 +286,15 @@ class JoinStep:
                 continue
             key = f"!{rec.partition}:{rec.offset}:{r.index or 0}"
             self._bad.append(Seen(key, r.model_id, at_ms, valid=False))
+
+    def _admit_one(self, rec: InputRecord, e: Any, out: JoinOutput) -> bool:
+        """:meth:`_admitted` of a message holding one prediction."""
+        admission = self.admission
+        if admission.admit(e.model_id, e.timestamp_ms):
+            return True
+        out.dead_letters.append(DeadLetter.model_limit(e, _source(rec), admission.limit))
+        out.refused_models.add(e.model_id)
+        return False
 
     def _admitted(self, rec: InputRecord, events: list[Any], out: JoinOutput) -> list[Any]:
         """The predictions of models within the cap; the others dead-lettered. Decided

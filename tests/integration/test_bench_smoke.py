@@ -3,12 +3,15 @@ the figures it reports must hang together (the full sizes run only by hand)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from bench import __main__ as bench_main
 from bench import latency, throughput
+from bench.harness import Traffic, produce, stack
+from bench.peers import create_quix_topics, quix_run
 
 
 @pytest.mark.separate  # half a minute: with the other long runs, in .ci/run's own step
@@ -19,10 +22,12 @@ def test_throughput_smoke_times_every_pair_and_reports_ratios() -> None:
     assert [r.metric for r in suite.rows] == [
         f"{who}, {labels[form]}"
         for form in ("single", "batched")
-        for who in ("worker", "replay engine", "worker", "worker")
+        for who in ("worker", "worker", "replay engine", "worker", "worker")
     ]
     for i, form in enumerate(("single", "batched")):
-        worker, replay, worker_vs_replay, worker_vs_off = suite.rows[4 * i : 4 * i + 4]
+        worker, vs_confluent, replay, worker_vs_replay, worker_vs_off = suite.rows[
+            5 * i : 5 * i + 5
+        ]
         d = suite.details[form]
         # the same worker with the label-free signals off, on the same input
         assert worker_vs_off.value == d["worker_pairs_per_s"]
@@ -33,9 +38,30 @@ def test_throughput_smoke_times_every_pair_and_reports_ratios() -> None:
         assert worker.value == worker_vs_replay.value == d["worker_pairs_per_s"] > 0
         assert replay.value == worker_vs_replay.baseline_value == d["replay_pairs_per_s"] > 0
         assert worker.baseline_value == replay.baseline_value == d["aiokafka_pairs_per_s"]
-        for row in (worker, replay, worker_vs_replay):
+        assert vs_confluent.baseline_value == d["confluent_pairs_per_s"] > 0
+        for row in (worker, vs_confluent, replay, worker_vs_replay):
             assert row.ratio == pytest.approx(row.value / row.baseline_value)
+        assert worker.met is (None if form == "single" else worker.value >= 100_000)
+        assert replay.met is (replay.ratio >= 0.3)
         assert d["worker_rss_end_mib"] >= 50
+
+
+@pytest.mark.separate  # a 25 s consumer-group join against tansu: in .ci/run's own step
+@pytest.mark.timeout(300)
+def test_the_quix_streams_peer_does_the_workers_join() -> None:
+    """The peer the throughput suite compares with must do the same job: every pair
+    joined once, and the wrong predictions it scores are exactly those of the traffic."""
+    traffic = Traffic(2_000, 7)
+    wrong = sum(p["prediction"] != g["label"] for p, g in traffic.events())
+    for form in ("single", "batched"):
+        with stack() as s:
+            settings = s.settings(f"quix-{form}")
+            asyncio.run(create_quix_topics(settings))
+            asyncio.run(produce(settings, traffic, form))
+            run = quix_run(settings, traffic.pairs, timeout=240)
+        assert run.pairs == traffic.pairs, form
+        assert run.errors == wrong, form
+        assert run.seconds > 0 and run.out_of_order >= 0
 
 
 @pytest.mark.separate  # with the throughput smoke, in .ci/run's own step
