@@ -29,6 +29,7 @@ SUITES = (
     "quality_versions",
     "quality_features",
     "detector_overhead",
+    "decoding",
     "memory",
     "throughput",
     "scale",

@@ -382,7 +382,7 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1, description="message bytes per batch at most"
     )
     checkpoint_interval_s: float = Field(
-        1.0,
+        3.0,
         ge=0,
         description="checkpoint detector state at most this often (0: every batch); "
         "outcomes are acked after the checkpoint that includes them",

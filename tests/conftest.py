@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from receivers import HttpReceiver, SmtpReceiver
+from redis.asyncio import Redis
 
 from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis
 
@@ -66,6 +67,22 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion, also from inside an async test (own thread, own loop)."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A Redis key prefix of this test's own."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client of the session's Redis server."""
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

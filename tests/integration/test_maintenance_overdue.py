@@ -8,10 +8,9 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import orjson
 import pytest
@@ -39,20 +38,6 @@ pytestmark = pytest.mark.integration
 EMAIL = "email:fraud-oncall@example.com"
 RUNBOOK = "https://wiki.example.com/runbooks/"
 DAY_MS = 86_400_000
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid4().hex[:8]}:"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def make_owner(model_id: str, owner: str = "team-fraud", **extra: Any) -> Owner:

@@ -7,9 +7,8 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 from redis import Redis as SyncRedis
@@ -29,20 +28,6 @@ SLACK = "slack:https://hooks.slack.com/services/T000/B000/XXXXsecretTAIL"
 PAGERDUTY = "pagerduty:0123456789abcdef0123456789abcdef"
 EMAIL = "email:head-of-fraud@example.com"
 RUNBOOK = "https://wiki.example.com/runbooks/"
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid4().hex[:8]}:"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def make_owner(model_id: str, owner: str = "team", **extra: object) -> Owner:
