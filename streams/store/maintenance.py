@@ -248,6 +248,7 @@ class VersionLog:
         retention_ms: int,
         max_models: int = 10_000,
         refresh_s: float = VERSION_REFRESH_S,
+        flush_s: float = 1.0,
         clock: Any = time.time,
         monotonic: Any = time.monotonic,
         breaker: RedisBreaker | None = None,
@@ -257,6 +258,8 @@ class VersionLog:
         self.retention_ms = retention_ms
         self.max_models = max_models
         self.refresh_s = refresh_s
+        self.flush_s = flush_s
+        self._flush_due = 0.0
         self.clock = clock
         self.monotonic = monotonic
         self.breaker = breaker or RedisBreaker()
@@ -273,6 +276,16 @@ class VersionLog:
             written = self._written.get(model)
             if written is None or written[0] != version or written[1] <= now:
                 self._pending[model] = version
+            else:  # back to the version written (a canary's flip): nothing to write
+                self._pending.pop(model, None)
+
+    async def maybe_flush(self) -> None:
+        """:meth:`flush` at most every ``flush_s``: the worker calls it per batch, and a
+        canary's versions flip from batch to batch."""
+        now = self.monotonic()
+        if now >= self._flush_due:
+            self._flush_due = now + self.flush_s
+            await self.flush()
 
     async def flush(self) -> None:
         """Write pending versions; on a Redis outage they stay pending."""

@@ -426,6 +426,8 @@ class Pipeline:
         await self._finish_in_flight(stopping=True)
         if self.detect.unsaved and self.fatal is None:
             await self._save_tracks()
+        if self._versions is not None:
+            await self._versions.flush()
         if self._counts is not None:
             await self._counts.flush(force=True)
             counts, snapshots = self._counts.unwritten()
@@ -575,7 +577,7 @@ class Pipeline:
                 self.counts.add_series(out.series)
         self.model_gauges.note(snapshots, touched)
         self.versions.note({m: snap["model_version"] for m, snap in snapshots.items()})
-        await self.versions.flush()
+        await self.versions.maybe_flush()  # off the batch path: at most once a second
         if alerts:  # the owner as registered now, so a reader of the topic knows who is paged
             owners = await self.orphans.owners_of({a["model_id"] for a in alerts})
             for alert in alerts:

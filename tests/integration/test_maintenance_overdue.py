@@ -199,6 +199,40 @@ async def test_the_version_log_keeps_when_each_version_became_current(redis: Red
     assert b"v:1.0" not in fields  # the oldest went first
 
 
+async def test_the_worker_writes_versions_at_most_once_per_flush_interval(
+    redis: Redis, prefix: str
+):
+    """A canary flips the newest version from batch to batch: the batch path writes what
+    is pending once per ``flush_s``, and the last flush writes what is left."""
+    wall, mono = [1_000.0], [0.0]
+    log = VersionLog(
+        redis, prefix, retention_ms=DAY_MS, flush_s=1.0, clock=lambda: wall[0],
+        monotonic=lambda: mono[0],
+    )  # fmt: skip
+    key = versions_key(prefix, "m")
+    log.note({"m": "1.0"})
+    await log.maybe_flush()
+    assert (await redis.hgetall(key))[b"current"] == b"1.0"
+    for i, version in enumerate(["2.0-canary", "1.0", "2.0-canary"]):  # batches in 1 s
+        mono[0] = 0.1 * (i + 1)
+        log.note({"m": version})
+        await log.maybe_flush()
+    assert (await redis.hgetall(key))[b"current"] == b"1.0"  # nothing written in between
+    mono[0], wall[0] = 1.0, 1_001.0
+    await log.maybe_flush()
+    fields = await redis.hgetall(key)
+    assert fields[b"current"] == b"2.0-canary" and fields[b"v:2.0-canary"] == b"1001000"
+    mono[0] = 1.5
+    log.note({"m": "1.0"})
+    log.note({"m": "2.0-canary"})  # back to the version written: nothing pending
+    mono[0] = 2.0
+    await log.maybe_flush()
+    assert (await redis.hgetall(key))[b"current"] == b"2.0-canary"
+    log.note({"m": "1.0"})
+    await log.flush()  # at shutdown: whatever is pending
+    assert (await redis.hgetall(key))[b"current"] == b"1.0"
+
+
 async def test_a_version_unchanged_past_retrain_every_is_overdue(redis: Redis, prefix: str):
     registry = OwnerRegistry(redis, prefix)
     t0 = int(time.time() * 1000)
