@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from streams.dev.process import stop_process
 
 
@@ -35,6 +37,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.separate  # 20-40 s: in .ci/run's own step, to keep the suite under 10 min
 def test_the_demo_stack_stays_up_for_the_commands_until_ctrl_c(tmp_path: Path) -> None:
     log = tmp_path / "demo.log"
     argv = [sys.executable, "-m", "streams", "demo", "--models", "6"]

@@ -30,6 +30,7 @@ STEADY = [f"steady-{i}" for i in range(5)]
 FLOOD = 3_000
 
 
+@pytest.mark.separate  # 20-40 s: in .ci/run's own step, to keep the suite under 10 min
 def test_a_flood_of_new_model_ids_is_capped_counted_and_alerted_once(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:

@@ -219,6 +219,7 @@ def test_degraded_models_alert_after_their_change_and_stable_ones_stay_quiet(
     assert originals == expected
 
 
+@pytest.mark.separate  # 20-40 s: in .ci/run's own step, to keep the suite under 10 min
 def test_restarted_worker_resumes_join_buffers_and_detector_state(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:

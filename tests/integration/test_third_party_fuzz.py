@@ -38,6 +38,7 @@ MAX_DLQ_RECORD_BYTES = 1_000_000
 MAX_DISORDER_WARNINGS = 50  # one summary line per interval is fine; one per event is not
 
 
+@pytest.mark.separate  # 20-40 s: in .ci/run's own step, to keep the suite under 10 min
 def test_a_hostile_third_party_stream_joins_every_valid_pair_once_and_dead_letters_the_rest(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:

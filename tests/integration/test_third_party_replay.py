@@ -51,6 +51,7 @@ def _rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@pytest.mark.separate  # 20-40 s: in .ci/run's own step, to keep the suite under 10 min
 def test_three_replays_of_confluent_written_topics_give_the_live_alert_ids(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
