@@ -44,6 +44,7 @@ __all__ = [
     "plain_read",
     "produce",
     "replay_read",
+    "run_until_written",
     "run_worker",
     "stack",
     "start_worker",
@@ -246,14 +247,43 @@ async def replay_read(settings: Settings, pairs: int) -> float:
     return pairs * (expected - read) / expected / (ended - began)
 
 
+def run_until_written(cmd: list[str], out: Path, *, timeout: float, what: str) -> Any:
+    """Run ``cmd`` (a module of this repository) in its own process until it writes the
+    JSON file ``out``, and return what it wrote. Its output goes to ``out`` with the suffix
+    ``.log``, whose tail a failure shows; the process is stopped by its pid either way."""
+    out.unlink(missing_ok=True)
+    repo = Path(__file__).parent.parent
+    log_path = out.with_suffix(".log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not out.exists():
+                if proc.poll() is not None and not out.exists():
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{what} exited {proc.returncode}:\n{tail}")
+                if time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-3000:]
+                    raise TimeoutError(f"{what} did not finish in {timeout}s:\n{tail}")
+                time.sleep(0.1)
+            return json.loads(out.read_text())
+        finally:
+            stop_process(proc, timeout=20)
+
+
 def faust_count(settings: Settings, messages: int, timeout: float) -> tuple[int, float]:
     """Baseline: a bare Faust agent with default settings counts the messages of both
     input topics (``bench/faust_counter.py``, in its own process as a worker runs).
     Returns (messages, seconds from its first to its last message)."""
     t = settings.topics
     out = settings.data_dir.with_name(settings.app_id + "-faust-count.json")
-    out.unlink(missing_ok=True)
-    log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
     cmd = [
         sys.executable,
         "-m",
@@ -264,27 +294,10 @@ def faust_count(settings: Settings, messages: int, timeout: float) -> tuple[int,
         str(messages),
         str(out),
     ]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=Path(__file__).parent.parent,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    result = run_until_written(
+        cmd, out, timeout=timeout, what=f"faust counter (counting {messages})"
     )
-    try:
-        deadline = time.monotonic() + timeout
-        while not out.exists():
-            if proc.poll() is not None:
-                tail = Path(log.name).read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"faust counter exited {proc.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"faust counter did not count {messages} in {timeout}s")
-            time.sleep(0.2)
-        result = json.loads(out.read_text())
-        return int(result["messages"]), float(result["last"]) - float(result["first"])
-    finally:
-        stop_process(proc, timeout=20)
-        log.close()
+    return int(result["messages"]), float(result["last"]) - float(result["first"])
 
 
 @dataclass

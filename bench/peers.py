@@ -11,22 +11,19 @@ configs a topic was created with: call :func:`create_quix_topics` before
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from streams.dev.process import stop_process
 from streams.settings import Settings
+
+from .harness import run_until_written
 
 __all__ = ["QuixRun", "confluent_read", "create_quix_topics", "quix_run"]
 
@@ -143,10 +140,7 @@ def quix_run(settings: Settings, pairs: int, timeout: float) -> QuixRun:
     parent = settings.data_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     out = parent / f"{settings.app_id}-quix.json"
-    out.unlink(missing_ok=True)
-    repo = Path(__file__).parent.parent
     with tempfile.TemporaryDirectory(prefix=f"{settings.app_id}-quix-state-", dir=parent) as state:
-        log = open(out.with_suffix(".log"), "wb")  # noqa: SIM115 - closed below
         cmd = [
             sys.executable,
             "-m",
@@ -159,30 +153,9 @@ def quix_run(settings: Settings, pairs: int, timeout: float) -> QuixRun:
             state,
             str(out),
         ]
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=repo,
-            env={**os.environ, "PYTHONPATH": str(repo)},
+        result = run_until_written(
+            cmd, out, timeout=timeout, what=f"quix app (joining {pairs} pairs)"
         )
-        try:
-            deadline = time.monotonic() + timeout
-            while not out.exists():
-                if proc.poll() is not None and not out.exists():
-                    tail = Path(log.name).read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"quix app exited {proc.returncode}:\n{tail}")
-                if time.monotonic() > deadline:
-                    tail = Path(log.name).read_text(errors="replace")[-3000:]
-                    raise TimeoutError(
-                        f"quix app did not join {pairs} pairs in {timeout}s:\n{tail}"
-                    )
-                time.sleep(0.1)
-            result = json.loads(out.read_text())
-        finally:
-            stop_process(proc, timeout=20)
-            log.close()
     return QuixRun(
         pairs=int(result["pairs"]),
         seconds=float(result["last"]) - float(result["first"]),

@@ -288,7 +288,7 @@ class JoinStep:
             self._bad.append(Seen(key, r.model_id, at_ms, valid=False))
 
     def _admit_one(self, rec: InputRecord, e: Any, out: JoinOutput) -> bool:
-        """:meth:`_admitted` of a message holding one prediction."""
+        """Whether prediction ``e`` is within the cap; if not, it is dead-lettered."""
         admission = self.admission
         if admission.admit(e.model_id, e.timestamp_ms):
             return True
@@ -299,17 +299,8 @@ class JoinStep:
     def _admitted(self, rec: InputRecord, events: list[Any], out: JoinOutput) -> list[Any]:
         """The predictions of models within the cap; the others dead-lettered. Decided
         where they are read, in offset order, before any forwarding."""
-        admission = self.admission
-        admit = admission.admit
-        kept = [e for e in events if admit(e.model_id, e.timestamp_ms)]
-        if len(kept) < len(events):
-            source = _source(rec)
-            allowed = set(map(id, kept))
-            for e in events:
-                if id(e) not in allowed:
-                    out.dead_letters.append(DeadLetter.model_limit(e, source, admission.limit))
-                    out.refused_models.add(e.model_id)
-        return kept
+        admit = self._admit_one
+        return [e for e in events if admit(rec, e, out)]
 
     def _count_disorder(self, kind: Kind, times: list[int], counts: Counter[str]) -> None:
         """Events more than ``lag_ms`` behind the newest read in earlier batches break the
