@@ -231,12 +231,14 @@ def build(case: Case, seed: int) -> Stream:
 
 
 def _drift(rng: np.random.Generator, p: dict[str, Any]) -> Stream:
-    """n_before predictions, then n_after with ``after`` changed; no labels."""
-    nb, na = p["n_before"], p["n_after"]
-    n = nb + na
+    """n_before predictions, then n_after with ``after`` changed, then n_back (0 unless
+    given) as before the change; no labels."""
+    nb, na, nback = p["n_before"], p["n_after"], p.get("n_back", 0)
+    n = nb + na + nback
     ms = poisson_times(rng, n, 1.0, T0_MS)
-    after = np.arange(n) >= nb
+    after = (np.arange(n) >= nb) & (np.arange(n) < nb + na)
     change_ms = int(ms[nb])
+    recover_ms = int(ms[nb + na]) if nback else None
     if p.get("regression"):
         mean = np.where(after, p.get("mean_after", 0.0), 0.0)
         sd = np.where(after, p.get("sd_after", 1.0), 1.0)
@@ -244,13 +246,13 @@ def _drift(rng: np.random.Generator, p: dict[str, Any]) -> Stream:
         error = np.abs(rng.standard_normal(n))
         none = np.full(n, -1, dtype=np.int64)
         return Stream(
-            ms, np.ones(n, bool), prediction, None, none, error, change_ms, None, True, True
+            ms, np.ones(n, bool), prediction, None, none, error, change_ms, recover_ms, True, True
         )
     rate = np.where(after, p.get("rate_after", p["rate"]), p["rate"])
     conf = np.where(after, p.get("confidence_after", 1.0), 1.0)
     s = _classification_stream(rng, ms, rate, conf)
     s.label_ms[:] = -1
-    s.change_ms, s.shared_labels = change_ms, True
+    s.change_ms, s.recover_ms, s.shared_labels = change_ms, recover_ms, True
     return s
 
 
@@ -547,6 +549,14 @@ def cases(quick: bool) -> list[Case]:
         add(_case("regression mean +0.5 sd", "drift", seeds, mean_after=0.5, **regression))
         add(_case("regression mean +1 sd", "drift", seeds, mean_after=1.0, **regression))
         add(_case("regression spread x2", "drift", seeds, sd_after=2.0, **regression))
+    # ... and drifts that go away again: the incident resolves
+    back = {**sizes, "n_back": sizes["n_after"]}
+    for a, b in [(0.3, 0.4)] if quick else [(0.3, 0.4), (0.3, 0.5), (0.5, 0.3)]:
+        name = f"positive rate {a:.0%}->{b:.0%}->{a:.0%}"
+        add(_case(name, "drift", seeds, rate=a, rate_after=b, **back))
+    if not quick:
+        name = "regression mean +1 sd and back"
+        add(_case(name, "drift", seeds, mean_after=1.0, regression=True, **back))
     # 2. stationary families, for false alarms
     n = 40_000 if quick else 1_000_000
     for name, params in (
@@ -849,6 +859,10 @@ def run(quick: bool, workers: int | None = None) -> Suite:
             }
         )
         psi_text = ", ".join(f"PSI>{t}: {v['detected']}/{v['runs']}" for t, v in psi.items())
+        if p.get("n_back"):  # the drift goes away: does its incident resolve?
+            psi_text += f"; resolved {d.resolved}/{d.runs}"
+            if d.resolve_ms:
+                psi_text += f" after {np.mean(d.resolve_ms) / 60_000:.1f} min"
         rows.append(
             Row(
                 f"prediction_drift detected: {c.name}",
@@ -1182,7 +1196,10 @@ def key_text(details: dict[str, Any]) -> str:
 def _points(name: str) -> int | None:
     if not name.startswith("positive rate "):
         return None
-    a, b = name.removeprefix("positive rate ").split("->")
+    parts = name.removeprefix("positive rate ").split("->")
+    if len(parts) != 2:  # a drift and its return
+        return None
+    a, b = parts
     return round(abs(float(b.rstrip("%")) - float(a.rstrip("%"))))
 
 

@@ -415,7 +415,7 @@ class SilenceConfig:
 
     enabled: bool = True
     factor: float = 5.0
-    min_gap_s: float = 60.0
+    min_gap_s: float = 30.0
     warmup: int = 100
 
     def __post_init__(self) -> None:

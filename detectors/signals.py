@@ -7,7 +7,10 @@ one ordered stream it derives:
 
 - ``prediction_drift``: ADWIN on the positive-class rate and on the score
   (classification), or on the standardised prediction and its successive differences
-  (regression); see :class:`~detectors.config.PredictionDriftConfig`;
+  (regression); see :class:`~detectors.config.PredictionDriftConfig`. A drift of
+  ``warning`` or more opens; it resolves once every drifted signal is measured back
+  within less than a ``warning`` shift (less two standard errors) of its level before
+  the first drift;
 - ``model_silent``: no prediction for ``factor`` x the usual gap while the watermark moves
   on, resolved by the next prediction (:mod:`detectors.silence`);
 - ``input_quality``: ADWIN on 1 per dead-lettered and 0 per valid event;
@@ -76,6 +79,8 @@ class SignalWatch:
 
     inputs: FeatureWatch | None = None  # from the first event with features (a class
     # default: a watch pickled before features existed reads back without one)
+    drift_open: dict[str, float] | None = None  # by drifted signal: its level before the
+    # first drift of the open incident (a class default, like ``inputs``)
 
     def __init__(self, model_id: str, config: MonitorConfig, *, lag_ms: int) -> None:
         self.model_id = model_id
@@ -270,8 +275,8 @@ class SignalWatch:
         at = [(index, te) for index, te, _, _ in valid]
         out: list[Signal] = []
         if self.config.prediction_drift.enabled:
-            out += self._drifts("positive_rate", rate, at, self._shift_severity)
-            out += self._drifts("score", scores, score_at, self._shift_severity)
+            streams = [("positive_rate", rate, at), ("score", scores, score_at)]
+            out += self._drifts(streams, self._shift_severity)
         if self._expected is not None and expected:
             out += self._estimate(expected, score_at)
         return out
@@ -298,50 +303,93 @@ class SignalWatch:
                 spread_at.append((index, te))
                 prev = None
         self._prev_z = prev
-        return self._drifts("prediction_mean", level, at, self._std_severity) + self._drifts(
-            "prediction_spread", spread, spread_at, self._std_severity
-        )
+        streams = [("prediction_mean", level, at), ("prediction_spread", spread, spread_at)]
+        return self._drifts(streams, self._std_severity)
 
     def _drifts(
         self,
-        name: str,
-        values: list[float],
-        at: list[tuple[int, int]],
+        streams: list[tuple[str, list[float], list[tuple[int, int]]]],
         severity: Callable[[float], str],
     ) -> list[Signal]:
-        adwin = self._drift.get(name)
-        if adwin is None:
-            c = self.config.prediction_drift
-            adwin = self._drift[name] = MeasuredAdwin(c.delta, c.confirm)
+        """ADWIN on each (signal name, values, their (index, event ms)); the changes are
+        measured, then judged in index order across the signals (they share the open
+        incident), whatever the batches."""
+        changes: list[tuple[int, str, Measured]] = []
+        for name, values, at in streams:
+            adwin = self._drift.get(name)
+            if adwin is None:
+                c = self.config.prediction_drift
+                adwin = self._drift[name] = MeasuredAdwin(c.delta, c.confirm)
 
-        def judge(before: float, after: float) -> str | None:
-            return None  # always measured first: ADWIN's first cut understates the shift
+            def judge(before: float, after: float) -> str | None:
+                return None  # always measured first: ADWIN's first cut understates it
 
-        def handle(m: Measured) -> Signal | None:
-            size = m.after - m.before
-            level = severity(abs(size))
-            if (
-                m.reported is not None
-                and RANK[severity(abs(size) - 2 * m.error)] <= RANK[m.reported]
-            ):
-                return None  # measured after an alert that said as much, within the noise
-            grew = "" if m.reported is None else f", grown from the {m.reported} first reported"
-            return Signal(
-                "prediction_drift",
-                "adwin",
-                name,
-                "firing",
-                "increase" if size > 0 else "decrease",
-                m.index,
-                m.at_ms,
-                level,
-                {"mean": rounded(m.before), "count": m.n_before},
-                {"mean": rounded(m.after), "count": m.n},
-                f"the {name.replace('_', ' ')} of the predictions moved from "
-                f"{m.before:.3g} to {m.after:.3g} ({size:+.3g}){grew}",
-            )
+            def keep(m: Measured, name: str = name) -> None:
+                changes.append((m.index, name, m))
 
-        return adwin.feed(values, at, judge, handle)
+            adwin.feed(values, at, judge, keep)
+        changes.sort(key=lambda c: (c[0], c[1]))
+        out: list[Signal] = []
+        for _, name, m in changes:
+            if (signal := self._drift_change(name, m, severity)) is not None:
+                out.append(signal)
+        return out
+
+    def _drift_change(
+        self, name: str, m: Measured, severity: Callable[[float], str]
+    ) -> Signal | None:
+        """A measured change of signal ``name``: a drift, or its return."""
+        size = m.after - m.before
+        level = severity(abs(size))
+        opened = self.drift_open
+        reference = None if opened is None else opened.get(name)
+        if (
+            reference is not None
+            and severity(max(abs(m.after - reference) - 2 * m.error, 0)) == "info"
+        ):
+            return self._drift_back(name, reference, m)  # no warning from where it was
+        if level != "info":
+            if opened is None:
+                opened = self.drift_open = {}
+            opened.setdefault(name, m.before)
+        return Signal(
+            "prediction_drift",
+            "adwin",
+            name,
+            "firing",
+            "increase" if size > 0 else "decrease",
+            m.index,
+            m.at_ms,
+            level,
+            {"mean": rounded(m.before), "count": m.n_before},
+            {"mean": rounded(m.after), "count": m.n},
+            f"the {name.replace('_', ' ')} of the predictions moved from "
+            f"{m.before:.3g} to {m.after:.3g} ({size:+.3g})",
+        )
+
+    def _drift_back(self, name: str, reference: float, m: Measured) -> Signal | None:
+        """``name`` measured back near its level before the drift: the incident resolves
+        when it was the last drifted signal still away."""
+        opened = self.drift_open
+        assert opened is not None
+        del opened[name]
+        if opened:
+            return None  # another signal of the prediction stream is still away
+        self.drift_open = None
+        return Signal(
+            "prediction_drift",
+            "adwin",
+            name,
+            "resolved",
+            "increase" if m.after > m.before else "decrease",
+            m.index,
+            m.at_ms,
+            "info",
+            {"mean": rounded(reference), "drifted": rounded(m.before), "count": m.n_before},
+            {"mean": rounded(m.after), "count": m.n},
+            f"the {name.replace('_', ' ')} of the predictions is back to {m.after:.3g} "
+            f"(was {reference:.3g} before the drift, {m.before:.3g} since)",
+        )
 
     def _shift_severity(self, size: float) -> str:
         c = self.config.prediction_drift

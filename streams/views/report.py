@@ -137,68 +137,49 @@ class ModelCard:
 
 
 @dataclass(frozen=True)
+class Totals:
+    """An owner's figures over their models' cards."""
+
+    models: int
+    orphans: int
+    open_incidents: int
+    resolved_incidents: int
+    pages: int
+    unacked: int
+    ack_median_s: float | None
+    versions_shipped: int
+    overdue: int
+    min_label_coverage: float | None
+
+
+@dataclass(frozen=True)
 class Scorecard:
     """One owner's models (``owner`` is :data:`NOBODY` for models nobody owns)."""
 
     owner: str
     models: tuple[ModelCard, ...]
 
-    @property
-    def orphans(self) -> int:
-        return sum(1 for m in self.models if m.orphan)
-
-    @property
-    def open_incidents(self) -> int:
-        return sum(m.open_incidents for m in self.models)
-
-    @property
-    def resolved_incidents(self) -> int:
-        return sum(m.resolved_incidents for m in self.models)
-
-    @property
-    def pages(self) -> int:
-        return sum(m.pages for m in self.models)
-
-    @property
-    def unacked(self) -> int:
-        return sum(m.unacked for m in self.models)
-
-    @property
-    def ack_median_s(self) -> float | None:
-        every = [s for m in self.models for s in m.ack_seconds]
-        return statistics.median(every) if every else None
-
-    @property
-    def versions(self) -> int:
-        return sum(len(m.versions) for m in self.models)
-
-    @property
-    def overdue(self) -> int:
-        return sum(len(m.overdue) for m in self.models)
-
-    @property
-    def min_label_coverage(self) -> float | None:
-        found = [m.label_coverage for m in self.models if m.label_coverage is not None]
-        return min(found) if found else None
-
-    def totals(self) -> dict[str, Any]:
-        return {
-            "models": len(self.models),
-            "orphans": self.orphans,
-            "open_incidents": self.open_incidents,
-            "resolved_incidents": self.resolved_incidents,
-            "pages": self.pages,
-            "unacked": self.unacked,
-            "ack_median_s": self.ack_median_s,
-            "versions_shipped": self.versions,
-            "overdue": self.overdue,
-            "min_label_coverage": self.min_label_coverage,
-        }
+    def totals(self) -> Totals:
+        ms = self.models
+        acks = [s for m in ms for s in m.ack_seconds]
+        coverage = [m.label_coverage for m in ms if m.label_coverage is not None]
+        return Totals(
+            models=len(ms),
+            orphans=sum(m.orphan for m in ms),
+            open_incidents=sum(m.open_incidents for m in ms),
+            resolved_incidents=sum(m.resolved_incidents for m in ms),
+            pages=sum(m.pages for m in ms),
+            unacked=sum(m.unacked for m in ms),
+            ack_median_s=statistics.median(acks) if acks else None,
+            versions_shipped=sum(len(m.versions) for m in ms),
+            overdue=sum(len(m.overdue) for m in ms),
+            min_label_coverage=min(coverage) if coverage else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "owner": self.owner,
-            "totals": self.totals(),
+            "totals": asdict(self.totals()),
             "models": [m.to_json() for m in self.models],
         }
 

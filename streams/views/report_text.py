@@ -154,24 +154,25 @@ def to_markdown(report: Report) -> str:
 
 def totals_text(card: Scorecard) -> str:
     """One line of an owner's totals (the digest page's core)."""
-    parts = [f"{len(card.models)} model{'s' if len(card.models) != 1 else ''}"]
-    if card.orphans:
-        parts.append(f"{card.orphans} orphan{'s' if card.orphans != 1 else ''} (nobody watching)")
-    if not card.pages:
+    t = card.totals()
+    parts = [f"{t.models} model{'s' if t.models != 1 else ''}"]
+    if t.orphans:
+        parts.append(f"{t.orphans} orphan{'s' if t.orphans != 1 else ''} (nobody watching)")
+    if not t.pages:
         paging = "no pages"
-    elif card.ack_median_s is None:
-        paging = f"{card.pages} page{'s' if card.pages != 1 else ''}, none acknowledged"
+    elif t.ack_median_s is None:
+        paging = f"{t.pages} page{'s' if t.pages != 1 else ''}, none acknowledged"
     else:
         paging = (
-            f"{card.pages} page{'s' if card.pages != 1 else ''}, {card.unacked} unacknowledged, "
-            f"median time to acknowledge {duration_text(card.ack_median_s)}"
+            f"{t.pages} page{'s' if t.pages != 1 else ''}, {t.unacked} unacknowledged, "
+            f"median time to acknowledge {duration_text(t.ack_median_s)}"
         )
     parts += [
-        f"incidents {card.open_incidents} open, {card.resolved_incidents} resolved",
+        f"incidents {t.open_incidents} open, {t.resolved_incidents} resolved",
         paging,
-        f"{card.versions} version{'s' if card.versions != 1 else ''} shipped",
-        f"{card.overdue} overdue item{'s' if card.overdue != 1 else ''}",
-        f"lowest label coverage {pct(card.min_label_coverage)}",
+        f"{t.versions_shipped} version{'s' if t.versions_shipped != 1 else ''} shipped",
+        f"{t.overdue} overdue item{'s' if t.overdue != 1 else ''}",
+        f"lowest label coverage {pct(t.min_label_coverage)}",
     ]
     return "; ".join(parts) + "."
 

@@ -11,18 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
-from test_pipeline import isolated_settings, worker_for
+from test_pipeline import isolated_settings, run_scenario, worker_for
 
 from detectors.config import DetectorSettings
-from streams.dev.demo import AlertCollector, wait_for_pipeline
-from streams.dev.process import WorkerProcess
 from streams.dev.simulate import ModelSpec, Scenario
-from streams.producer import WatchkeeperProducer
 from streams.replay.backtest import expand_sweeps
 from streams.replay.source import replay
-from streams.settings import Settings
-from streams.store.health import HealthStore
 from streams.topology import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -83,51 +77,6 @@ def build() -> Scenario:
     return sc
 
 
-async def run_with_features(
-    settings: Settings, bootstrap: str, scenario: Scenario, worker: WorkerProcess
-) -> list[dict[str, Any]]:
-    """Publish the scenario, features included, with the producer helper; the alerts once
-    the worker drained it. (``produce_scenario`` of the demo sends no features.)"""
-    collector = await AlertCollector(bootstrap, settings.topics.alerts).start()
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        t = settings.topics
-        async with WatchkeeperProducer(
-            bootstrap,
-            predictions_topic=t.predictions,
-            ground_truth_topic=t.ground_truth,
-            batch_size=200,
-            security=settings.kafka,
-        ) as producer:
-            for kind, event in scenario.events:
-                if kind == "p":
-                    await producer.predict(
-                        event["prediction_id"],
-                        event["model_id"],
-                        event["prediction"],
-                        model_version=event["model_version"],
-                        timestamp=event["timestamp"],
-                        score=event["score"],
-                        features=event["features"],
-                    )
-                else:
-                    await producer.label(
-                        event["prediction_id"], event["label"], timestamp=event["timestamp"]
-                    )
-        await wait_for_pipeline(
-            HealthStore(redis, settings.redis_prefix),
-            collector,
-            joined=scenario.labelled_predictions,
-            dlq=0,
-            timeout=120,
-            alive=worker.alive,
-        )
-    finally:
-        await collector.stop()
-        await redis.aclose()
-    return collector.alerts
-
-
 def hours(a: dict[str, Any]) -> float:
     return (a["event_time_ms"] - START) / H
 
@@ -140,7 +89,9 @@ def test_feature_drift_and_schema_change_fire_on_their_cause_and_replay_agrees(
     scenario = build()
     worker = worker_for(settings, tmp_path).start()
     try:
-        alerts = asyncio.run(run_with_features(settings, kafka_bootstrap, scenario, worker))
+        _, alerts, _ = asyncio.run(
+            run_scenario(settings, kafka_bootstrap, scenario, worker, dlq=0, malformed=False)
+        )
     finally:
         assert worker.stop() == 0, worker.log_tail()
     inputs = [a for a in alerts if a["kind"] in INPUT_KINDS]

@@ -37,8 +37,8 @@ LABEL_FREE = (
 
 
 def build() -> tuple[Scenario, int]:
-    """Six models over 24 h of event time, each with one cause that comes and goes (or,
-    for ``drifting``, stays); returns the scenario and its number of invalid events."""
+    """Six models over 24 h of event time, each with one cause that comes and goes;
+    returns the scenario and its number of invalid events."""
     rng = random.Random(3)
     timed: list[tuple[int, int, str, dict[str, Any]]] = []
     names = ("steady", "labels-gap", "quiet", "bad-input", "drifting", "unsure")
@@ -61,7 +61,7 @@ def build() -> tuple[Scenario, int]:
                 timed.append((ts, len(timed), "p", bad))
                 invalid += 1
                 continue
-            positive_rate = 0.5 if name == "drifting" and hour >= 12 else 0.2
+            positive_rate = 0.5 if name == "drifting" and 12 <= hour < 17 else 0.2
             unsure = name == "unsure" and 12 <= hour < 18
             prediction = rng.random() < positive_rate
             w = rng.uniform(0, 0.6 if unsure else 0.1)  # calibrated: wrong with probability w
@@ -146,6 +146,9 @@ def test_each_signal_fires_on_its_cause_resolves_and_replay_agrees(
     drift = [a for a in of("drifting", "prediction_drift") if a["signal"] == "positive_rate"]
     assert drift and 12 <= hours(drift[0]) < 16.5, drift  # 400 predictions measure it
     assert drift[-1]["severity"] == "critical" and drift[-1]["after"]["mean"] > 0.4, drift
+    (back,) = of("drifting", "prediction_drift", "resolved")  # every drifted signal is back
+    assert 17 <= hours(back) < 24 and back["after"]["mean"] < 0.35, back
+    assert back["alert_id"] not in {a["alert_id"] for a in of("drifting", "prediction_drift")}
 
     fired, *grown = of("unsure", "estimated_degradation")
     assert len(grown) <= 1 and all(a["severity"] == "critical" for a in grown), grown

@@ -5,12 +5,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 
 from detectors.config import ErrorClipConfig
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True)
+SEEDS = st.integers(0, 2**32 - 1)
+LAG = 60_000  # the reorder lag of the model-track tests
+T0 = 1_700_000_000_000
+
+
+def slow(max_examples: int) -> settings:
+    """Few examples of long streams, a failure reported as found (shrinking a stream of
+    thousands of events takes ages)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+    )
 
 
 def close(a: float, b: float) -> bool:

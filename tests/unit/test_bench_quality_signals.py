@@ -136,12 +136,14 @@ def test_the_quick_run_is_quick(quick: dict[str, Any]) -> None:
 def test_every_ten_point_shift_of_the_positive_rate_is_detected(quick: dict[str, Any]) -> None:
     drift = quick["suite"].details["prediction_drift"]
     tens = [e for e in drift if e["case"].startswith("positive rate ")]
-    assert len(tens) == 4
+    assert len(tens) == 5  # four shifts, and one that goes back
     for e in tens:
         adwin = e["adwin"]
         assert adwin["detected"] == adwin["runs"] == 3, e["case"]
         assert adwin["false_alarms_before_change"] == 0, e["case"]
         assert adwin["max_delay_predictions"] < 5000, e["case"]
+    (back,) = [e for e in tens if e["case"].count("->") == 2]
+    assert back["adwin"]["resolved"] == 3, back
 
 
 def test_a_silence_of_ten_usual_gaps_is_flagged_and_resolved(quick: dict[str, Any]) -> None:

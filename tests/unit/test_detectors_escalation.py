@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import numpy as np
+from detector_strategies import T0
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.base import Change
 from detectors.config import MonitorConfig
 from detectors.track import MEASURE_AFTER, Detection, ModelTrack
-
-T0 = 1_700_000_000_000
 
 
 def run(before: float, after: float, seed: int, cuts: list[int]) -> list[Detection]:

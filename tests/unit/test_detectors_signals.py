@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import Phase, given, settings
+from detector_strategies import LAG, SEEDS, T0, slow
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.config import (
@@ -33,13 +34,7 @@ from detectors.signal import Signal
 from detectors.signals import SeenPayload, SignalWatch
 from detectors.track import Detection, ModelTrack
 
-LAG = 60_000
-T0 = 1_700_000_000_000
-# slow examples: a failure is reported as found (shrinking a 5,000-event stream takes ages)
-SLOW = settings(
-    max_examples=8, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate]
-)
-SEEDS = st.integers(0, 2**32 - 1)
+SLOW = slow(8)
 RANK = {"info": 0, "warning": 1, "critical": 2}
 
 Prediction = tuple[int, str, SeenPayload]
@@ -184,15 +179,17 @@ def live(config: MonitorConfig, events: Events, seed: int = 0, per_batch: int = 
 
 
 def eventful(seed: int) -> Events:
-    """~5,000 predictions 2 s apart on average: a positive-rate shift, a burst of dead
-    letters, a label outage, a silent half hour, a loss of confidence (calibrated), and
-    labels 5 s to a few minutes after their prediction."""
+    """~5,000 predictions 2 s apart on average: a positive-rate shift and its return, a
+    burst of dead letters, a label outage, a silent half hour, a loss of confidence
+    (calibrated), and labels 5 s to a few minutes after their prediction."""
     rng = np.random.default_rng(seed)
     events = Events()
     n = int(rng.integers(4500, 5500))
-    shift_at, burst_at, outage_at = (int(x) for x in rng.integers(800, 1500, 3))
+    burst_at, outage_at = (int(x) for x in rng.integers(800, 1500, 2))
+    shift_at = int(rng.integers(1300, 1600))  # a reference of 1,000 and more before it
     outage_len = int(rng.integers(1200, 1800))
     silent_at = int(rng.integers(2500, 3500))
+    back_at = int(rng.integers(2600, 2800))
     doubt_at = int(rng.integers(3800, 4200))
     t = T0 + int(rng.integers(0, 3_600_000))
     for k in range(n):
@@ -202,7 +199,7 @@ def eventful(seed: int) -> Events:
         if burst_at <= k < burst_at + 700 and rng.random() < 0.3:
             events.dead_letter(t)
             continue
-        rate = 0.3 if k < shift_at else 0.45
+        rate = 0.6 if shift_at <= k < back_at else 0.3
         confidence = 0.92 if k < doubt_at else 0.7
         c = min(max(confidence + rng.normal(0, 0.03), 0.5), 1.0)
         positive = bool(rng.random() < rate)
@@ -226,10 +223,11 @@ def test_signals_do_not_depend_on_arrival_order_or_batch_cadence(
 ) -> None:
     events = eventful(seed)
     reference = drive(EVENTFUL, events, None).signals
-    # every kind fires and (but drift) resolves, so every path is compared
+    # every kind fires and resolves, so every path is compared
     seen = {(s.kind, s.detector, s.status) for s in reference}
     assert seen >= {
         ("prediction_drift", "adwin", "firing"),
+        ("prediction_drift", "adwin", "resolved"),
         ("model_silent", "gap", "firing"),
         ("model_silent", "gap", "resolved"),
         ("labels_missing", "window", "firing"),
@@ -413,6 +411,49 @@ def test_the_positive_class_picks_the_rate_watched(
     assert all(s.index > 6000 for s in found)
     expected = 0.4 if direction == "increase" else 0.6
     assert near(found[-1].after, "mean", expected), found[-1]
+
+
+@settings(SLOW, max_examples=10)
+@given(SEEDS)
+def test_a_drift_resolves_once_the_rate_is_back_where_it_was(seed: int) -> None:
+    events = rates(seed, [(5000, 0.3), (4000, 0.5), (4000, 0.3)])
+    found = of(live(MonitorConfig(), events, seed).signals, "prediction_drift")
+    rate = [s for s in found if s.signal == "positive_rate"]
+    firing = [s for s in rate if s.status == "firing" and s.severity != "info"]
+    (back,) = [s for s in found if s.status == "resolved"]
+    assert firing and all(5000 < s.index <= 9000 for s in firing), firing
+    assert back.signal == "positive_rate" and back.severity == "info" and back.index > 9000
+    assert back.index > max(s.index for s in found if s.status == "firing")
+    assert near(back.after, "mean", 0.3) and back.direction == "decrease", back
+    assert abs(back.before["mean"] - 0.3) < 0.04 and back.before["drifted"] > 0.4, back
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_a_drift_a_third_of_the_way_back_stays_open(seed: int) -> None:
+    events = rates(seed, [(5000, 0.3), (4000, 0.6), (6000, 0.5)])
+    found = of(live(MonitorConfig(), events, seed).signals, "prediction_drift")
+    assert [s for s in found if s.status == "firing" and s.severity == "critical"], found
+    assert not [s for s in found if s.status == "resolved"], found
+    assert live(MonitorConfig(), events, seed).track.watch.drift_open
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_a_drift_resolves_only_when_every_drifted_signal_is_back(seed: int) -> None:
+    """The positive rate and the score both move; the rate comes back, the score (less
+    confident predictions) does not: the incident stays open."""
+    rng = np.random.default_rng(seed)
+    events = Events()
+    t = T0
+    for count, rate, confidence in [(5000, 0.3, 0.95), (4000, 0.6, 0.95), (5000, 0.3, 0.5)]:
+        for _ in range(count):
+            t += 1000
+            positive = bool(rng.random() < rate)
+            events.predict(t, int(positive), confidence if positive else 1 - confidence)
+    run = live(MonitorConfig(), events, seed)
+    found = of(run.signals, "prediction_drift")
+    assert {s.signal for s in found if s.status == "firing"} >= {"positive_rate", "score"}
+    assert not [s for s in found if s.status == "resolved"], found
+    assert run.track.watch.drift_open is not None and "score" in run.track.watch.drift_open
 
 
 def test_prediction_drift_disabled_says_nothing() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import Phase, given, settings
+from detector_strategies import LAG, SEEDS, T0, slow
+from hypothesis import given
 from hypothesis import strategies as st
 
 from detectors.base import error_severity
@@ -31,12 +32,7 @@ from detectors.track import Detection, ModelTrack
 from detectors.versions import VersionWatch, regression_z
 from streams.contract.alerts import LIFECYCLE_KINDS, build_alert, build_signal_alert
 
-LAG = 60_000
-T0 = 1_700_000_000_000
-SLOW = settings(
-    max_examples=6, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate]
-)
-SEEDS = st.integers(0, 2**32 - 1)
+SLOW = slow(6)
 CONFIG = MonitorConfig()
 
 

@@ -187,7 +187,7 @@ def test_orphans_come_first_under_nobody_then_owners_by_name() -> None:
     nobody = report.scorecards[0]
     # orphans before the registry-only model, each group in the fleet's order
     assert [m.model_id for m in nobody.models] == ["stray-b", "stray-a", "registry-only"]
-    assert nobody.orphans == 2
+    assert nobody.totals().orphans == 2
     assert all(m.watched_by == () for m in nobody.models)
 
 
@@ -204,7 +204,7 @@ def test_incidents_time_to_ack_and_unacked_pages() -> None:
     assert eu.ack_seconds == (600.0, 1800.0)
     assert eu.ack_median_s == 1200.0
     assert eu.unacked == 1
-    card = fraud.scorecards[0]
+    card = fraud.scorecards[0].totals()
     assert (card.open_incidents, card.resolved_incidents) == (1, 1)
     assert card.ack_median_s == 1200.0  # median over every acked page of the owner
     assert card.unacked == 1 + 1  # fraud-us's drift page was never acked
@@ -232,7 +232,7 @@ def test_overdue_items_land_on_their_models_even_unseen_ones() -> None:
     assert [m.model_id for m in alice.models] == ["churn", "gone"]
     assert [o.reason for o in alice.models[0].overdue] == ["unconfirmed"]
     assert [o.reason for o in alice.models[1].overdue] == ["not_retrained"]
-    assert alice.overdue == 2
+    assert alice.totals().overdue == 2
 
 
 def test_unknown_owner_is_a_clear_error() -> None:
