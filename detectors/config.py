@@ -286,7 +286,10 @@ class PredictionDriftConfig:
     the detection, and the alert goes out then. Severity follows the size of the shift:
     below ``warning_shift`` (rate or score points; ``warning_std`` for regression, in
     reference standard deviations) it is ``info`` and pages nobody, from
-    ``critical_shift`` (``critical_std``) it is ``critical``.
+    ``critical_shift`` (``critical_std``) it is ``critical``. A drift of ``warning`` or
+    more resolves when every signal that drifted is measured back within less than
+    ``warning_shift`` (``warning_std``) of its level before the drift, allowing two
+    standard errors of the ``confirm`` predictions measured.
     """
 
     enabled: bool = True
