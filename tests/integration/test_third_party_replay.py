@@ -6,8 +6,11 @@ events are not on the partition Watchkeeper's join calls their home. The live wo
 runs over a seeded scenario on 4 partitions (labels early, late, twice and never; two
 classifiers degrade halfway); then ``python -m streams replay`` runs three times over
 the same time range. Each run must give the same alert ids, at the same outcome index,
-with the same statistics before and after, as each other and as the live worker.
-``orphaned_model`` alerts are left out: they are raised on the wall clock, by design.
+with the same statistics before and after, as each other and as the live worker: the
+degradations, and the label-free and lifecycle signals (one model stops serving for
+half an hour, so ``model_silent`` fires and resolves; the 10 % canary of every model
+raises ``version_changed``). ``orphaned_model`` and the fleet's ``model_silent`` are
+left out: they are raised on the wall clock, by design.
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from helpers.hostile import ModelSpec, Topics, clean_stream, murmur2_partition
 from helpers.pipeline import (
     Promises,
     decode_alerts,
-    detections,
     isolated,
     run_replay,
     wait_processed,
 )
-from helpers.third_party import play, read_topic
+from helpers.third_party import Message, play, read_topic
+
+from streams.contract.alerts import FLEET, LABEL_FREE_KINDS, LIFECYCLE_KINDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -41,6 +46,37 @@ MODELS = [
     ModelSpec("reg-01", "regression"),
 ]
 COMPARED = ("model_id", "kind", "detector", "outcome_index", "event_time_ms", "before", "after")
+EVENT_TIME_KINDS = ("performance_degradation", "performance_improvement")
+EVENT_TIME_KINDS += LABEL_FREE_KINDS + LIFECYCLE_KINDS
+SILENT = "clf-02"  # stops serving from 1 h to 1.5 h into the stream
+
+
+def event_time_alerts(alerts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The alerts decided in event time, by id (the ones replay must reproduce)."""
+    return {
+        a["alert_id"]: a
+        for a in alerts
+        if a.get("kind") in EVENT_TIME_KINDS and a.get("model_id") != FLEET
+    }
+
+
+def silence(messages: list[Message], topics: Topics, start_ms: int, end_ms: int) -> set[str]:
+    """Drop SILENT's predictions made in [start_ms, end_ms) and their labels, in place;
+    returns their prediction ids."""
+    dropped: set[str] = set()
+    kept = []
+    for m in messages:
+        event = orjson.loads(m.value or b"{}")
+        pid = event.get("prediction_id")
+        if m.topic == topics.predictions and event.get("model_id") == SILENT:
+            if start_ms <= m.timestamp_ms < end_ms:
+                dropped.add(pid)
+                continue
+        elif m.topic == topics.ground_truth and pid in dropped:
+            continue
+        kept.append(m)
+    messages[:] = kept
+    return dropped
 
 
 def _view(alerts: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
@@ -62,6 +98,10 @@ def test_three_replays_of_confluent_written_topics_give_the_live_alert_ids(
     base_ms = (int(time.time() * 1000) - span_ms - 3_600_000) // 60_000 * 60_000
     stream = clean_stream(SEED, topics, base_ms=base_ms, models=MODELS, per_model=3000)
     expected = stream.expected
+    (segment,) = stream.segments
+    gone = silence(segment.messages, topics, base_ms + 3_600_000, base_ms + 5_400_000)
+    expected.pair_ids[SILENT] -= gone
+    expected.pairs[SILENT] = len(expected.pair_ids[SILENT])
 
     worker = iso.worker().start()
     try:
@@ -79,9 +119,12 @@ def test_three_replays_of_confluent_written_topics_give_the_live_alert_ids(
     print(f"\nlive: {seen.short()}")
     assert seen.why == "done", f"the live worker did not finish: {seen.short()}"
     assert code == 0, worker.log_tail()
-    live = detections(live_alerts)
+    live = event_time_alerts(live_alerts)
     degraded = {a["model_id"] for a in live.values() if a["kind"] == "performance_degradation"}
     assert len(degraded) >= 2, f"the scenario must make two models alert live, got {degraded}"
+    silent = sorted(a["status"] for a in live.values() if a["kind"] == "model_silent")
+    assert silent == ["firing", "resolved"], f"{SILENT} stopped for 30 min: {silent}"
+    assert {a["model_id"] for a in live.values() if a["kind"] == "model_silent"} == {SILENT}
 
     # the range in record time, as an analyst gives it: epoch ms, and RFC 3339
     first, last = stream.span_ms
@@ -105,7 +148,7 @@ def test_three_replays_of_confluent_written_topics_give_the_live_alert_ids(
     promises = Promises()
     live_view = _view(dict(live))
     for i, run in enumerate(runs):
-        replayed = _view(dict(detections(run.alerts)))
+        replayed = _view(event_time_alerts(run.alerts))
         only_live = sorted(set(live_view) - set(replayed))
         only_replay = sorted(set(replayed) - set(live_view))
         promises.check(
@@ -122,7 +165,7 @@ def test_three_replays_of_confluent_written_topics_give_the_live_alert_ids(
             f"{list(differ.values())[:3]}",
         )
         if i:
-            previous = _view(dict(detections(runs[i - 1].alerts)))
+            previous = _view(event_time_alerts(runs[i - 1].alerts))
             promises.check(
                 replayed == previous,
                 f"replay {i + 1} differs from replay {i}: {len(replayed)} vs "
