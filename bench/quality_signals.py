@@ -38,7 +38,8 @@ drawn as Bernoulli(score), so the expected error is ``(1 - c)/2``, 13.6 %):
    under ``min_rate``: not to be reported);
 6. ``estimated_degradation``: the confidence drops (expected error rises) with labels
    delayed 6 h (median), against the label-based ``performance_degradation``; and an
-   error rise the scores do not show.
+   error rise the scores do not show; and the demo's own three degradations, through the
+   replay engine (:mod:`bench.demo_signals`).
 
 A signal alarms when it is ``firing`` (an estimated_degradation's reconciliation is a
 follow-up of an alarm, not an alarm: counted apart). Delays run from the change point to
@@ -65,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import demo_signals
 from bench.report import Row, Suite, markdown
 from detectors.config import MonitorConfig
 from detectors.histogram import LogHistogram
@@ -1092,6 +1094,8 @@ def run(quick: bool, workers: int | None = None) -> Suite:
                 )
             )
     details["estimated_degradation"] = est_details
+    demo_rows, details["estimated_on_the_demo"] = demo_signals.measure(quick)
+    rows += demo_rows
     details["seconds"] = round(time.perf_counter() - began, 1)
     details["run_seconds"] = round(sum(r.seconds for runs in results.values() for r in runs), 1)
     details["key_figures"] = key

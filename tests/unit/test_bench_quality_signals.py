@@ -181,3 +181,14 @@ def test_the_suite_reports_rows_with_targets(quick: dict[str, Any]) -> None:
         r.metric for r in rows
     }
     assert "prediction_drift (ADWIN)" in quick["suite"].details["text"]
+
+
+def test_the_estimate_fires_before_the_labels_on_the_demos_degradations(
+    quick: dict[str, Any],
+) -> None:
+    demo = quick["suite"].details["estimated_on_the_demo"]
+    assert [e["model"] for e in demo["degraded"]] == ["fraud-eu", "churn-us", "pricing-apac"]
+    for e in demo["degraded"]:
+        assert e["estimated_after_h"] is not None and e["label_based_after_h"] is not None, e
+        assert e["estimated_after_h"] < e["label_based_after_h"], e
+    assert demo["false_alarms"] == []
