@@ -302,6 +302,28 @@ class DetectStep:
             self._schedule(model_id, track)
         return out
 
+    def join_offsets(self) -> dict[int, dict[str, int]] | None:
+        """The input offsets (by topic) each join partition had processed at the latest
+        of its marks read here; None until every join partition sent one. The end of the
+        stream is when each of these is at the end of its partitions."""
+        out: dict[int, dict[str, int]] = {}
+        for j in range(self.join_partitions):
+            u = self._unconfirmed.get(j)
+            if u is None or u.last_seq is None:
+                return None
+            out[j] = u.last_offsets
+        return out
+
+    def newest_held_ms(self) -> int | None:
+        """The newest event time among the outcomes and predictions held."""
+        newest = None
+        for model_id in self.held:
+            track = self.tracks[model_id]
+            for seq in (track.sequencer, track.watch.sequencer):
+                if len(seq) and (t := seq.max_seen_ms) is not None:
+                    newest = t if newest is None else max(newest, t)
+        return newest
+
     def flush(self) -> DetectOutput:
         """Release everything held (the end of a replay, or a stream gone idle)."""
         out = DetectOutput()

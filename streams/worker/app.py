@@ -49,6 +49,7 @@ from streams.worker.batches import RecordBatches
 from streams.worker.broker_auth import faust_credentials
 from streams.worker.broker_watch import BrokerWatch
 from streams.worker.detect_step import WorkerDetect
+from streams.worker.end_of_stream import caught_up, old_enough, positions
 from streams.worker.faust_internals import (
     BatchDrainConsumer,
     DirectSink,
@@ -620,8 +621,15 @@ class Pipeline:
 
         The end is when this worker's join has produced nothing and an outcomes partition
         has received nothing (outcomes or join marks, which every join batch sends to
-        every partition) for ``idle_flush_s``, and the worker has read everything the
-        broker holds on its partitions. Quiet is judged per partition, not per model."""
+        every partition) for ``idle_flush_s``, this worker has read everything the broker
+        holds on its partitions, and every join partition, whichever worker holds it,
+        has marked the end of its inputs (a worker of the group still restoring or
+        catching up will publish more). Quiet is judged per partition, not per model.
+
+        Not what arrived within ``reorder_lag_ms`` of the wall clock: a live stream's
+        lull is not its end, and its next events release those outcomes in order (a
+        flush would make the stragglers of the lull late). They go once they are that
+        old."""
         if self.app.rebalancing:
             return
         await self._load_assigned_tracks()
@@ -629,12 +637,16 @@ class Pipeline:
         if self._last_join > cutoff:
             return
         quiet = {p for p, t in self.detect.last_input.items() if t <= cutoff}
-        if not quiet or not await self._caught_up():
+        if not quiet or not await self._caught_up(quiet):
             return  # a stall (CPU, fetch, broker) is not the end of the stream
+        now_ms = time.time() * 1000
         outputs = []
         for partition in quiet:
-            del self.detect.last_input[partition]
             step = self.detect.steps.get(partition)
+            newest = step.newest_held_ms() if step is not None else None
+            if not old_enough(newest, now_ms, self.settings.reorder_lag_ms):
+                continue  # live traffic in a lull: asked again on the next tick
+            del self.detect.last_input[partition]
             if step is not None and step.held:
                 outputs.append((partition, step.flush()))
         if outputs:
@@ -770,8 +782,10 @@ class Pipeline:
         else:
             breaker.succeeded()
 
-    async def _caught_up(self) -> bool:
-        """Has this worker processed every record the broker holds on its partitions?"""
+    async def _caught_up(self, quiet: set[int]) -> bool:
+        """Has this worker processed every record the broker holds on its partitions, and
+        has every join partition (by its latest mark on the ``quiet`` outcomes
+        partitions) processed every record of its inputs?"""
         try:
             reader = await asyncio.wait_for(self._reader(), 5.0)
         except (TimeoutError, KafkaError, OSError):
@@ -790,11 +804,16 @@ class Pipeline:
             done[TopicPartition(tp.topic, tp.partition)] = offsets.get(tp.topic, -1)
         if not done:
             return False
+        steps = [self.detect.steps.get(p) for p in quiet]
+        marked = [None if step is None else step.join_offsets() for step in steps]
+        everything = positions(done, marked, self.join.kinds)
+        if everything is None:
+            return False  # a join partition has sent no mark yet
         try:  # a broker that does not answer is not the end of the stream
-            ends = await asyncio.wait_for(reader.end_offsets(list(done)), 5.0)
+            ends = await asyncio.wait_for(reader.end_offsets(list(everything)), 5.0)
         except (TimeoutError, KafkaError):
             return False
-        return all(last + 1 >= ends[tp] for tp, last in done.items())
+        return caught_up(everything, ends)
 
 
 def _count_dead_letters(reasons: Counter[str]) -> None:
