@@ -18,6 +18,7 @@ import orjson
 
 from bench.report import Row
 from detectors.config import DetectorSettings
+from streams.dev.demo import first_paging
 from streams.dev.simulate import Scenario, build_scenario
 from streams.engine.join_step import InputRecord
 from streams.engine.local import LocalTopology
@@ -73,16 +74,9 @@ def run_engine(scenario: Scenario, batch: int = 500) -> list[dict[str, Any]]:
 
 
 def _first(alerts: list[dict[str, Any]], model: str, kind: str, since_ms: int) -> int | None:
-    times = [
-        a["event_time_ms"]
-        for a in alerts
-        if a["model_id"] == model
-        and a["kind"] == kind
-        and a.get("status", "firing") == "firing"
-        and a["detector"] != "reconcile"
-        and a["event_time_ms"] >= since_ms
-    ]
-    return min(times, default=None)
+    """When the demo's summary says ``kind`` first fired on ``model``."""
+    found = first_paging(alerts, model, kind, since_ms)
+    return None if found is None else int(found["event_time_ms"])
 
 
 def _hours_after(ms: int | None, change_ms: int) -> float | None:

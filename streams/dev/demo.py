@@ -306,24 +306,29 @@ def _case_row(
 LABEL_FREE = LABEL_FREE_KINDS
 
 
+def first_paging(
+    alerts: list[dict[str, Any]], model_id: str, kind: str, since_ms: int
+) -> dict[str, Any] | None:
+    """The first firing alert of ``kind`` above ``info`` on ``model_id`` at or after
+    ``since_ms`` (event time)."""
+    mine = [
+        a
+        for a in alerts
+        if a["model_id"] == model_id
+        and a["kind"] == kind
+        and a.get("status", "firing") == "firing"
+        and a["severity"] != "info"
+        and a["event_time_ms"] >= since_ms
+    ]
+    return min(mine, key=lambda a: a["event_time_ms"]) if mine else None
+
+
 def label_free_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:
     """Per scenario model with a label-free cause: the first firing alert of each kind
     that should catch it, in event time from the cause."""
     table = Table(title="Before the labels: label-free signals")
     for col in ("model", "what happened", "at", "alert", "first fired", "after"):
         table.add_column(col)
-
-    def first(model_id: str, kind: str, since: int) -> dict[str, Any] | None:
-        mine = [
-            a
-            for a in alerts
-            if a["model_id"] == model_id
-            and a["kind"] == kind
-            and a.get("status", "firing") == "firing"
-            and a["severity"] != "info"
-            and a["event_time_ms"] >= since
-        ]
-        return min(mine, key=lambda a: a["event_time_ms"]) if mine else None
 
     cases: list[tuple[str, str, int, str]] = []
     for m in scenario.labels_stopped:
@@ -341,7 +346,8 @@ def label_free_table(scenario: Scenario, alerts: list[dict[str, Any]]) -> Table:
             (m.model_id, "error rises (scores show it)", m.change_at_ms, "estimated_degradation")
         )
     for model_id, what, at, kind in cases:
-        table.add_row(*_case_row(scenario, model_id, what, at, kind, first(model_id, kind, at)))
+        found = first_paging(alerts, model_id, kind, at)
+        table.add_row(*_case_row(scenario, model_id, what, at, kind, found))
     stable = {
         m.model_id
         for m in scenario.models
