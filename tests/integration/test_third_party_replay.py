@@ -114,7 +114,7 @@ def test_three_replays_of_confluent_written_topics_give_the_live_alert_ids(
         keyed = [r for r in written if r.key is not None]
         away = sum(r.partition != murmur2_partition(r.key.decode(), 4) for r in keyed if r.key)
         assert away > len(keyed) // 2, f"only {away} of {len(keyed)} events off their home"
-        seen = wait_processed(iso, worker, expected.pairs, timeout=150)
+        seen = wait_processed(iso, worker, expected.pairs, timeout=150, stall_s=40)
         live_alerts = decode_alerts(iso.read("alerts"))
     finally:
         code = worker.stop()
