@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,47 @@ async def produce(settings: Settings, traffic: Traffic, form: str) -> int:
         await raw.stop()
 
 
+class EventCount:
+    """The events a plain reader decoded (a JSON array counts its length), and the time
+    from its first record to its last: the loop the baseline readers share."""
+
+    def __init__(self, expected: int, timeout: float, who: str) -> None:
+        self.expected = expected
+        self.who = who
+        self.events = 0
+        self.began = self.last = 0.0
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+
+    @property
+    def reading(self) -> bool:
+        """Not all events yet (and still within the timeout, else TimeoutError)."""
+        if self.events >= self.expected:
+            return False
+        if time.monotonic() > self._deadline:
+            raise TimeoutError(
+                f"{self.who} {self.events}/{self.expected} events in {self._timeout}s"
+            )
+        return True
+
+    def batch(self, values: Iterable[bytes]) -> None:
+        """Decode and count one fetched batch (empty: a fetch that returned nothing)."""
+        events, began = self.events, self.began
+        for value in values:
+            if not began:
+                began = self.began = time.perf_counter()
+            doc = orjson.loads(value)
+            events += len(doc) if isinstance(doc, list) else 1
+        self.events = events
+        self.last = time.perf_counter()
+
+    def seconds(self) -> float:
+        """From the first record to the last, once exactly ``expected`` were read."""
+        if self.events != self.expected:
+            raise RuntimeError(f"{self.who} {self.events} events, expected {self.expected}")
+        return self.last - self.began
+
+
 async def plain_read(settings: Settings, expected: int, timeout: float = 600) -> float:
     """Baseline: a bare aiokafka consumer reads both input topics and orjson-decodes every
     message until it has seen ``expected`` events. Returns seconds from its first to its
@@ -201,22 +242,11 @@ async def plain_read(settings: Settings, expected: int, timeout: float = 600) ->
         ]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        events, began, last = 0, 0.0, 0.0
-        deadline = time.monotonic() + timeout
-        while events < expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"baseline read {events}/{expected} events in {timeout}s")
+        count = EventCount(expected, timeout, "baseline read")
+        while count.reading:
             batch = await consumer.getmany(timeout_ms=300, max_records=10_000)
-            if batch and not began:
-                began = time.perf_counter()
-            for records in batch.values():
-                for rec in records:
-                    doc = orjson.loads(rec.value)
-                    events += len(doc) if isinstance(doc, list) else 1
-            last = time.perf_counter()
-        if events != expected:
-            raise RuntimeError(f"baseline read {events} events, expected {expected}")
-        return last - began
+            count.batch(rec.value for records in batch.values() for rec in records)
+        return count.seconds()
     finally:
         await consumer.stop()
 

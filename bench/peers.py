@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streams.settings import Settings
 
-from .harness import run_until_written
+from .harness import EventCount, run_until_written
 
 __all__ = ["QuixRun", "confluent_read", "create_quix_topics", "quix_run"]
 
@@ -82,28 +81,24 @@ def _confluent_read(settings: Settings, expected: int, timeout: float) -> float:
                 raise RuntimeError(f"confluent read: topic {topic}: {meta.error}")
             tps += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
         consumer.assign(tps)
-        events, began, last = 0, 0.0, 0.0
-        deadline = time.monotonic() + timeout
-        while events < expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"confluent read {events}/{expected} events in {timeout}s")
-            messages = consumer.consume(num_messages=10_000, timeout=0.3)
-            if messages and not began:
-                began = time.perf_counter()
-            for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise RuntimeError(f"confluent read: {err}")
-                doc = orjson.loads(msg.value())
-                events += len(doc) if isinstance(doc, list) else 1
-            last = time.perf_counter()
-        if events != expected:
-            raise RuntimeError(f"confluent read {events} events, expected {expected}")
-        return last - began
+        count = EventCount(expected, timeout, "confluent read")
+        while count.reading:
+            count.batch(_values(consumer.consume(num_messages=10_000, timeout=0.3)))
+        return count.seconds()
     finally:
         consumer.close()
+
+
+def _values(messages: list[Message]) -> Iterator[bytes]:
+    """The values of a ``consume()`` batch; an end-of-partition event is no record, any
+    other error stops the read."""
+    for msg in messages:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise RuntimeError(f"confluent read: {err}")
+        yield msg.value()
 
 
 async def confluent_read(settings: Settings, expected: int, timeout: float = 600) -> float:
