@@ -315,14 +315,15 @@ class SignalWatch:
         measured, then judged in index order across the signals (they share the open
         incident), whatever the batches."""
         changes: list[tuple[int, str, Measured]] = []
+
+        def judge(before: float, after: float) -> str | None:
+            return None  # always measured first: ADWIN's first cut understates it
+
         for name, values, at in streams:
             adwin = self._drift.get(name)
             if adwin is None:
                 c = self.config.prediction_drift
                 adwin = self._drift[name] = MeasuredAdwin(c.delta, c.confirm)
-
-            def judge(before: float, after: float) -> str | None:
-                return None  # always measured first: ADWIN's first cut understates it
 
             def keep(m: Measured, name: str = name) -> None:
                 changes.append((m.index, name, m))
